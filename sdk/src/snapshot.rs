@@ -1,0 +1,143 @@
+//! One environment's releases and kill state, compiled and ready to evaluate.
+
+use crate::compile::CompiledRelease;
+use crate::context::Context;
+use crate::decision::Decision;
+use crate::error::CompileError;
+use crate::model::Release;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+
+/// The wire form of an environment's configuration: what the server serves at
+/// `GET /v1/envs/{env}/snapshot` and what a bootstrap file holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotData {
+    /// The environment revision this snapshot reflects.
+    pub revision: u64,
+    /// The environment's kill switch.
+    #[serde(default)]
+    pub kill_all: bool,
+    /// Every release of the environment.
+    #[serde(default)]
+    pub releases: Vec<Release>,
+}
+
+/// An immutable, compiled environment. Share it behind an `Arc` and swap in a new one on
+/// change; evaluating borrows it and never locks or allocates.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    revision: u64,
+    kill_all: bool,
+    releases: HashMap<Box<str>, Arc<CompiledRelease>, Xxh3DefaultBuilder>,
+}
+
+impl Snapshot {
+    /// Compiles every release; fails on the first invalid one.
+    pub fn compile(data: SnapshotData) -> Result<Self, CompileError> {
+        let mut releases = HashMap::with_capacity_and_hasher(data.releases.len(), Xxh3DefaultBuilder::new());
+        for release in data.releases {
+            let compiled = CompiledRelease::compile(release)?;
+            releases.insert(compiled.key().into(), Arc::new(compiled));
+        }
+        Ok(Snapshot { revision: data.revision, kill_all: data.kill_all, releases })
+    }
+
+    /// Compiles what it can: releases that fail to compile (say, written by a newer
+    /// server with an algorithm this SDK does not know) are left out and returned, so
+    /// the rest keeps working and those evaluate as not found.
+    pub fn compile_lenient(data: SnapshotData) -> (Self, Vec<(String, CompileError)>) {
+        let mut rejected = Vec::new();
+        let mut releases = HashMap::with_capacity_and_hasher(data.releases.len(), Xxh3DefaultBuilder::new());
+        for release in data.releases {
+            let key = release.key.clone();
+            match CompiledRelease::compile(release) {
+                Ok(compiled) => {
+                    releases.insert(key.into_boxed_str(), Arc::new(compiled));
+                }
+                Err(e) => rejected.push((key, e)),
+            }
+        }
+        (Snapshot { revision: data.revision, kill_all: data.kill_all, releases }, rejected)
+    }
+
+    /// Evaluates release `key` for `ctx`. Never fails: an unknown key gives a decision
+    /// without a version and reason `ERROR` / `FLAG_NOT_FOUND`.
+    #[inline]
+    pub fn evaluate(&self, key: &str, ctx: &Context) -> Decision<'_> {
+        match self.releases.get(key) {
+            Some(release) => release.evaluate(self.kill_all, ctx),
+            None => Decision::NOT_FOUND,
+        }
+    }
+
+    /// The environment revision.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Whether the environment's kill switch is on.
+    pub fn kill_all(&self) -> bool {
+        self.kill_all
+    }
+
+    /// A release by key.
+    pub fn get(&self, key: &str) -> Option<&Arc<CompiledRelease>> {
+        self.releases.get(key)
+    }
+
+    /// Number of releases.
+    pub fn len(&self) -> usize {
+        self.releases.len()
+    }
+
+    /// True when the environment has no releases.
+    pub fn is_empty(&self) -> bool {
+        self.releases.is_empty()
+    }
+
+    /// Releases in key order.
+    pub fn releases(&self) -> impl Iterator<Item = &Arc<CompiledRelease>> {
+        let mut all: Vec<_> = self.releases.values().collect();
+        all.sort_by(|a, b| a.key().cmp(b.key()));
+        all.into_iter()
+    }
+
+    /// A new snapshot at `revision` with `release` added or replaced. Other releases
+    /// are shared, not recompiled.
+    #[must_use]
+    pub fn with_release(&self, revision: u64, release: Arc<CompiledRelease>) -> Self {
+        let mut next = self.clone();
+        next.revision = revision;
+        next.releases.insert(release.key().into(), release);
+        next
+    }
+
+    /// A new snapshot at `revision` without release `key`.
+    #[must_use]
+    pub fn without_release(&self, revision: u64, key: &str) -> Self {
+        let mut next = self.clone();
+        next.revision = revision;
+        next.releases.remove(key);
+        next
+    }
+
+    /// A new snapshot at `revision` with the kill switch set.
+    #[must_use]
+    pub fn with_kill_all(&self, revision: u64, kill_all: bool) -> Self {
+        let mut next = self.clone();
+        next.revision = revision;
+        next.kill_all = kill_all;
+        next
+    }
+
+    /// The wire form.
+    pub fn to_data(&self) -> SnapshotData {
+        SnapshotData {
+            revision: self.revision,
+            kill_all: self.kill_all,
+            releases: self.releases().map(|r| r.release().clone()).collect(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Evaluating a release allocates nothing: a counting global allocator proves it.
+//! Kept in its own test binary so no other test's allocations are counted.
+
+use cohort_sdk::{Condition, Context, Reason, Release, Rule, Snapshot, SnapshotData};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts on the calling thread.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+fn cond(attr: &str, op: &str, values: &[serde_json::Value]) -> Condition {
+    Condition {
+        attr: attr.into(),
+        op: op.into(),
+        values: values.iter().map(|v| serde_json::from_value(v.clone()).unwrap()).collect(),
+    }
+}
+
+#[test]
+fn evaluating_allocates_nothing_on_any_path() {
+    use serde_json::json;
+    let mut rich = Release::new("rich", ["v1", "v2", "v3"])
+        .with_allocation("v2", 20_000)
+        .with_allocation("v3", 50_000);
+    rich.overrides.insert("vip".into(), "v3".into());
+    rich.rules.push(Rule {
+        when: vec![
+            cond("country", "in", &[json!("NZ"), json!("AU")]),
+            cond("app_version", "semver_gte", &[json!("2.1.0-rc.1")]),
+        ],
+        serve: "v2".into(),
+    });
+    rich.rules.push(Rule { when: vec![cond("email", "ends_with", &[json!("@example.com")])], serve: "v3".into() });
+    rich.audience = vec![cond("age", "gte", &[json!(18)]), cond("plan", "not_in", &[json!("free")])];
+    let long_salt = Release { salt: Some("s".repeat(250)), ..Release::new("long", ["a", "b"]).with_allocation("b", 100_000) };
+    let mut tenant = Release::new("tenant", ["v1", "v2"]).with_allocation("v2", 50_000);
+    tenant.unit = "tenant_id".into();
+    let snapshot = Snapshot::compile(SnapshotData {
+        revision: 1,
+        kill_all: false,
+        releases: vec![Release::new("plain", ["v1", "v2"]).with_allocation("v2", 5_000), rich, long_salt, tenant],
+    })
+    .unwrap();
+
+    let contexts = [
+        Context::with_targeting_key("user-1"),
+        Context::with_targeting_key("vip"),
+        Context::new(),
+        Context::with_targeting_key("u").with("country", "NZ").with("app_version", "v2.3"),
+        Context::with_targeting_key("u").with("email", "a@example.com"),
+        Context::with_targeting_key("u").with("age", 30).with("plan", "pro"),
+        Context::with_targeting_key("u").with("age", "17"),
+        Context::with_targeting_key("x".repeat(2_000)).with("tenant_id", -42_i64),
+        Context::new().with("tenant_id", true),
+    ];
+    let keys = ["plain", "rich", "long", "tenant", "missing"];
+
+    let mut reasons = Vec::with_capacity(64);
+    let count = allocations_during(|| {
+        for ctx in &contexts {
+            for key in keys {
+                let d = snapshot.evaluate(key, ctx);
+                std::hint::black_box(&d);
+                if reasons.len() < reasons.capacity() {
+                    reasons.push(d.reason);
+                }
+            }
+        }
+    });
+    assert_eq!(count, 0, "evaluation allocated {count} times");
+    // The loop covered every decision path, so the zero above means something.
+    for reason in [Reason::Split, Reason::TargetingMatch, Reason::Default, Reason::Error] {
+        assert!(reasons.contains(&reason), "no {reason:?} decision was exercised");
+    }
+
+    let killed = Snapshot::compile(SnapshotData { kill_all: true, ..snapshot.to_data() }).unwrap();
+    let ctx = Context::with_targeting_key("user-1");
+    let count = allocations_during(|| {
+        assert_eq!(killed.evaluate("rich", &ctx).reason, Reason::Disabled);
+    });
+    assert_eq!(count, 0);
+}
