@@ -1,0 +1,170 @@
+//! The one place errors become HTTP responses: every variant has one status and one
+//! machine-readable code, and every body is `{"error": {"code", "message"}}`.
+
+use crate::releases::ReleaseError;
+use crate::store::{InvalidEnvName, StoreError};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON (syntax).
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The body is JSON of the wrong shape (unknown field, wrong type, missing field).
+    #[error("request body has the wrong shape: {0}")]
+    InvalidBody(String),
+    /// A header, query or path value is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The environment in the URL is not a valid name.
+    #[error(transparent)]
+    InvalidEnvironment(#[from] InvalidEnvName),
+    /// Body above the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The release described is invalid.
+    #[error("invalid release: {field}: {message}")]
+    InvalidRelease { field: String, message: String },
+    /// Unknown release.
+    #[error("release `{0}` does not exist")]
+    ReleaseNotFound(String),
+    /// Unknown route.
+    #[error("no such route: {0}")]
+    RouteNotFound(String),
+    /// Route exists, method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Create of an existing key.
+    #[error("release `{0}` already exists")]
+    AlreadyExists(String),
+    /// `If-Match` is stale.
+    #[error("release `{key}` is at revision {current}, not {expected}: someone changed it; fetch it again and retry")]
+    RevisionMismatch { key: String, expected: u64, current: u64 },
+    /// `If-Match` is required and missing.
+    #[error("this change needs an If-Match header with the release's revision (its ETag), e.g. If-Match: \"7\"")]
+    PreconditionRequired,
+    /// The store cannot be reached; nothing was written.
+    #[error("the store is unavailable, nothing was written; evaluation goes on from the last snapshot: {0}")]
+    StoreUnavailable(String),
+    /// The instance has not loaded its first snapshot.
+    #[error("not ready: the first snapshot has not been loaded yet")]
+    NotReady,
+    /// A bug or corrupt data.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidEnvironment(_) => "invalid_environment",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::InvalidRelease { .. } => "invalid_release",
+            ApiError::ReleaseNotFound(_) => "release_not_found",
+            ApiError::RouteNotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::RevisionMismatch { .. } => "revision_mismatch",
+            ApiError::PreconditionRequired => "precondition_required",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::NotReady => "not_ready",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// A JSON-body extraction failure, sorted into syntax, shape and size.
+    pub fn from_json(err: JsonPayloadError, limit: usize) -> Self {
+        match err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::InvalidBody(e.to_string()),
+            JsonPayloadError::Deserialize(e) => ApiError::InvalidJson(e.to_string()),
+            other => ApiError::InvalidJson(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(key) => ApiError::AlreadyExists(key),
+            StoreError::NotFound(key) => ApiError::ReleaseNotFound(key),
+            StoreError::RevisionMismatch { key, expected, current } => {
+                ApiError::RevisionMismatch { key, expected, current }
+            }
+            StoreError::Unavailable(message) => ApiError::StoreUnavailable(message),
+            StoreError::Corrupt(message) => ApiError::Internal(message),
+        }
+    }
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::Invalid { field, message } => ApiError::InvalidRelease { field, message },
+            ReleaseError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidEnvironment(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::StoreUnavailable(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        HttpResponse::build(status).json(Body { error: Detail { code: self.code(), message: self.to_string() } })
+    }
+}
+
+/// Extractor hook: JSON bodies.
+pub fn json_error(limit: usize) -> impl Fn(JsonPayloadError, &HttpRequest) -> actix_web::Error + Clone {
+    move |err, _req| ApiError::from_json(err, limit).into()
+}
+
+/// Extractor hook: path segments.
+pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid path: {err}")).into()
+}
+
+/// Extractor hook: query strings.
+pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query: {err}")).into()
+}

@@ -1,0 +1,98 @@
+//! `POST /v1/envs/{env}/evaluate`: one context, some or all releases, answered from the
+//! in-memory snapshot (never the store).
+
+use super::extract::Env;
+use super::{ApiError, AppState, resource};
+use actix_web::{HttpResponse, web};
+use cohort_sdk::{Context, Decision, Snapshot};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/evaluate").post(evaluate));
+}
+
+/// Most releases one request may name.
+const MAX_RELEASES: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateRequest {
+    #[serde(default)]
+    context: Context,
+    /// Omitted: every release of the environment.
+    #[serde(default)]
+    releases: Option<Vec<String>>,
+}
+
+async fn evaluate(
+    state: web::Data<AppState>,
+    Env(env): Env,
+    body: web::Json<EvaluateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let env_snapshot = state.snapshots.get(&env).unwrap_or_default();
+    let snapshot = &env_snapshot.snapshot;
+    let keys: Vec<&str> = match &request.releases {
+        Some(keys) => {
+            if keys.len() > MAX_RELEASES {
+                return Err(ApiError::BadRequest(format!("at most {MAX_RELEASES} releases per request")));
+            }
+            let mut seen = HashSet::with_capacity(keys.len());
+            keys.iter().map(String::as_str).filter(|k| seen.insert(*k)).collect()
+        }
+        None => snapshot.releases().map(|r| r.key()).collect(),
+    };
+    let body = serde_json::to_vec(&Response { snapshot, keys: &keys, context: &request.context })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+/// Serialises decisions straight from the snapshot, without building an intermediate map.
+struct Response<'a> {
+    snapshot: &'a Snapshot,
+    keys: &'a [&'a str],
+    context: &'a Context,
+}
+
+impl Serialize for Response<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Results<'a>(&'a Response<'a>);
+        impl Serialize for Results<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.keys.len()))?;
+                for key in self.0.keys {
+                    map.serialize_entry(key, &DecisionView(self.0.snapshot.evaluate(key, self.0.context)))?;
+                }
+                map.end()
+            }
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("revision", &self.snapshot.revision())?;
+        map.serialize_entry("results", &Results(self))?;
+        map.end()
+    }
+}
+
+/// `{"version", "reason", "bucket"?, "error"?}`.
+pub struct DecisionView<'a>(pub Decision<'a>);
+
+impl Serialize for DecisionView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = &self.0;
+        let len = 1 + usize::from(d.version.is_some()) + usize::from(d.bucket.is_some()) + usize::from(d.error.is_some());
+        let mut map = s.serialize_map(Some(len))?;
+        if let Some(version) = d.version {
+            map.serialize_entry("version", version)?;
+        }
+        map.serialize_entry("reason", d.reason.as_str())?;
+        if let Some(bucket) = d.bucket {
+            map.serialize_entry("bucket", &bucket)?;
+        }
+        if let Some(error) = d.error {
+            map.serialize_entry("error", error.as_str())?;
+        }
+        map.end()
+    }
+}

@@ -1,0 +1,57 @@
+//! The HTTP API: one module per URL resource, each with a `configure` function; handlers
+//! extract, call the domain, and map the result.
+
+pub mod error;
+mod evaluate;
+mod extract;
+mod health;
+mod releases;
+mod environment;
+
+use crate::releases::Releases;
+use crate::snapshots::Snapshots;
+use actix_web::web;
+use std::sync::Arc;
+
+pub use error::ApiError;
+
+/// The state every handler can reach: cheap-to-clone handles, registered once.
+#[derive(Clone)]
+pub struct AppState {
+    /// Release operations (writes go through the store).
+    pub releases: Releases,
+    /// What evaluation reads.
+    pub snapshots: Arc<Snapshots>,
+    /// Name of the store, for `/readyz`.
+    pub store_kind: &'static str,
+}
+
+/// Registers every route and the JSON error shape for extractor failures.
+pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: usize) {
+    cfg.app_data(web::Data::new(state))
+        .app_data(web::JsonConfig::default().limit(max_body_bytes).content_type_required(false).error_handler(error::json_error(max_body_bytes)))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .configure(health::configure)
+        .service(
+            web::scope("/v1/envs/{env}")
+                .configure(evaluate::configure)
+                .configure(releases::configure)
+                .configure(environment::configure),
+        );
+}
+
+/// Unknown routes answer in the same JSON shape as every other error.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound(req.path().to_owned()))
+}
+
+/// A known route with a method it does not serve.
+pub(crate) async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// A resource whose unserved methods answer 405 in the JSON error shape.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}

@@ -1,0 +1,324 @@
+//! Carries out each client command: the requests it makes, in what order, and which
+//! text (or server JSON) it prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use super::args::PercentArg;
+use super::client::{ClientError, CohortClient, Reply};
+use super::output;
+use super::{ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_USAGE, ReleaseCmd};
+
+/// Why a client command failed.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `set-percent` lost a race: the release moved on between our read and our write.
+    /// The server's message comes first, in the usual shape; the second line says what
+    /// to do about it.
+    #[error(
+        "{source}\nhint: someone else changed {key} after revision {revision}, so nothing \
+         was changed; check `cohort release get {key}` and run the command again"
+    )]
+    Stale {
+        key: String,
+        revision: u64,
+        source: ClientError,
+    },
+    #[error("{version} is given more than once")]
+    DuplicateVersion { version: String },
+    #[error("cannot read {}: {source}", .path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a release: {reason}", .path.display())]
+    BadFile { path: PathBuf, reason: String },
+    #[error("the key on the command line ({arg}) differs from the key in {} ({file})", .path.display())]
+    KeyMismatch {
+        arg: String,
+        file: String,
+        path: PathBuf,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this failure (see the `EXIT_*` constants).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Client(err) => err.exit_code(),
+            Self::Stale { .. } => EXIT_CONFLICT,
+            Self::DuplicateVersion { .. }
+            | Self::ReadFile { .. }
+            | Self::BadFile { .. }
+            | Self::KeyMismatch { .. } => EXIT_USAGE,
+        }
+    }
+}
+
+/// Runs `cmd` and returns what to print on stdout.
+pub async fn execute(
+    args: &ClientArgs,
+    cmd: ClientCommand,
+    token: Option<&str>,
+) -> Result<String, CliError> {
+    let client = CohortClient::new(&args.url, &args.env, token)?;
+    let json = args.json;
+    match cmd {
+        ClientCommand::Release(cmd) => release(&client, args, cmd).await,
+        ClientCommand::KillAll { reason } => {
+            let reply = client.kill_all(reason.as_deref()).await?;
+            Ok(show(json, &reply, output::render_environment_state))
+        }
+        ClientCommand::UnkillAll => {
+            let reply = client.unkill_all().await?;
+            Ok(show(json, &reply, output::render_environment_state))
+        }
+    }
+}
+
+async fn release(
+    client: &CohortClient,
+    args: &ClientArgs,
+    cmd: ReleaseCmd,
+) -> Result<String, CliError> {
+    let json = args.json;
+    match cmd {
+        ReleaseCmd::List => {
+            let reply = client.list_releases().await?;
+            Ok(show(json, &reply, output::render_release_list))
+        }
+        ReleaseCmd::Get { key } => {
+            let reply = client.get_release(&key).await?;
+            Ok(show(json, &reply, output::render_release))
+        }
+        ReleaseCmd::Create(create) => {
+            let body = create_body(&create).await?;
+            let reply = client.create_release(&body).await?;
+            Ok(show(json, &reply, output::render_release))
+        }
+        ReleaseCmd::SetPercent {
+            key,
+            percents,
+            if_match,
+        } => set_percent(client, json, &key, &percents, if_match).await,
+        ReleaseCmd::Kill { key, reason } => {
+            let reply = client.kill(&key, reason.as_deref()).await?;
+            Ok(show(json, &reply, output::render_killed))
+        }
+        ReleaseCmd::Unkill { key } => {
+            let reply = client.unkill(&key).await?;
+            Ok(show(json, &reply, output::render_unkilled))
+        }
+        ReleaseCmd::Delete { key, if_match } => {
+            let body = client.delete_release(&key, if_match).await?;
+            Ok(if json {
+                output::render_json(&body)
+            } else {
+                format!("deleted {key} from {}\n", args.env)
+            })
+        }
+    }
+}
+
+/// Reads the release first so the confirmation can say what each percent was, then
+/// writes conditionally on that read: the before values printed are exactly the ones
+/// the update replaced, or the update is refused.
+async fn set_percent(
+    client: &CohortClient,
+    json: bool,
+    key: &str,
+    percents: &[PercentArg],
+    if_match: Option<u64>,
+) -> Result<String, CliError> {
+    let percent = percent_map(percents)?;
+    let before = client.get_release(key).await?;
+    let revision = if_match.or(before.etag).unwrap_or(before.value.revision);
+    let after = client
+        .set_allocation(key, &percent, Some(revision))
+        .await
+        .map_err(|err| match err.status().map(|s| s.as_u16()) {
+            Some(412) => CliError::Stale {
+                key: key.to_owned(),
+                revision,
+                source: err,
+            },
+            _ => CliError::Client(err),
+        })?;
+    if json {
+        return Ok(output::render_json(&after.body));
+    }
+    let requested: Vec<String> = percent.into_keys().collect();
+    Ok(output::render_percent_changes(
+        &before.value,
+        &after.value,
+        &requested,
+    ))
+}
+
+/// A JSON object silently keeps the last of two equal keys; `v2=5 v2=10` is more
+/// likely a typo than an intent, so it is refused.
+fn percent_map(percents: &[PercentArg]) -> Result<BTreeMap<String, f64>, CliError> {
+    let mut map = BTreeMap::new();
+    for p in percents {
+        if map.insert(p.version.clone(), p.percent).is_some() {
+            return Err(CliError::DuplicateVersion {
+                version: p.version.clone(),
+            });
+        }
+    }
+    Ok(map)
+}
+
+/// The `POST /releases` body: the `--file` object if given, with the key checked or
+/// filled in and any explicit flags laid over it.
+async fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
+    let mut body = match &args.file {
+        Some(path) => read_release_file(path).await?,
+        None => Map::new(),
+    };
+    match body.get("key") {
+        None => {
+            body.insert("key".to_owned(), json!(args.key));
+        }
+        Some(Value::String(file_key)) if *file_key == args.key => {}
+        Some(other) => {
+            let path = args.file.clone().unwrap_or_default();
+            return Err(CliError::KeyMismatch {
+                arg: args.key.clone(),
+                file: other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_owned),
+                path,
+            });
+        }
+    }
+    if !args.versions.is_empty() {
+        body.insert("versions".to_owned(), json!(args.versions));
+    }
+    for (field, value) in [
+        ("unit", &args.unit),
+        ("salt", &args.salt),
+        ("description", &args.description),
+    ] {
+        if let Some(value) = value {
+            body.insert(field.to_owned(), json!(value));
+        }
+    }
+    if !args.percents.is_empty() {
+        let percents = percent_map(&args.percents)?;
+        let allocation = body
+            .entry("allocation")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Some(allocation) = allocation.as_object_mut() else {
+            return Err(CliError::BadFile {
+                path: args.file.clone().unwrap_or_default(),
+                reason: "\"allocation\" must be an object".to_owned(),
+            });
+        };
+        for (version, percent) in percents {
+            allocation.insert(version, json!(percent));
+        }
+    }
+    Ok(Value::Object(body))
+}
+
+async fn read_release_file(path: &Path) -> Result<Map<String, Value>, CliError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| CliError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+    let bad = |reason: String| CliError::BadFile {
+        path: path.to_owned(),
+        reason,
+    };
+    match serde_json::from_str(&text).map_err(|e| bad(e.to_string()))? {
+        Value::Object(map) => Ok(map),
+        _ => Err(bad("expected a JSON object".to_owned())),
+    }
+}
+
+/// The server's JSON with `--json`, the human rendering otherwise.
+fn show<T>(json: bool, reply: &Reply<T>, render: impl Fn(&T) -> String) -> String {
+    if json {
+        output::render_json(&reply.body)
+    } else {
+        render(&reply.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_args(key: &str) -> CreateArgs {
+        CreateArgs {
+            key: key.to_owned(),
+            versions: vec![],
+            unit: None,
+            salt: None,
+            percents: vec![],
+            description: None,
+            file: None,
+        }
+    }
+
+    fn pct(version: &str, percent: f64) -> PercentArg {
+        PercentArg {
+            version: version.to_owned(),
+            percent,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_from_flags_sends_only_what_was_given() {
+        let mut args = create_args("checkout");
+        args.versions = vec!["v1".into(), "v2".into()];
+        args.percents = vec![pct("v2", 5.0)];
+        let body = create_body(&args).await.expect("body");
+        assert_eq!(
+            body,
+            json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 5.0}})
+        );
+    }
+
+    #[tokio::test]
+    async fn create_from_a_file_inserts_the_key_and_lets_flags_override() {
+        let dir = std::env::temp_dir().join(format!("cohort-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("release.json");
+        std::fs::write(
+            &path,
+            r#"{"versions": ["v1", "v2"], "allocation": {"v2": 1}, "salt": "s"}"#,
+        )
+        .expect("write file");
+
+        let mut args = create_args("checkout");
+        args.file = Some(path.clone());
+        args.percents = vec![pct("v2", 2.5)];
+        let body = create_body(&args).await.expect("body");
+        assert_eq!(
+            body,
+            json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 2.5}, "salt": "s"})
+        );
+
+        std::fs::write(&path, r#"{"key": "search", "versions": ["v1"]}"#).expect("write file");
+        let err = create_body(&args).await.expect_err("key mismatch");
+        assert!(matches!(err, CliError::KeyMismatch { .. }), "{err}");
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_same_version_twice_is_refused() {
+        let err = percent_map(&[pct("v2", 5.0), pct("v2", 10.0)]).expect_err("duplicate");
+        assert_eq!(err.exit_code(), EXIT_USAGE);
+    }
+}

@@ -1,0 +1,420 @@
+//! Human-readable rendering of the server's responses: tables, key/value listings and
+//! one-line confirmations. Every function returns a `String` so tests can assert on it.
+
+use std::fmt::Write as _;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use serde_json::Value;
+
+use super::views::{EnvironmentState, ReleaseList, ReleaseView};
+
+/// Allocation is exchanged in percent with up to three decimals; working in thousandths
+/// keeps sums such as `100 - 5.5 - 0.1` free of float noise.
+const THOUSANDTHS: f64 = 1000.0;
+
+/// `5` → `5%`, `0.5` → `0.5%`, `2.125` → `2.125%`.
+pub fn format_percent(percent: f64) -> String {
+    let text = format!("{percent:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
+}
+
+fn to_thousandths(percent: f64) -> i64 {
+    // `as` saturates (and maps NaN to 0), so even a nonsensical value from the server
+    // cannot panic here; callers sum with `saturating_add` for the same reason.
+    (percent * THOUSANDTHS).round() as i64
+}
+
+/// `v2 5%, v3 0.5%`, or `none` when every unit gets the baseline.
+pub fn allocation_summary(release: &ReleaseView) -> String {
+    let parts: Vec<String> = release
+        .allocation_in_order()
+        .into_iter()
+        .map(|(version, percent)| format!("{version} {}", format_percent(percent)))
+        .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `live`, `KILLED` or `KILLED (reason)`.
+pub fn state_label(release: &ReleaseView) -> String {
+    if release.killed {
+        with_reason("KILLED", release.kill_reason.as_deref())
+    } else {
+        "live".to_owned()
+    }
+}
+
+fn with_reason(label: &str, reason: Option<&str>) -> String {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(reason) => format!("{label} ({reason})"),
+        None => label.to_owned(),
+    }
+}
+
+/// The `release list` table followed by the environment's revision and, when on, the
+/// kill switch.
+pub fn render_release_list(list: &ReleaseList) -> String {
+    let mut out = String::new();
+    if list.releases.is_empty() {
+        let _ = writeln!(out, "no releases in {}", list.environment);
+    } else {
+        let mut table = Table::new();
+        table
+            // Borderless and unwrapped: the output is read by people and by `grep`/`awk`
+            // alike, and a wrapped cell would break the one-release-per-line shape.
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .force_no_tty()
+            .set_header(["KEY", "VERSIONS", "ALLOCATION", "STATE", "REVISION"]);
+        for release in &list.releases {
+            table.add_row([
+                release.key.clone(),
+                release.versions.join(", "),
+                allocation_summary(release),
+                state_label(release),
+                release.revision.to_string(),
+            ]);
+        }
+        // Flush left with two spaces between columns, like `kubectl get`, rather than
+        // the preset's one-space indent.
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        for line in table.lines() {
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "environment {} at revision {}",
+        list.environment, list.revision
+    );
+    if list.kill_all {
+        let _ = writeln!(
+            out,
+            "{}",
+            with_reason(
+                "KILL-ALL ON: every release serves its baseline",
+                list.kill_reason.as_deref()
+            )
+        );
+    }
+    out
+}
+
+/// The `release get` key/value listing.
+pub fn render_release(release: &ReleaseView) -> String {
+    let baseline = release.baseline().unwrap_or("?");
+    let versions = release
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i == 0 {
+                format!("{v} (baseline)")
+            } else {
+                v.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let allocated: i64 = release
+        .allocation
+        .values()
+        .map(|p| to_thousandths(*p))
+        .fold(0, i64::saturating_add);
+    let baseline_share = 100_000_i64.saturating_sub(allocated) as f64 / THOUSANDTHS;
+    let allocation = if release.allocation.is_empty() {
+        format!("everyone gets {baseline}")
+    } else {
+        format!(
+            "{} ({baseline} gets {})",
+            allocation_summary(release),
+            format_percent(baseline_share)
+        )
+    };
+
+    let killed = if release.killed {
+        format!(
+            "{}: everyone gets {baseline}",
+            with_reason("yes", release.kill_reason.as_deref())
+        )
+    } else {
+        "no".to_owned()
+    };
+
+    let rows: [(&str, String); 12] = [
+        ("key", release.key.clone()),
+        ("description", non_empty(&release.description)),
+        ("versions", versions),
+        ("unit", non_empty(&release.unit)),
+        ("salt", non_empty(&release.salt)),
+        ("bucketing", non_empty(&release.bucketing)),
+        ("allocation", allocation),
+        ("killed", killed),
+        ("overrides", release.overrides.len().to_string()),
+        ("rules", release.rules.len().to_string()),
+        ("audience", release.audience.len().to_string()),
+        ("revision", release.revision.to_string()),
+    ];
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in rows {
+        let _ = writeln!(out, "{key:<width$}  {value}");
+    }
+    out
+}
+
+fn non_empty(text: &str) -> String {
+    if text.trim().is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// One line per candidate whose percent changed, e.g.
+/// `checkout: v2 5% → 10% (revision 42)`.
+pub fn render_percent_changes(
+    before: &ReleaseView,
+    after: &ReleaseView,
+    requested: &[String],
+) -> String {
+    let mut out = String::new();
+    for version in requested {
+        let old = before.percent_of(version);
+        let new = after.percent_of(version);
+        if to_thousandths(old) != to_thousandths(new) {
+            let _ = writeln!(
+                out,
+                "{}: {version} {} → {} (revision {})",
+                after.key,
+                format_percent(old),
+                format_percent(new),
+                after.revision
+            );
+        }
+    }
+    if out.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}: allocation unchanged (revision {})",
+            after.key, after.revision
+        );
+    }
+    out
+}
+
+/// `killed checkout at revision 43: everyone gets v1`
+pub fn render_killed(release: &ReleaseView) -> String {
+    format!(
+        "killed {} at revision {}: everyone gets {}\n",
+        release.key,
+        release.revision,
+        release.baseline().unwrap_or("the baseline")
+    )
+}
+
+/// `unkilled checkout at revision 44: serving v2 5%, v3 0.5%`
+pub fn render_unkilled(release: &ReleaseView) -> String {
+    let serving = if release.allocation.is_empty() {
+        format!(
+            "everyone gets {}",
+            release.baseline().unwrap_or("the baseline")
+        )
+    } else {
+        format!("serving {}", allocation_summary(release))
+    };
+    format!(
+        "unkilled {} at revision {}: {serving}\n",
+        release.key, release.revision
+    )
+}
+
+/// `KILL-ALL ON in production at revision 44` / `KILL-ALL OFF in production at revision 45`
+pub fn render_environment_state(state: &EnvironmentState) -> String {
+    let line = format!(
+        "KILL-ALL {} in {} at revision {}",
+        if state.kill_all { "ON" } else { "OFF" },
+        state.environment,
+        state.revision
+    );
+    let line = if state.kill_all {
+        with_reason(&line, state.kill_reason.as_deref())
+    } else {
+        line
+    };
+    format!("{line}\n")
+}
+
+/// The server's body for `--json`, pretty-printed; empty for bodiless responses (204).
+pub fn render_json(body: &Value) -> String {
+    if body.is_null() {
+        return String::new();
+    }
+    // Serializing a `Value` cannot fail: its map keys are always strings.
+    let pretty = serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string());
+    format!("{pretty}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn release(value: Value) -> ReleaseView {
+        serde_json::from_value(value).expect("valid release view")
+    }
+
+    fn checkout() -> ReleaseView {
+        release(json!({
+            "key": "checkout", "versions": ["v1", "v2", "v3"], "unit": "targetingKey",
+            "salt": "checkout", "bucketing": "xxh3-slots-v1",
+            "allocation": {"v3": 0.5, "v2": 5.0}, "overrides": {"user-1": "v2"},
+            "rules": [], "audience": [], "killed": false, "kill_reason": null,
+            "description": "new checkout flow", "revision": 7
+        }))
+    }
+
+    fn list(kill_all: bool, releases: Vec<ReleaseView>) -> ReleaseList {
+        ReleaseList {
+            environment: "production".to_owned(),
+            revision: 12,
+            kill_all,
+            kill_reason: kill_all.then(|| "incident 42".to_owned()),
+            releases,
+        }
+    }
+
+    #[test]
+    fn percents_drop_trailing_zeros() {
+        assert_eq!(format_percent(5.0), "5%");
+        assert_eq!(format_percent(0.5), "0.5%");
+        assert_eq!(format_percent(2.125), "2.125%");
+        assert_eq!(format_percent(100.0), "100%");
+        assert_eq!(format_percent(0.0), "0%");
+        assert_eq!(format_percent(10.100_000_000_1), "10.1%");
+    }
+
+    #[test]
+    fn allocation_follows_version_order_not_alphabetical_order() {
+        let mut r = checkout();
+        r.versions = vec!["v1".into(), "v10".into(), "v9".into()];
+        r.allocation = [("v9".to_owned(), 1.0), ("v10".to_owned(), 2.0)].into();
+        assert_eq!(allocation_summary(&r), "v10 2%, v9 1%");
+    }
+
+    #[test]
+    fn release_list_renders_one_row_per_release_with_state() {
+        let mut killed = checkout();
+        killed.key = "search".into();
+        killed.versions = vec!["s1".into(), "s2".into()];
+        killed.allocation = [("s2".to_owned(), 50.0)].into();
+        killed.killed = true;
+        killed.kill_reason = Some("p99 regression".into());
+        killed.revision = 11;
+
+        let text = render_release_list(&list(false, vec![checkout(), killed]));
+        let lines: Vec<&str> = text.lines().collect();
+
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("KEY  "), "{text}");
+        for header in ["KEY", "VERSIONS", "ALLOCATION", "STATE", "REVISION"] {
+            assert!(lines[0].contains(header), "{text}");
+        }
+        assert!(lines[1].contains("checkout"), "{text}");
+        assert!(lines[1].contains("v1, v2, v3"), "{text}");
+        assert!(lines[1].contains("v2 5%, v3 0.5%"), "{text}");
+        assert!(lines[1].contains("live"), "{text}");
+        assert!(lines[1].trim_end().ends_with('7'), "{text}");
+        assert!(lines[2].contains("search"), "{text}");
+        assert!(lines[2].contains("KILLED (p99 regression)"), "{text}");
+        assert_eq!(lines[3], "environment production at revision 12");
+        assert!(!text.contains("KILL-ALL"), "{text}");
+    }
+
+    #[test]
+    fn release_list_columns_line_up() {
+        let mut other = checkout();
+        other.key = "a-much-longer-release-key".into();
+        let text = render_release_list(&list(false, vec![checkout(), other]));
+        let lines: Vec<&str> = text.lines().collect();
+        let column = |line: &str, needle: &str| line.find(needle).expect(needle);
+        assert_eq!(column(lines[0], "VERSIONS"), column(lines[1], "v1, v2"));
+        assert_eq!(column(lines[1], "v1, v2"), column(lines[2], "v1, v2"));
+    }
+
+    #[test]
+    fn release_list_shows_kill_all_prominently() {
+        let text = render_release_list(&list(true, vec![checkout()]));
+        assert!(
+            text.ends_with(
+                "environment production at revision 12\n\
+                 KILL-ALL ON: every release serves its baseline (incident 42)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_release_list_says_so() {
+        let text = render_release_list(&list(false, vec![]));
+        assert_eq!(
+            text,
+            "no releases in production\nenvironment production at revision 12\n"
+        );
+    }
+
+    #[test]
+    fn release_detail_marks_the_baseline_and_counts_targeting() {
+        let text = render_release(&checkout());
+        assert!(
+            text.contains("versions     v1 (baseline), v2, v3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("allocation   v2 5%, v3 0.5% (v1 gets 94.5%)"),
+            "{text}"
+        );
+        assert!(text.contains("killed       no"), "{text}");
+        assert!(text.contains("overrides    1"), "{text}");
+        assert!(text.contains("rules        0"), "{text}");
+        assert!(text.contains("revision     7"), "{text}");
+    }
+
+    #[test]
+    fn percent_changes_list_only_what_moved() {
+        let before = checkout();
+        let mut after = checkout();
+        after.allocation.insert("v2".into(), 10.0);
+        after.revision = 8;
+        let text = render_percent_changes(&before, &after, &["v2".into(), "v3".into()]);
+        assert_eq!(text, "checkout: v2 5% → 10% (revision 8)\n");
+    }
+
+    #[test]
+    fn kill_and_kill_all_confirmations_name_what_is_served() {
+        let mut r = checkout();
+        r.killed = true;
+        r.revision = 43;
+        assert_eq!(
+            render_killed(&r),
+            "killed checkout at revision 43: everyone gets v1\n"
+        );
+        let state = EnvironmentState {
+            environment: "production".into(),
+            revision: 44,
+            kill_all: true,
+            kill_reason: None,
+        };
+        assert_eq!(
+            render_environment_state(&state),
+            "KILL-ALL ON in production at revision 44\n"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! The server's JSON responses as the CLI reads them.
+//!
+//! These are deliberately the CLI's own types rather than the server's: the client only
+//! needs to display them, so every field it does not strictly need has a default and
+//! unknown fields are ignored. A newer server that adds fields keeps working with an
+//! older CLI.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One release as returned by `GET /v1/envs/{env}/releases/{key}` and the write endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReleaseView {
+    pub key: String,
+    /// The first version is the baseline; the others are candidates.
+    pub versions: Vec<String>,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub salt: String,
+    #[serde(default)]
+    pub bucketing: String,
+    /// Candidate → percent of units. The baseline gets whatever is left.
+    #[serde(default)]
+    pub allocation: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub rules: Vec<Value>,
+    #[serde(default)]
+    pub audience: Vec<Value>,
+    #[serde(default)]
+    pub killed: bool,
+    #[serde(default)]
+    pub kill_reason: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    pub revision: u64,
+}
+
+impl ReleaseView {
+    /// The version everyone gets when the release is killed.
+    pub fn baseline(&self) -> Option<&str> {
+        self.versions.first().map(String::as_str)
+    }
+
+    /// The percent currently allocated to `version` (0 when absent, as the server treats it).
+    pub fn percent_of(&self, version: &str) -> f64 {
+        self.allocation.get(version).copied().unwrap_or(0.0)
+    }
+
+    /// Allocation entries in the release's version order rather than the map's
+    /// alphabetical order, so `v2, v10` reads as the operator declared it. Entries for
+    /// versions the release does not list (which a well-behaved server never sends) come
+    /// last rather than being hidden.
+    pub fn allocation_in_order(&self) -> Vec<(&str, f64)> {
+        let mut ordered: Vec<(&str, f64)> = self
+            .versions
+            .iter()
+            .filter_map(|v| self.allocation.get(v).map(|p| (v.as_str(), *p)))
+            .collect();
+        ordered.extend(
+            self.allocation
+                .iter()
+                .filter(|(v, _)| !self.versions.contains(v))
+                .map(|(v, p)| (v.as_str(), *p)),
+        );
+        ordered
+    }
+}
+
+/// `GET /v1/envs/{env}/releases`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReleaseList {
+    pub environment: String,
+    pub revision: u64,
+    #[serde(default)]
+    pub kill_all: bool,
+    #[serde(default)]
+    pub kill_reason: Option<String>,
+    #[serde(default)]
+    pub releases: Vec<ReleaseView>,
+}
+
+/// `POST /v1/envs/{env}/kill-all` and `/unkill-all`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EnvironmentState {
+    pub environment: String,
+    pub revision: u64,
+    pub kill_all: bool,
+    #[serde(default)]
+    pub kill_reason: Option<String>,
+}

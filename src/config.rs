@@ -1,0 +1,193 @@
+//! Settings, loaded in one place: `config/default.toml` (compiled in) < a config file <
+//! `COHORT_…` environment variables < command-line flags. Nothing else reads the
+//! environment.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Everything cohort can be told.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Where releases live.
+    pub store: StoreSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind (0 = any free port).
+    pub port: u16,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl ServerSettings {
+    /// The socket address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// Which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// One JSON file in the data directory.
+    Embedded,
+    /// Redis (or Redis Cluster).
+    Redis,
+}
+
+/// A Redis URL; may carry a password, so it is never printed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL itself (for the client only).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether one is set.
+    pub fn is_set(&self) -> bool {
+        !self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() { "\"<redacted>\"" } else { "\"\"" })
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    /// Which store (`redis` is implied by a `redis_url`).
+    pub kind: StoreKind,
+    /// Embedded store directory.
+    pub data_dir: PathBuf,
+    /// Redis URL.
+    pub redis_url: RedisUrl,
+    /// Redis key prefix.
+    pub redis_prefix: String,
+    /// Changes kept per environment stream.
+    pub stream_max_len: u64,
+    /// Redis command timeout.
+    pub command_timeout_ms: u64,
+    /// Blocking stream read duration.
+    pub follow_block_ms: u64,
+    /// Revision check interval.
+    pub resync_interval_ms: u64,
+}
+
+impl StoreSettings {
+    /// Redis command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `tracing` filter.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Values given as flags; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub workers: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+    pub redis_url: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads defaults < `file` < `COHORT_…` environment < `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_from(file, overrides, config::Environment::with_prefix("COHORT").separator("__"))
+    }
+
+    /// Like [`Settings::load`] with explicit environment variables (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        vars: std::collections::HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        Self::load_from(file, overrides, config::Environment::with_prefix("COHORT").separator("__").source(Some(vars)))
+    }
+
+    fn load_from(file: Option<&Path>, overrides: &Overrides, env: config::Environment) -> Result<Settings, ConfigError> {
+        let err = |e: config::ConfigError| ConfigError(e.to_string());
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(env.prefix_separator("_").try_parsing(true));
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, value: Option<String>| match value {
+            Some(v) => b.set_override(key, v),
+            None => Ok(b),
+        };
+        builder = set(builder, "server.host", overrides.host.map(|h| h.to_string())).map_err(err)?;
+        builder = set(builder, "server.port", overrides.port.map(|p| p.to_string())).map_err(err)?;
+        builder = set(builder, "server.workers", overrides.workers.map(|w| w.to_string())).map_err(err)?;
+        builder =
+            set(builder, "store.data_dir", overrides.data_dir.as_ref().map(|d| d.display().to_string())).map_err(err)?;
+        builder = set(builder, "store.redis_url", overrides.redis_url.clone()).map_err(err)?;
+        builder = set(builder, "log.level", overrides.log_level.clone()).map_err(err)?;
+        let mut settings: Settings = builder.build().map_err(err)?.try_deserialize().map_err(err)?;
+        if settings.store.redis_url.is_set() {
+            settings.store.kind = StoreKind::Redis;
+        }
+        if settings.store.kind == StoreKind::Redis && !settings.store.redis_url.is_set() {
+            return Err(ConfigError("store.kind is redis but no store.redis_url (or --redis-url) is set".into()));
+        }
+        if settings.server.max_body_bytes == 0 {
+            return Err(ConfigError("server.max_body_bytes must be above 0".into()));
+        }
+        Ok(settings)
+    }
+}
+
+impl Settings {
+    /// The CLI's bearer token, from `COHORT_TOKEN` (never a flag, which would land in
+    /// shell history).
+    pub fn client_token() -> Option<String> {
+        std::env::var("COHORT_TOKEN").ok().filter(|t| !t.trim().is_empty())
+    }
+}

@@ -1,0 +1,14 @@
+//! cohort: a release service for canary releases and rolling deployments.
+//!
+//! The evaluation core and model live in `cohort-sdk`; this crate adds storage, sync
+//! between instances, the HTTP API and the command line.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod releases;
+pub mod snapshots;
+pub mod startup;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,376 @@
+//! Release management: the domain operations behind the admin API. Each takes domain
+//! types, validates fully before anything reaches the store ("compile on write"), writes
+//! one compare-and-set, and makes the change visible in this instance's snapshot at
+//! once (read-your-writes) before answering.
+
+use crate::snapshots::{Applied, Snapshots};
+use crate::store::{Change, EnvName, Store, StoreError, Write};
+use crate::sync::reload;
+use cohort_sdk::{CompiledRelease, Condition, Release, Rule, buckets_to_percent, percent_to_buckets};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// How often an unconditional write (kill, allocation without `If-Match`) retries after
+/// losing a compare-and-set to a concurrent writer.
+const UNCONDITIONAL_RETRIES: usize = 8;
+
+/// Domain failures; the HTTP layer maps them to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The request describes an invalid release.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// Store refusals and outages.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ReleaseError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ReleaseError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// A release as the API takes it: allocation in percent (at most three decimals).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInput {
+    /// Required on create; on replace it may be omitted but must match the path.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Versions, baseline first.
+    pub versions: Vec<String>,
+    /// Unit attribute.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Hash salt.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// Bucketing algorithm; recorded as `xxh3-slots-v1` when omitted.
+    #[serde(default)]
+    pub bucketing: Option<String>,
+    /// Candidate → percent.
+    #[serde(default)]
+    pub allocation: BTreeMap<String, f64>,
+    /// Unit value → version.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    /// Targeting rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// Split audience.
+    #[serde(default)]
+    pub audience: Vec<Condition>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A release as the API shows it: allocation in percent, plus its revision.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseView {
+    pub key: String,
+    pub versions: Vec<String>,
+    pub unit: String,
+    pub salt: String,
+    pub bucketing: String,
+    pub allocation: BTreeMap<String, f64>,
+    pub overrides: BTreeMap<String, String>,
+    pub rules: Vec<Rule>,
+    pub audience: Vec<Condition>,
+    pub killed: bool,
+    pub kill_reason: Option<String>,
+    pub description: String,
+    pub revision: u64,
+}
+
+impl ReleaseView {
+    /// The view of `release` at `revision`.
+    pub fn new(release: &Release, revision: u64) -> Self {
+        ReleaseView {
+            key: release.key.clone(),
+            versions: release.versions.clone(),
+            unit: release.unit.clone(),
+            salt: release.effective_salt().to_owned(),
+            bucketing: release.bucketing.clone(),
+            allocation: release.allocation.iter().map(|(v, &b)| (v.clone(), buckets_to_percent(b))).collect(),
+            overrides: release.overrides.clone(),
+            rules: release.rules.clone(),
+            audience: release.audience.clone(),
+            killed: release.killed,
+            kill_reason: release.kill_reason.clone(),
+            description: release.description.clone(),
+            revision,
+        }
+    }
+}
+
+/// The environment's kill state as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvView {
+    pub environment: String,
+    pub revision: u64,
+    pub kill_all: bool,
+    pub kill_reason: Option<String>,
+}
+
+fn to_buckets(field: &str, percent: f64) -> Result<u32, ReleaseError> {
+    percent_to_buckets(percent).ok_or_else(|| {
+        ReleaseError::invalid(field, format!("{percent} is not a percent between 0 and 100 with at most 3 decimals"))
+    })
+}
+
+/// Builds and validates a release from API input. Nothing invalid gets past this.
+pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Release, ReleaseError> {
+    let key = match (input.key, path_key) {
+        (Some(body), Some(path)) if body != path => {
+            return Err(ReleaseError::invalid("key", format!("body key `{body}` differs from the URL's `{path}`")));
+        }
+        (Some(key), _) => key,
+        (None, Some(path)) => path.to_owned(),
+        (None, None) => return Err(ReleaseError::invalid("key", "a release needs a key")),
+    };
+    let mut release = Release::new(&key, input.versions);
+    if let Some(unit) = input.unit {
+        release.unit = unit;
+    }
+    release.salt = input.salt;
+    if let Some(bucketing) = input.bucketing {
+        release.bucketing = bucketing;
+    }
+    for (version, percent) in input.allocation {
+        let buckets = to_buckets(&format!("allocation.{version}"), percent)?;
+        release.allocation.insert(version, buckets);
+    }
+    release.overrides = input.overrides;
+    release.rules = input.rules;
+    release.audience = input.audience;
+    release.description = input.description.unwrap_or_default();
+    validate(release)
+}
+
+fn validate(release: Release) -> Result<Release, ReleaseError> {
+    CompiledRelease::compile(release)
+        .map(CompiledRelease::into_release)
+        .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })
+}
+
+/// Who made a change, for logs (and the audit log): the token's subject once
+/// authentication is on, otherwise the client's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The release operations of one instance.
+#[derive(Clone)]
+pub struct Releases {
+    store: Arc<dyn Store>,
+    snapshots: Arc<Snapshots>,
+}
+
+impl Releases {
+    /// Operations over `store`, keeping `snapshots` current.
+    pub fn new(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
+        Releases { store, snapshots }
+    }
+
+    /// Every release of `env`, from the snapshot (answers during a store outage).
+    pub fn list(&self, env: &EnvName) -> (EnvView, Vec<ReleaseView>) {
+        let snap = self.snapshots.get(env).unwrap_or_default();
+        let releases = snap
+            .snapshot
+            .releases()
+            .map(|r| ReleaseView::new(r.release(), snap.revisions.get(r.key()).copied().unwrap_or(0)))
+            .collect();
+        (env_view(env, &snap), releases)
+    }
+
+    /// The environment's kill state.
+    pub fn environment(&self, env: &EnvName) -> EnvView {
+        env_view(env, &self.snapshots.get(env).unwrap_or_default())
+    }
+
+    /// One release, from the snapshot.
+    pub fn get(&self, env: &EnvName, key: &str) -> Result<ReleaseView, ReleaseError> {
+        let snap = self.snapshots.get(env).unwrap_or_default();
+        let release = snap.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+        Ok(ReleaseView::new(release.release(), snap.revisions.get(key).copied().unwrap_or(0)))
+    }
+
+    /// Creates a release.
+    pub async fn create(&self, env: &EnvName, actor: &Actor, input: ReleaseInput) -> Result<ReleaseView, ReleaseError> {
+        let release = build_release(input, None)?;
+        let change = self.write(env, Write::Create(release.clone())).await?;
+        tracing::info!(%env, release = %release.key, revision = change.revision, %actor, action = "create", "release written");
+        Ok(ReleaseView::new(&release, change.revision))
+    }
+
+    /// Replaces a release at revision `expected`.
+    pub async fn replace(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        input: ReleaseInput,
+        expected: u64,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let mut release = build_release(input, Some(key))?;
+        // Kill state is changed through kill/unkill only, so a replace never revives a
+        // killed release by accident.
+        if let Some(current) = self.current(env, key).await? {
+            release.killed = current.0.killed;
+            release.kill_reason = current.0.kill_reason;
+        }
+        let change = self.write(env, Write::Update { release: release.clone(), expected }).await?;
+        tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "update", "release written");
+        Ok(ReleaseView::new(&release, change.revision))
+    }
+
+    /// Deletes a release.
+    pub async fn delete(&self, env: &EnvName, actor: &Actor, key: &str, expected: Option<u64>) -> Result<u64, ReleaseError> {
+        let change = self.write(env, Write::Delete { key: key.to_owned(), expected }).await?;
+        tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
+        Ok(change.revision)
+    }
+
+    /// Sets some candidates' allocation (percent); others keep theirs.
+    pub async fn set_allocation(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        percents: BTreeMap<String, f64>,
+        expected: Option<u64>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        if percents.is_empty() {
+            return Err(ReleaseError::invalid("percent", "name at least one candidate, e.g. {\"percent\": {\"v2\": 10}}"));
+        }
+        let mut buckets = BTreeMap::new();
+        for (version, percent) in percents {
+            let b = to_buckets(&format!("percent.{version}"), percent)?;
+            buckets.insert(version, b);
+        }
+        let view = self
+            .modify(env, actor, key, expected, "allocation", |release| {
+                for (version, b) in &buckets {
+                    release.allocation.insert(version.clone(), *b);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(view)
+    }
+
+    /// Turns a release's kill switch on or off.
+    pub async fn set_killed(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        killed: bool,
+        reason: Option<String>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let action = if killed { "kill" } else { "unkill" };
+        self.modify(env, actor, key, None, action, |release| {
+            release.killed = killed;
+            release.kill_reason = reason.clone().filter(|_| killed);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Turns the environment kill switch on or off.
+    pub async fn set_kill_all(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<EnvView, ReleaseError> {
+        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
+            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+        }
+        let change = self.write(env, Write::KillAll { on, reason: reason.clone() }).await?;
+        let action = if on { "kill-all" } else { "unkill-all" };
+        tracing::info!(%env, revision = change.revision, %actor, action, "environment kill switch written");
+        Ok(EnvView {
+            environment: env.to_string(),
+            revision: change.revision,
+            kill_all: on,
+            kill_reason: reason.filter(|_| on),
+        })
+    }
+
+    /// Read-modify-write of one release. With `expected`, one attempt (a stale revision
+    /// is the caller's conflict); without, retries against the latest stored state.
+    async fn modify(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        expected: Option<u64>,
+        action: &str,
+        edit: impl Fn(&mut Release) -> Result<(), ReleaseError>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let mut attempt = 0;
+        loop {
+            let (mut release, revision) =
+                self.current(env, key).await?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+            if let Some(expected) = expected.filter(|&e| e != revision) {
+                return Err(StoreError::RevisionMismatch { key: key.to_owned(), expected, current: revision }.into());
+            }
+            edit(&mut release)?;
+            let release = validate(release)?;
+            match self.write(env, Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) }).await {
+                Ok(change) => {
+                    tracing::info!(%env, release = %key, revision = change.revision, %actor, action, "release written");
+                    return Ok(ReleaseView::new(&release, change.revision));
+                }
+                Err(ReleaseError::Store(StoreError::RevisionMismatch { .. }))
+                    if expected.is_none() && attempt < UNCONDITIONAL_RETRIES =>
+                {
+                    attempt += 1;
+                    // Someone else wrote meanwhile: catch up and try again.
+                    reload(&*self.store, &self.snapshots, env).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The release and its revision as this instance serves them.
+    async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
+        let snap = self.snapshots.get(env).unwrap_or_default();
+        Ok(snap
+            .snapshot
+            .get(key)
+            .map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
+    }
+
+    /// One store write, then the change into the local snapshot.
+    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, ReleaseError> {
+        let change = self.store.write(env, write).await?;
+        if self.snapshots.apply(env, &change) == Applied::Gap {
+            // Another instance wrote in between; the reload brings both changes.
+            if let Err(error) = reload(&*self.store, &self.snapshots, env).await {
+                tracing::warn!(%env, %error, "reload after write failed; the follower will catch up");
+            }
+        }
+        Ok(change)
+    }
+}
+
+fn env_view(env: &EnvName, snap: &crate::snapshots::EnvSnapshot) -> EnvView {
+    EnvView {
+        environment: env.to_string(),
+        revision: snap.revision(),
+        kill_all: snap.snapshot.kill_all(),
+        kill_reason: snap.kill_reason.clone(),
+    }
+}

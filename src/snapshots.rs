@@ -1,0 +1,181 @@
+//! The in-memory snapshots every evaluation reads, one per environment.
+//!
+//! Concurrency story: readers `load()` an `Arc` of an immutable map of immutable
+//! environment snapshots (arc-swap: no lock, no contention, a few atomic ops) and
+//! evaluate against it. Writers — the request that made a change, the change-stream
+//! follower, the periodic resync — build a new map and swap it in under a small mutex
+//! that only orders writers; readers never wait for it. Every swap is announced on a
+//! broadcast channel for whoever streams changes onward.
+
+use crate::store::{Change, ChangeKind, EnvData, EnvName};
+use arc_swap::ArcSwap;
+use cohort_sdk::{CompiledRelease, Snapshot, SnapshotData};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// One environment as this instance serves it.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSnapshot {
+    /// Compiled releases and the kill switch, at `snapshot.revision()`.
+    pub snapshot: Snapshot,
+    /// Each release's revision (its `ETag`).
+    pub revisions: HashMap<String, u64>,
+    /// Why the environment kill switch is on.
+    pub kill_reason: Option<String>,
+}
+
+impl EnvSnapshot {
+    /// The environment revision.
+    pub fn revision(&self) -> u64 {
+        self.snapshot.revision()
+    }
+
+    fn from_data(env: &EnvName, data: EnvData) -> Self {
+        let revisions = data.releases.iter().map(|r| (r.release.key.clone(), r.revision)).collect();
+        let (snapshot, rejected) = Snapshot::compile_lenient(SnapshotData {
+            revision: data.revision,
+            kill_all: data.kill_all,
+            releases: data.releases.into_iter().map(|r| r.release).collect(),
+        });
+        for (key, error) in rejected {
+            tracing::error!(%env, release = %key, %error, "stored release does not compile; it evaluates as not found");
+        }
+        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason }
+    }
+}
+
+/// How [`Snapshots::apply`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The change is now served.
+    Applied,
+    /// The snapshot already had it.
+    AlreadyApplied,
+    /// Changes between the snapshot and this one are missing: reload the environment.
+    Gap,
+}
+
+/// Every environment's snapshot.
+pub struct Snapshots {
+    envs: ArcSwap<HashMap<EnvName, Arc<EnvSnapshot>>>,
+    writer: Mutex<()>,
+    ready: AtomicBool,
+    changed: broadcast::Sender<(EnvName, u64)>,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Snapshots {
+            envs: ArcSwap::default(),
+            writer: Mutex::new(()),
+            ready: AtomicBool::new(false),
+            changed: broadcast::channel(1_024).0,
+        }
+    }
+}
+
+impl Snapshots {
+    /// The environment's current snapshot (`None` if nothing was ever written there).
+    #[inline]
+    pub fn get(&self, env: &EnvName) -> Option<Arc<EnvSnapshot>> {
+        self.envs.load().get(env).cloned()
+    }
+
+    /// Names of the environments held.
+    pub fn environments(&self) -> Vec<EnvName> {
+        self.envs.load().keys().cloned().collect()
+    }
+
+    /// The revision served for `env` (0 when unknown).
+    pub fn revision(&self, env: &EnvName) -> u64 {
+        self.get(env).map_or(0, |s| s.revision())
+    }
+
+    /// True once the first full load finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the first full load done.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Subscribes to `(environment, revision)` announcements of every swap.
+    pub fn subscribe(&self) -> broadcast::Receiver<(EnvName, u64)> {
+        self.changed.subscribe()
+    }
+
+    /// Replaces `env` with freshly loaded data, unless what is served is already newer
+    /// (a follower may have applied changes while the load was in flight).
+    pub fn replace(&self, env: &EnvName, data: EnvData) -> bool {
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.revision(env);
+        if data.revision < current {
+            if data.revision + 1_000 < current {
+                tracing::error!(%env, store = data.revision, served = current, "store revision is far behind the served snapshot; keeping the snapshot");
+            }
+            return false;
+        }
+        if data.revision == current && self.get(env).is_some() {
+            return false;
+        }
+        let revision = data.revision;
+        self.swap(env, Arc::new(EnvSnapshot::from_data(env, data)));
+        self.announce(env, revision);
+        true
+    }
+
+    /// Applies one change if it is the next one.
+    pub fn apply(&self, env: &EnvName, change: &Change) -> Applied {
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let current = self.get(env).unwrap_or_default();
+        if change.revision <= current.revision() {
+            return Applied::AlreadyApplied;
+        }
+        if change.revision != current.revision() + 1 {
+            return Applied::Gap;
+        }
+        let rev = change.revision;
+        let mut next = EnvSnapshot { kill_reason: current.kill_reason.clone(), ..EnvSnapshot::default() };
+        let mut revisions = current.revisions.clone();
+        next.snapshot = match &change.kind {
+            ChangeKind::Upsert { release } => match CompiledRelease::compile(release.clone()) {
+                Ok(compiled) => {
+                    revisions.insert(release.key.clone(), rev);
+                    current.snapshot.with_release(rev, Arc::new(compiled))
+                }
+                Err(error) => {
+                    tracing::error!(%env, release = %release.key, %error, "changed release does not compile; it evaluates as not found");
+                    revisions.remove(&release.key);
+                    current.snapshot.without_release(rev, &release.key)
+                }
+            },
+            ChangeKind::Delete { key } => {
+                revisions.remove(key);
+                current.snapshot.without_release(rev, key)
+            }
+            ChangeKind::KillAll { on, reason } => {
+                next.kill_reason = reason.clone().filter(|_| *on);
+                current.snapshot.with_kill_all(rev, *on)
+            }
+        };
+        next.revisions = revisions;
+        self.swap(env, Arc::new(next));
+        self.announce(env, rev);
+        Applied::Applied
+    }
+
+    fn swap(&self, env: &EnvName, snapshot: Arc<EnvSnapshot>) {
+        let mut map = HashMap::clone(&self.envs.load());
+        map.insert(env.clone(), snapshot);
+        self.envs.store(Arc::new(map));
+    }
+
+    fn announce(&self, env: &EnvName, revision: u64) {
+        // No subscriber is fine.
+        let _ = self.changed.send((env.clone(), revision));
+    }
+}

@@ -1,0 +1,188 @@
+//! The embedded store: everything in memory, persisted to one JSON file in the data
+//! directory on every change (write to a temp file, fsync, rename, fsync the
+//! directory), reloaded at start. No setup; one instance.
+//!
+//! Concurrency: one async mutex serialises writers, and is held across the file write so
+//! that the file and memory never disagree about the order of changes. Writes are rare
+//! and evaluation never touches this store (it reads the server's snapshot), so the
+//! mutex costs nothing on the hot path.
+
+use super::apply::apply;
+use super::{Change, EnvData, EnvName, Store, StoreError, Write};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{Mutex, watch};
+
+/// The data file's name inside the data directory.
+pub const DATA_FILE: &str = "cohort.json";
+const FORMAT: u32 = 1;
+
+/// How many recent changes per environment are kept for followers.
+const HISTORY: usize = 1_024;
+
+/// Errors opening the data directory; they stop start-up and name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory or file cannot be read or created.
+    #[error("cannot use data file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The file exists but is not a valid cohort data file (torn, edited, corrupt).
+    #[error("data file {path} is corrupt and was not loaded: {message}. Restore it from a backup or move it away to start empty")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct FileData {
+    format: u32,
+    environments: BTreeMap<EnvName, EnvData>,
+}
+
+struct State {
+    data: FileData,
+    history: HashMap<EnvName, VecDeque<Change>>,
+}
+
+/// The embedded store.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Bumped after every committed write; wakes [`Store::changes_after`] waiters.
+    written: watch::Sender<u64>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let path = data_dir.join(DATA_FILE);
+        let io = |source| OpenError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let data = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let data: FileData = serde_json::from_slice(&bytes)
+                    .map_err(|e| OpenError::Corrupt { path: path.clone(), message: e.to_string() })?;
+                if data.format != FORMAT {
+                    return Err(OpenError::Corrupt {
+                        path: path.clone(),
+                        message: format!("unknown format {} (this version reads format {FORMAT})", data.format),
+                    });
+                }
+                data
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileData { format: FORMAT, ..FileData::default() },
+            Err(e) => return Err(io(e)),
+        };
+        Ok(EmbeddedStore {
+            path,
+            state: Mutex::new(State { data, history: HashMap::new() }),
+            written: watch::channel(0).0,
+        })
+    }
+
+    /// The data file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a reader (or a crash) sees the old file or the
+/// new one, never a torn mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // The rename is only durable once the directory entry is.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn environments(&self) -> Result<Vec<EnvName>, StoreError> {
+        Ok(self.state.lock().await.data.environments.keys().cloned().collect())
+    }
+
+    async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError> {
+        Ok(self.state.lock().await.data.environments.get(env).cloned().unwrap_or_default())
+    }
+
+    async fn revision(&self, env: &EnvName) -> Result<u64, StoreError> {
+        Ok(self.state.lock().await.data.environments.get(env).map_or(0, |e| e.revision))
+    }
+
+    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.data.environments.get(env).cloned().unwrap_or_default();
+        let change = apply(&mut next, write)?;
+
+        // Persist the new whole before committing it in memory.
+        let previous = state.data.environments.insert(env.clone(), next);
+        let bytes = serde_json::to_vec_pretty(&state.data).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let persisted = match bytes {
+            Ok(bytes) => {
+                let path = self.path.clone();
+                tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("data file writer stopped: {e}")))
+                    .and_then(|r| {
+                        r.map_err(|e| {
+                            StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display()))
+                        })
+                    })
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = persisted {
+            match previous {
+                Some(previous) => state.data.environments.insert(env.clone(), previous),
+                None => state.data.environments.remove(env),
+            };
+            return Err(e);
+        }
+
+        let history = state.history.entry(env.clone()).or_default();
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(change.clone());
+        drop(state);
+        self.written.send_modify(|n| *n += 1);
+        Ok(change)
+    }
+
+    async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {
+        let mut written = self.written.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let state = self.state.lock().await;
+                let newer: Vec<Change> = state
+                    .history
+                    .get(env)
+                    .map(|h| h.iter().filter(|c| c.revision > after).cloned().collect())
+                    .unwrap_or_default();
+                if !newer.is_empty() {
+                    return Ok(newer);
+                }
+                // Mark the current write count as seen before releasing the lock, so a
+                // write that lands after this check wakes us.
+                written.borrow_and_update();
+            }
+            if tokio::time::timeout_at(deadline, written.changed()).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Where release configuration lives. One [`Store`] trait, two implementations that pass
+//! the same test suite: [`embedded`] (one JSON file, the default) and [`redis`]
+//! (production, many instances).
+//!
+//! Every write is a compare-and-set that bumps the environment revision and records a
+//! [`Change`]; instances follow the changes to keep their in-memory snapshots current.
+
+mod apply;
+pub mod embedded;
+pub mod redis;
+
+use async_trait::async_trait;
+use cohort_sdk::Release;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
+
+/// A validated environment name (`production`, `staging-eu`): 1 to 64 of `a-z 0-9 - _`.
+/// Kept narrow because it is embedded in Redis keys (inside a `{hash tag}`) and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvName(String);
+
+impl EnvName {
+    /// Validates `name`.
+    pub fn parse(name: &str) -> Result<Self, InvalidEnvName> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok { Ok(EnvName(name.to_owned())) } else { Err(InvalidEnvName(name.to_owned())) }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EnvName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for EnvName {
+    type Error = InvalidEnvName;
+    fn try_from(s: String) -> Result<Self, InvalidEnvName> {
+        EnvName::parse(&s)
+    }
+}
+
+impl From<EnvName> for String {
+    fn from(e: EnvName) -> String {
+        e.0
+    }
+}
+
+/// An environment name that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a valid environment name: 1 to 64 of lowercase letters, digits, `-`, `_`")]
+pub struct InvalidEnvName(pub String);
+
+/// A release and the revision it was last written at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRelease {
+    /// The environment revision of the release's last write (its `ETag`).
+    pub revision: u64,
+    /// The configuration.
+    pub release: Release,
+}
+
+/// Everything stored for one environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnvData {
+    /// Bumped by every write in the environment.
+    pub revision: u64,
+    /// The environment's kill switch.
+    #[serde(default)]
+    pub kill_all: bool,
+    /// Why it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_reason: Option<String>,
+    /// Releases in key order.
+    #[serde(default)]
+    pub releases: Vec<StoredRelease>,
+}
+
+/// One compare-and-set write. Releases arrive validated (compiled) by the domain layer.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create; fails with [`StoreError::AlreadyExists`] if the key is taken.
+    Create(Release),
+    /// Replace; fails with [`StoreError::RevisionMismatch`] unless the stored revision
+    /// is `expected`.
+    Update { release: Release, expected: u64 },
+    /// Remove, optionally only at revision `expected`.
+    Delete { key: String, expected: Option<u64> },
+    /// Set the environment's kill switch.
+    KillAll { on: bool, reason: Option<String> },
+}
+
+/// What a write changed, as followers see it. `revision` is the new environment
+/// revision (and, for an upsert, the release's revision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The environment revision after this change.
+    pub revision: u64,
+    /// What changed.
+    #[serde(flatten)]
+    pub kind: ChangeKind,
+}
+
+/// The kinds of change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A release was created or replaced.
+    Upsert { release: Release },
+    /// A release was removed.
+    Delete { key: String },
+    /// The environment kill switch was set.
+    KillAll { on: bool, reason: Option<String> },
+}
+
+/// Store failures. The HTTP layer maps each to a status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Create of an existing key.
+    #[error("release `{0}` already exists")]
+    AlreadyExists(String),
+    /// Update/delete of a missing key.
+    #[error("release `{0}` does not exist")]
+    NotFound(String),
+    /// Compare-and-set lost.
+    #[error("release `{key}` is at revision {current}, not {expected}")]
+    RevisionMismatch { key: String, expected: u64, current: u64 },
+    /// The backing store cannot be reached; nothing was written.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Release configuration storage.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs (`embedded`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// The environments that have been written to.
+    async fn environments(&self) -> Result<Vec<EnvName>, StoreError>;
+
+    /// Everything stored for `env` (empty data for an unknown environment).
+    async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError>;
+
+    /// The current environment revision (0 for an unknown environment).
+    async fn revision(&self, env: &EnvName) -> Result<u64, StoreError>;
+
+    /// Applies one compare-and-set write atomically: the data, the revision bump and the
+    /// change record land together or not at all.
+    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError>;
+
+    /// Changes with a revision above `after`, oldest first, waiting up to `wait` for one
+    /// to arrive. Old changes are trimmed: a caller whose first change is not
+    /// `after + 1` has missed some and must [`Store::load`] again.
+    async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_narrow() {
+        assert!(EnvName::parse("production").is_ok());
+        assert!(EnvName::parse("staging-eu_2").is_ok());
+        for bad in ["", "Prod", "a{b}", "a:b", "with space", &"x".repeat(65)] {
+            assert!(EnvName::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The Redis store, for production and many instances sharing one Redis (or Redis
+//! Cluster).
+//!
+//! Keys carry the environment as a hash tag, so all keys of one environment share a
+//! slot and a write is one Lua script — atomic, one round trip, valid on a cluster:
+//! - `{prefix}:{env}:releases` hash key → release JSON
+//! - `{prefix}:{env}:revs`     hash key → the release's revision
+//! - `{prefix}:{env}:rev`      the environment revision
+//! - `{prefix}:{env}:meta`     hash: `kill_all`, `kill_reason`
+//! - `{prefix}:{env}:changes`  stream of changes, entry id `<revision>-0`, capped
+//! - `{prefix}:environments`   set of environment names (its own slot; written
+//!   idempotently before the script, so a failed write at worst lists an empty env)
+
+use super::{Change, ChangeKind, EnvData, EnvName, Store, StoreError, StoredRelease, Write};
+use async_trait::async_trait;
+use cohort_sdk::Release;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// The write script: compare, write, bump the revision, append the change — or, when
+/// the comparison fails, touch nothing. Every check comes before the first write, and
+/// the stream id is derived so `XADD` cannot be refused, so an error can never leave a
+/// write half done.
+const WRITE_SCRIPT: &str = r#"
+-- KEYS: releases revs rev meta changes
+-- ARGV: op key expected payload maxlen
+local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if op ~= 'kill_all' then
+  local current = redis.call('HGET', KEYS[2], key)
+  if op == 'create' then
+    if current then return {'exists', current} end
+  else
+    if not current then return {'missing', '0'} end
+    if expected ~= '' and expected ~= current then return {'mismatch', current} end
+  end
+end
+local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
+local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
+  if last_rev > rev then rev = last_rev end
+end
+rev = rev + 1
+local id = tostring(rev) .. '-0'
+redis.call('SET', KEYS[3], rev)
+if op == 'delete' then
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('HDEL', KEYS[2], key)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'delete', 'key', key)
+elseif op == 'kill_all' then
+  redis.call('HSET', KEYS[4], 'kill_all', expected, 'kill_reason', payload)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'kill_all', 'on', expected, 'reason', payload)
+else
+  redis.call('HSET', KEYS[1], key, payload)
+  redis.call('HSET', KEYS[2], key, rev)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'upsert', 'key', key, 'release', payload)
+end
+return {'ok', tostring(rev)}
+"#;
+
+/// Connection settings for [`RedisStore::connect`].
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Key prefix (`cohort`); lets several deployments or tests share one Redis.
+    pub prefix: String,
+    /// Changes kept in each environment's stream.
+    pub stream_max_len: u64,
+    /// How long a command may take before the store counts as unavailable.
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("RedisOptions").field("url", &"<redacted>").field("prefix", &self.prefix).finish()
+    }
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    client: Client,
+    manager: ConnectionManager,
+    /// Dedicated connections for blocking `XREAD`s, which would otherwise stall every
+    /// command multiplexed behind them.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    options: RedisOptions,
+    script: Script,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisStore {
+    /// Connects; fails when Redis cannot be reached now.
+    pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
+        let client = Client::open(options.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.command_timeout))
+            .set_response_timeout(Some(options.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+        Ok(RedisStore { client, manager, blocking: Mutex::new(Vec::new()), options, script: Script::new(WRITE_SCRIPT) })
+    }
+
+    fn key(&self, env: &EnvName, suffix: &str) -> String {
+        format!("{}:{{{}}}:{suffix}", self.options.prefix, env.as_str())
+    }
+
+    fn environments_key(&self) -> String {
+        format!("{}:environments", self.options.prefix)
+    }
+
+    /// Every key of `env` (for tests and operators; they share one cluster slot).
+    pub fn env_keys(&self, env: &EnvName) -> Vec<String> {
+        ["releases", "revs", "rev", "meta", "changes"].iter().map(|s| self.key(env, s)).collect()
+    }
+
+    async fn blocking_connection(&self, wait: Duration) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(conn) = self.blocking.lock().await.pop() {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.options.command_timeout))
+            .set_response_timeout(Some(wait + self.options.command_timeout));
+        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)
+    }
+}
+
+fn parse_release(json: &str, what: &str) -> Result<Release, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse_change(id: &str, fields: &HashMap<String, String>) -> Result<Change, StoreError> {
+    let revision = id
+        .split('-')
+        .next()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("change id `{id}`")))?;
+    let field = |name: &str| {
+        fields.get(name).cloned().ok_or_else(|| StoreError::Corrupt(format!("change {id} lacks `{name}`")))
+    };
+    let kind = match field("type")?.as_str() {
+        "upsert" => ChangeKind::Upsert { release: parse_release(&field("release")?, id)? },
+        "delete" => ChangeKind::Delete { key: field("key")? },
+        "kill_all" => {
+            let reason = field("reason")?;
+            ChangeKind::KillAll { on: field("on")? == "1", reason: Some(reason).filter(|r| !r.is_empty()) }
+        }
+        other => return Err(StoreError::Corrupt(format!("change {id} has unknown type `{other}`"))),
+    };
+    Ok(Change { revision, kind })
+}
+
+type StreamReply = Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>>;
+
+#[async_trait]
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn environments(&self) -> Result<Vec<EnvName>, StoreError> {
+        let mut conn = self.manager.clone();
+        let names: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.environments_key()).query_async(&mut conn).await.map_err(unavailable)?;
+        let mut envs: Vec<EnvName> = names.iter().filter_map(|n| EnvName::parse(n).ok()).collect();
+        envs.sort();
+        Ok(envs)
+    }
+
+    async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError> {
+        let mut conn = self.manager.clone();
+        // One MULTI/EXEC: a consistent view at one revision.
+        let (releases, revs, revision, meta): (
+            HashMap<String, String>,
+            HashMap<String, u64>,
+            Option<u64>,
+            HashMap<String, String>,
+        ) = redis::pipe()
+            .atomic()
+            .hgetall(self.key(env, "releases"))
+            .hgetall(self.key(env, "revs"))
+            .get(self.key(env, "rev"))
+            .hgetall(self.key(env, "meta"))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut stored = Vec::with_capacity(releases.len());
+        for (key, json) in releases {
+            let revision = *revs.get(&key).ok_or_else(|| StoreError::Corrupt(format!("release `{key}` has no revision")))?;
+            stored.push(StoredRelease { revision, release: parse_release(&json, &key)? });
+        }
+        stored.sort_by(|a, b| a.release.key.cmp(&b.release.key));
+        let kill_all = meta.get("kill_all").is_some_and(|v| v == "1");
+        Ok(EnvData {
+            revision: revision.unwrap_or(0),
+            kill_all,
+            kill_reason: meta.get("kill_reason").filter(|r| kill_all && !r.is_empty()).cloned(),
+            releases: stored,
+        })
+    }
+
+    async fn revision(&self, env: &EnvName) -> Result<u64, StoreError> {
+        let mut conn = self.manager.clone();
+        let rev: Option<u64> =
+            redis::cmd("GET").arg(self.key(env, "rev")).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(rev.unwrap_or(0))
+    }
+
+    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError> {
+        let to_json = |r: &Release| serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let (op, key, expected, payload) = match &write {
+            Write::Create(r) => ("create", r.key.clone(), String::new(), to_json(r)?),
+            Write::Update { release, expected } => ("update", release.key.clone(), expected.to_string(), to_json(release)?),
+            Write::Delete { key, expected } => {
+                ("delete", key.clone(), expected.map(|e| e.to_string()).unwrap_or_default(), String::new())
+            }
+            Write::KillAll { on, reason } => (
+                "kill_all",
+                String::new(),
+                if *on { "1" } else { "0" }.to_owned(),
+                reason.clone().filter(|_| *on).unwrap_or_default(),
+            ),
+        };
+        let mut conn = self.manager.clone();
+        let _: Value =
+            redis::cmd("SADD").arg(self.environments_key()).arg(env.as_str()).query_async(&mut conn).await.map_err(unavailable)?;
+        let mut invocation = self.script.prepare_invoke();
+        for key in self.env_keys(env) {
+            // Order matches the script: releases revs rev meta changes.
+            invocation.key(key);
+        }
+        invocation.arg(op).arg(&key).arg(&expected).arg(&payload).arg(self.options.stream_max_len);
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
+        match status.as_str() {
+            "ok" => {
+                let revision = number(&value)?;
+                let kind = match write {
+                    Write::Create(release) | Write::Update { release, .. } => ChangeKind::Upsert { release },
+                    Write::Delete { key, .. } => ChangeKind::Delete { key },
+                    Write::KillAll { on, reason } => ChangeKind::KillAll { on, reason: reason.filter(|_| on) },
+                };
+                Ok(Change { revision, kind })
+            }
+            "exists" => Err(StoreError::AlreadyExists(key)),
+            "missing" => Err(StoreError::NotFound(key)),
+            "mismatch" => Err(StoreError::RevisionMismatch {
+                key,
+                expected: number(&expected)?,
+                current: number(&value)?,
+            }),
+            other => Err(StoreError::Corrupt(format!("write script answered `{other}`"))),
+        }
+    }
+
+    async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {
+        let mut conn = self.blocking_connection(wait).await?;
+        let block_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Result<StreamReply, RedisError> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1_000)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(self.key(env, "changes"))
+            .arg(format!("{after}-0"))
+            .query_async(&mut conn)
+            .await;
+        let reply = reply.map_err(unavailable)?;
+        // Only a healthy connection goes back to the pool.
+        self.blocking.lock().await.push(conn);
+        let mut changes = Vec::new();
+        for (_stream, entries) in reply.unwrap_or_default() {
+            for (id, fields) in entries {
+                changes.push(parse_change(&id, &fields)?);
+            }
+        }
+        Ok(changes)
+    }
+}

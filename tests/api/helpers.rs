@@ -1,0 +1,180 @@
+//! `spawn_app()`: a real cohort application on a free port with its own data directory
+//! or Redis key prefix, and a `TestApp` with helpers that read as sentences.
+
+use crate::redis_harness::RedisServer;
+use actix_web::dev::ServerHandle;
+use cohort::config::{Overrides, Settings};
+use cohort::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Which store an app uses.
+pub enum Backend<'a> {
+    /// A fresh data directory.
+    Embedded,
+    /// A given data directory (restart tests).
+    EmbeddedAt(&'a Path),
+    /// A Redis server with a key prefix (several apps can share one).
+    Redis { server: &'a RedisServer, prefix: &'a str },
+}
+
+/// A running application.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    handle: ServerHandle,
+    pub data_dir: PathBuf,
+    _temp: Option<TempDir>,
+}
+
+static PREFIX: AtomicU64 = AtomicU64::new(0);
+
+/// A key prefix no other test in this run uses.
+pub fn unique_prefix() -> String {
+    format!("test{}-{}", std::process::id(), PREFIX.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Settings for a test app: port 0, quiet logs, quick resync.
+pub fn test_settings(backend: &Backend<'_>) -> (Settings, Option<TempDir>) {
+    let (temp, data_dir) = match backend {
+        Backend::Embedded => {
+            let temp = tempfile::tempdir().expect("temp dir");
+            let dir = temp.path().to_owned();
+            (Some(temp), dir)
+        }
+        Backend::EmbeddedAt(dir) => (None, dir.to_path_buf()),
+        Backend::Redis { .. } => (None, PathBuf::from("unused")),
+    };
+    let overrides = Overrides {
+        port: Some(0),
+        workers: Some(1),
+        data_dir: Some(data_dir),
+        redis_url: match backend {
+            Backend::Redis { server, .. } => Some(server.url()),
+            _ => None,
+        },
+        log_level: Some("warn".into()),
+        ..Overrides::default()
+    };
+    let mut settings = Settings::load_with_env(None, &overrides, HashMap::new()).expect("test settings");
+    settings.store.resync_interval_ms = 100;
+    settings.store.follow_block_ms = 500;
+    settings.store.command_timeout_ms = 1_000;
+    if let Backend::Redis { prefix, .. } = backend {
+        settings.store.redis_prefix = prefix.to_string();
+    }
+    (settings, temp)
+}
+
+/// Starts an app on `backend`.
+pub async fn spawn_app(backend: Backend<'_>) -> TestApp {
+    let (settings, temp) = test_settings(&backend);
+    let data_dir = settings.store.data_dir.clone();
+    let app = Application::build(settings).await.expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp { address, client: reqwest::Client::new(), handle, data_dir, _temp: temp }
+}
+
+/// Polls `check` until it is true or `within` passes; for convergence between
+/// processes, never for measuring speed.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl TestApp {
+    /// Stops the server (graceful).
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn env_url(&self, env: &str, path: &str) -> String {
+        format!("{}/v1/envs/{env}{path}", self.address)
+    }
+
+    pub async fn post(&self, url: &str, body: &Value) -> Response {
+        self.client.post(url).json(body).send().await.expect("request sent")
+    }
+
+    pub async fn create_release(&self, env: &str, body: Value) -> Response {
+        self.post(&self.env_url(env, "/releases"), &body).await
+    }
+
+    /// Creates a two-version release `key` with `percent` on v2; panics unless 201.
+    pub async fn given_release(&self, env: &str, key: &str, percent: f64) -> Value {
+        let r = self.create_release(env, json!({"key": key, "versions": ["v1", "v2"], "allocation": {"v2": percent}})).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create {key}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn get_release(&self, env: &str, key: &str) -> Response {
+        self.client.get(self.env_url(env, &format!("/releases/{key}"))).send().await.expect("request sent")
+    }
+
+    pub async fn set_percent(&self, env: &str, key: &str, percent: Value, if_match: Option<u64>) -> Response {
+        let mut request = self
+            .client
+            .post(self.env_url(env, &format!("/releases/{key}/allocation")))
+            .json(&json!({"percent": percent}));
+        if let Some(rev) = if_match {
+            request = request.header("If-Match", format!("\"{rev}\""));
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn evaluate(&self, env: &str, context: Value, releases: Option<Vec<&str>>) -> Response {
+        let mut body = json!({"context": context});
+        if let Some(keys) = releases {
+            body["releases"] = json!(keys);
+        }
+        self.post(&self.env_url(env, "/evaluate"), &body).await
+    }
+
+    /// The decision for one release, as JSON (`{"version", "reason", ...}`).
+    pub async fn decision(&self, env: &str, key: &str, context: Value) -> Value {
+        let r = self.evaluate(env, context, Some(vec![key])).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.expect("json");
+        body["results"][key].clone()
+    }
+
+    /// The revision this instance serves for `env`.
+    pub async fn served_revision(&self, env: &str) -> u64 {
+        let r = self.client.get(self.env_url(env, "")).send().await.expect("request sent");
+        let body: Value = r.json().await.expect("json");
+        body["revision"].as_u64().expect("revision")
+    }
+}
+
+/// Asserts the error shape and code.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> String {
+    assert_eq!(response.status(), status, "status");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "error code in {body}");
+    let message = body["error"]["message"].as_str().expect("message").to_owned();
+    assert!(!message.is_empty());
+    message
+}

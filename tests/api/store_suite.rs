@@ -1,0 +1,242 @@
+//! One test suite, two stores: the embedded store and the Redis store (on a real
+//! `redis-server` started by the harness) must behave identically.
+
+use crate::helpers::unique_prefix;
+use crate::redis_harness::RedisServer;
+use cohort::store::redis::RedisOptions;
+use cohort::store::{ChangeKind, EmbeddedStore, EnvName, RedisStore, Store, StoreError, Write};
+use cohort_sdk::Release;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A store under test, with what keeps it alive.
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    _dir: Option<TempDir>,
+    _redis: Option<RedisServer>,
+}
+
+pub fn embedded() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path()).expect("opens");
+    Fixture { store: Arc::new(store), _dir: Some(dir), _redis: None }
+}
+
+pub async fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(RedisOptions {
+        url: server.url(),
+        prefix: prefix.to_owned(),
+        stream_max_len: 10_000,
+        command_timeout: Duration::from_secs(2),
+    })
+    .await
+    .expect("connects to the harness's redis")
+}
+
+pub async fn redis() -> Fixture {
+    let server = RedisServer::start();
+    let store = redis_store(&server, &unique_prefix()).await;
+    Fixture { store: Arc::new(store), _dir: None, _redis: Some(server) }
+}
+
+fn env(name: &str) -> EnvName {
+    EnvName::parse(name).expect("valid env")
+}
+
+fn release(key: &str, v2: u32) -> Release {
+    Release::new(key, ["v1", "v2"]).with_allocation("v2", v2)
+}
+
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod embedded_store {
+            $(#[tokio::test] async fn $test() { super::$test(super::embedded()).await })*
+        }
+        mod redis_store {
+            $(#[tokio::test] async fn $test() { super::$test(super::redis().await).await })*
+        }
+    };
+}
+
+store_suite!(
+    a_created_release_loads_back_with_its_revision,
+    creating_an_existing_key_conflicts_and_changes_nothing,
+    a_stale_revision_is_refused_and_changes_nothing,
+    updating_or_deleting_a_missing_release_is_not_found,
+    delete_honours_an_expected_revision,
+    kill_all_sets_and_clears_with_its_reason,
+    every_write_bumps_the_environment_revision_by_one,
+    changes_are_read_in_order_after_a_revision,
+    a_reader_waiting_for_changes_wakes_on_a_write,
+    waiting_without_changes_returns_empty,
+    environments_are_isolated,
+    of_fifty_concurrent_updates_at_one_revision_exactly_one_wins,
+);
+
+async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
+    let prod = env("production");
+    let mut r = release("checkout", 5_000);
+    r.description = "new checkout 🚀".into();
+    let change = f.store.write(&prod, Write::Create(r.clone())).await.expect("created");
+    assert_eq!(change.revision, 1);
+    assert_eq!(change.kind, ChangeKind::Upsert { release: r.clone() });
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!(data.revision, 1);
+    assert_eq!(data.releases.len(), 1);
+    assert_eq!(data.releases[0].release, r);
+    assert_eq!(data.releases[0].revision, 1);
+    assert_eq!(f.store.environments().await.expect("envs"), vec![prod.clone()]);
+    assert_eq!(f.store.revision(&prod).await.expect("rev"), 1);
+}
+
+async fn creating_an_existing_key_conflicts_and_changes_nothing(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("created");
+    let err = f.store.write(&prod, Write::Create(release("checkout", 2))).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(k) if k == "checkout"));
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!(data.revision, 1);
+    assert_eq!(data.releases[0].release.allocation["v2"], 1);
+    assert!(f.store.changes_after(&prod, 1, Duration::ZERO).await.expect("reads").is_empty());
+}
+
+async fn a_stale_revision_is_refused_and_changes_nothing(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("created");
+    f.store.write(&prod, Write::Update { release: release("checkout", 2), expected: 1 }).await.expect("updated");
+    let err = f.store.write(&prod, Write::Update { release: release("checkout", 3), expected: 1 }).await.unwrap_err();
+    assert!(matches!(err, StoreError::RevisionMismatch { expected: 1, current: 2, .. }), "{err:?}");
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!((data.revision, data.releases[0].revision), (2, 2));
+    assert_eq!(data.releases[0].release.allocation["v2"], 2);
+    let changes = f.store.changes_after(&prod, 0, Duration::ZERO).await.expect("reads");
+    assert_eq!(changes.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+async fn updating_or_deleting_a_missing_release_is_not_found(f: Fixture) {
+    let prod = env("production");
+    let err = f.store.write(&prod, Write::Update { release: release("ghost", 1), expected: 1 }).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(k) if k == "ghost"));
+    let err = f.store.write(&prod, Write::Delete { key: "ghost".into(), expected: None }).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)));
+    assert_eq!(f.store.revision(&prod).await.expect("rev"), 0);
+}
+
+async fn delete_honours_an_expected_revision(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("a", 1))).await.expect("created");
+    f.store.write(&prod, Write::Create(release("b", 1))).await.expect("created");
+    let err = f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(2) }).await.unwrap_err();
+    assert!(matches!(err, StoreError::RevisionMismatch { current: 1, .. }));
+    let change = f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(1) }).await.expect("deleted");
+    assert_eq!(change.kind, ChangeKind::Delete { key: "a".into() });
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!(data.releases.iter().map(|r| r.release.key.as_str()).collect::<Vec<_>>(), vec!["b"]);
+    assert_eq!(data.revision, 3);
+}
+
+async fn kill_all_sets_and_clears_with_its_reason(f: Fixture) {
+    let prod = env("production");
+    let change =
+        f.store.write(&prod, Write::KillAll { on: true, reason: Some("pager: 5xx".into()) }).await.expect("killed");
+    assert_eq!(change.kind, ChangeKind::KillAll { on: true, reason: Some("pager: 5xx".into()) });
+    let data = f.store.load(&prod).await.expect("loads");
+    assert!(data.kill_all);
+    assert_eq!(data.kill_reason.as_deref(), Some("pager: 5xx"));
+    f.store.write(&prod, Write::KillAll { on: false, reason: None }).await.expect("unkilled");
+    let data = f.store.load(&prod).await.expect("loads");
+    assert!(!data.kill_all);
+    assert_eq!(data.kill_reason, None);
+    assert_eq!(data.revision, 2);
+}
+
+async fn every_write_bumps_the_environment_revision_by_one(f: Fixture) {
+    let prod = env("production");
+    let mut revisions = Vec::new();
+    revisions.push(f.store.write(&prod, Write::Create(release("a", 1))).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::Create(release("b", 1))).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::Update { release: release("a", 9), expected: 1 }).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::KillAll { on: true, reason: None }).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::Delete { key: "b".into(), expected: None }).await.expect("w").revision);
+    assert_eq!(revisions, vec![1, 2, 3, 4, 5]);
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!(data.releases[0].revision, 3, "a release's revision is the env revision of its last write");
+}
+
+async fn changes_are_read_in_order_after_a_revision(f: Fixture) {
+    let prod = env("production");
+    for key in ["a", "b", "c"] {
+        f.store.write(&prod, Write::Create(release(key, 1))).await.expect("w");
+    }
+    let changes = f.store.changes_after(&prod, 1, Duration::ZERO).await.expect("reads");
+    let keys: Vec<_> = changes
+        .iter()
+        .map(|c| match &c.kind {
+            ChangeKind::Upsert { release } => (c.revision, release.key.clone()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(keys, vec![(2, "b".to_owned()), (3, "c".to_owned())]);
+}
+
+async fn a_reader_waiting_for_changes_wakes_on_a_write(f: Fixture) {
+    let prod = env("production");
+    let store = Arc::clone(&f.store);
+    let reader = {
+        let prod = prod.clone();
+        tokio::spawn(async move { store.changes_after(&prod, 0, Duration::from_secs(20)).await })
+    };
+    // Let the reader block first; correctness does not depend on it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.store.write(&prod, Write::Create(release("late", 1))).await.expect("w");
+    let changes = reader.await.expect("joined").expect("reads");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].revision, 1);
+}
+
+async fn waiting_without_changes_returns_empty(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("a", 1))).await.expect("w");
+    let changes = f.store.changes_after(&prod, 1, Duration::from_millis(50)).await.expect("reads");
+    assert!(changes.is_empty());
+}
+
+async fn environments_are_isolated(f: Fixture) {
+    let (prod, staging) = (env("production"), env("staging"));
+    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("w");
+    f.store.write(&staging, Write::Create(release("checkout", 7))).await.expect("w");
+    f.store.write(&staging, Write::KillAll { on: true, reason: None }).await.expect("w");
+    let p = f.store.load(&prod).await.expect("loads");
+    let s = f.store.load(&staging).await.expect("loads");
+    assert_eq!((p.revision, p.kill_all, p.releases[0].release.allocation["v2"]), (1, false, 1));
+    assert_eq!((s.revision, s.kill_all, s.releases[0].release.allocation["v2"]), (2, true, 7));
+    let mut envs = f.store.environments().await.expect("envs");
+    envs.sort();
+    assert_eq!(envs, vec![prod, staging]);
+}
+
+async fn of_fifty_concurrent_updates_at_one_revision_exactly_one_wins(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("checkout", 0))).await.expect("w");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 1..=50u32 {
+        let store = Arc::clone(&f.store);
+        let prod = prod.clone();
+        tasks.spawn(async move { (i, store.write(&prod, Write::Update { release: release("checkout", i), expected: 1 }).await) });
+    }
+    let mut winners = Vec::new();
+    let mut conflicts = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("joined") {
+            (i, Ok(_)) => winners.push(i),
+            (_, Err(StoreError::RevisionMismatch { .. })) => conflicts += 1,
+            (_, Err(e)) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner");
+    assert_eq!(conflicts, 49);
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!(data.revision, 2, "nothing lost, nothing doubled");
+    assert_eq!(data.releases[0].release.allocation["v2"], winners[0]);
+}
