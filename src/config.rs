@@ -151,7 +151,11 @@ impl Settings {
         Self::load_from(file, overrides, config::Environment::with_prefix("COHORT").separator("__").source(Some(vars)))
     }
 
-    fn load_from(file: Option<&Path>, overrides: &Overrides, env: config::Environment) -> Result<Settings, ConfigError> {
+    fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: config::Environment,
+    ) -> Result<Settings, ConfigError> {
         let err = |e: config::ConfigError| ConfigError(e.to_string());
         let mut builder =
             config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
@@ -159,15 +163,16 @@ impl Settings {
             builder = builder.add_source(config::File::from(file).required(true));
         }
         builder = builder.add_source(env.prefix_separator("_").try_parsing(true));
-        let set = |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, value: Option<String>| match value {
-            Some(v) => b.set_override(key, v),
-            None => Ok(b),
-        };
+        let set =
+            |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, value: Option<String>| match value {
+                Some(v) => b.set_override(key, v),
+                None => Ok(b),
+            };
         builder = set(builder, "server.host", overrides.host.map(|h| h.to_string())).map_err(err)?;
         builder = set(builder, "server.port", overrides.port.map(|p| p.to_string())).map_err(err)?;
         builder = set(builder, "server.workers", overrides.workers.map(|w| w.to_string())).map_err(err)?;
-        builder =
-            set(builder, "store.data_dir", overrides.data_dir.as_ref().map(|d| d.display().to_string())).map_err(err)?;
+        builder = set(builder, "store.data_dir", overrides.data_dir.as_ref().map(|d| d.display().to_string()))
+            .map_err(err)?;
         builder = set(builder, "store.redis_url", overrides.redis_url.clone()).map_err(err)?;
         builder = set(builder, "log.level", overrides.log_level.clone()).map_err(err)?;
         let mut settings: Settings = builder.build().map_err(err)?.try_deserialize().map_err(err)?;

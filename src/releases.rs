@@ -233,7 +233,13 @@ impl Releases {
     }
 
     /// Deletes a release.
-    pub async fn delete(&self, env: &EnvName, actor: &Actor, key: &str, expected: Option<u64>) -> Result<u64, ReleaseError> {
+    pub async fn delete(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<u64, ReleaseError> {
         let change = self.write(env, Write::Delete { key: key.to_owned(), expected }).await?;
         tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
         Ok(change.revision)
@@ -249,7 +255,10 @@ impl Releases {
         expected: Option<u64>,
     ) -> Result<ReleaseView, ReleaseError> {
         if percents.is_empty() {
-            return Err(ReleaseError::invalid("percent", "name at least one candidate, e.g. {\"percent\": {\"v2\": 10}}"));
+            return Err(ReleaseError::invalid(
+                "percent",
+                "name at least one candidate, e.g. {\"percent\": {\"v2\": 10}}",
+            ));
         }
         let mut buckets = BTreeMap::new();
         for (version, percent) in percents {
@@ -327,7 +336,10 @@ impl Releases {
             }
             edit(&mut release)?;
             let release = validate(release)?;
-            match self.write(env, Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) }).await {
+            match self
+                .write(env, Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) })
+                .await
+            {
                 Ok(change) => {
                     tracing::info!(%env, release = %key, revision = change.revision, %actor, action, "release written");
                     return Ok(ReleaseView::new(&release, change.revision));
@@ -347,10 +359,7 @@ impl Releases {
     /// The release and its revision as this instance serves them.
     async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
         let snap = self.snapshots.get(env).unwrap_or_default();
-        Ok(snap
-            .snapshot
-            .get(key)
-            .map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
+        Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
     }
 
     /// One store write, then the change into the local snapshot.

@@ -86,11 +86,8 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .shutdown_timeout(10)
-            .listen(listener)
-            .map_err(|source| StartError::Bind { addr, source })?
-            .run();
+        let server =
+            server.shutdown_timeout(10).listen(listener).map_err(|source| StartError::Bind { addr, source })?.run();
         tracing::info!(%addr, port, store = store.kind(), "cohort listening");
         Ok(Application { port, server, state, syncer })
     }

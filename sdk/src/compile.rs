@@ -81,10 +81,7 @@ impl CompiledRelease {
                 ));
             }
             if release.versions[..i].contains(v) {
-                return Err(CompileError::new(
-                    format!("versions[{i}]"),
-                    format!("version `{v}` is listed twice"),
-                ));
+                return Err(CompileError::new(format!("versions[{i}]"), format!("version `{v}` is listed twice")));
             }
         }
         if release.unit.is_empty() || release.unit.len() > MAX_UNIT_LEN {
@@ -142,7 +139,10 @@ impl CompiledRelease {
         for (unit, version) in &release.overrides {
             let field = format!("overrides.{unit}");
             if unit.len() > MAX_OVERRIDE_KEY_LEN {
-                return Err(CompileError::new(field, format!("unit values may be at most {MAX_OVERRIDE_KEY_LEN} bytes")));
+                return Err(CompileError::new(
+                    field,
+                    format!("unit values may be at most {MAX_OVERRIDE_KEY_LEN} bytes"),
+                ));
             }
             overrides.insert(unit.as_str().into(), index_of(version, field)?);
         }
@@ -234,23 +234,13 @@ impl CompiledRelease {
             return self.decide(0, Reason::Error, None, Some(ErrorCode::TargetingKeyMissing));
         };
         let bucket = (hash_prefixed(&self.salt_prefix, unit.as_bytes()) % u64::from(BUCKETS)) as u32;
-        let index = self
-            .slots
-            .iter()
-            .position(|&(start, end)| (start..end).contains(&bucket))
-            .map_or(0, |i| i + 1);
+        let index = self.slots.iter().position(|&(start, end)| (start..end).contains(&bucket)).map_or(0, |i| i + 1);
         self.decide(index, Reason::Split, Some(bucket), None)
     }
 
     #[inline]
     fn decide(&self, index: usize, reason: Reason, bucket: Option<u32>, error: Option<ErrorCode>) -> Decision<'_> {
-        Decision {
-            version: Some(&self.release.versions[index]),
-            version_index: Some(index),
-            reason,
-            bucket,
-            error,
-        }
+        Decision { version: Some(&self.release.versions[index]), version_index: Some(index), reason, bucket, error }
     }
 }
 

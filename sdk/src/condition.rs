@@ -61,10 +61,7 @@ impl CompiledCondition {
         let values_field = format!("{field}.values");
         let values = &cond.values;
         if values.is_empty() || values.len() > MAX_VALUES {
-            return Err(CompileError::new(
-                values_field,
-                format!("`{op}` needs 1 to {MAX_VALUES} values"),
-            ));
+            return Err(CompileError::new(values_field, format!("`{op}` needs 1 to {MAX_VALUES} values")));
         }
         let single = || {
             if values.len() == 1 {
@@ -90,17 +87,12 @@ impl CompiledCondition {
                 .iter()
                 .map(|v| match v {
                     Value::Str(s) => Ok(s.as_str().into()),
-                    _ => Err(CompileError::new(
-                        values_field.clone(),
-                        format!("`{op}` values must be strings"),
-                    )),
+                    _ => Err(CompileError::new(values_field.clone(), format!("`{op}` values must be strings"))),
                 })
                 .collect()
         };
         let number = || -> Result<f64, CompileError> {
-            single()?.as_f64().ok_or_else(|| {
-                CompileError::new(values_field.clone(), format!("`{op}` needs a number"))
-            })
+            single()?.as_f64().ok_or_else(|| CompileError::new(values_field.clone(), format!("`{op}` needs a number")))
         };
         let semver = || -> Result<SemverOperand, CompileError> {
             let text = single()?.as_str().unwrap_or_default();
@@ -150,28 +142,19 @@ impl CompiledCondition {
         match &self.matcher {
             Matcher::In(values) => values.iter().any(|v| equals(attr, v)),
             Matcher::NotIn(values) => !values.iter().any(|v| equals(attr, v)),
-            Matcher::StartsWith(values) => {
-                attr.as_str().is_some_and(|s| values.iter().any(|v| s.starts_with(&**v)))
-            }
-            Matcher::EndsWith(values) => {
-                attr.as_str().is_some_and(|s| values.iter().any(|v| s.ends_with(&**v)))
-            }
-            Matcher::Contains(values) => {
-                attr.as_str().is_some_and(|s| values.iter().any(|v| s.contains(&**v)))
-            }
+            Matcher::StartsWith(values) => attr.as_str().is_some_and(|s| values.iter().any(|v| s.starts_with(&**v))),
+            Matcher::EndsWith(values) => attr.as_str().is_some_and(|s| values.iter().any(|v| s.ends_with(&**v))),
+            Matcher::Contains(values) => attr.as_str().is_some_and(|s| values.iter().any(|v| s.contains(&**v))),
             Matcher::Number(accept, operand) => {
                 let number = match attr {
                     Value::Str(s) => parse_decimal(s),
                     other => other.as_f64(),
                 };
-                number
-                    .and_then(|n| n.partial_cmp(operand))
-                    .is_some_and(accept)
+                number.and_then(|n| n.partial_cmp(operand)).is_some_and(accept)
             }
-            Matcher::Semver(accept, operand) => attr
-                .as_str()
-                .and_then(Version::parse)
-                .is_some_and(|v| accept(v.precedence(&operand.as_version()))),
+            Matcher::Semver(accept, operand) => {
+                attr.as_str().and_then(Version::parse).is_some_and(|v| accept(v.precedence(&operand.as_version())))
+            }
         }
     }
 }

@@ -223,8 +223,7 @@ impl<'de> Deserialize<'de> for Context {
                 f.write_str("a JSON object of context attributes")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Context, A::Error> {
-                let mut attrs: Vec<(Box<str>, Value)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
+                let mut attrs: Vec<(Box<str>, Value)> = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
                     attrs.push((k.into_boxed_str(), v));
                 }

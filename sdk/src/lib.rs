@@ -32,8 +32,8 @@ pub use context::{Context, Value};
 pub use decision::{Decision, ErrorCode, Reason};
 pub use error::CompileError;
 pub use model::{
-    BUCKETING_XXH3_SLOTS_V1, Condition, DEFAULT_UNIT, Op, Release, Rule, buckets_to_percent,
-    percent_to_buckets, slot_width,
+    BUCKETING_XXH3_SLOTS_V1, Condition, DEFAULT_UNIT, Op, Release, Rule, buckets_to_percent, percent_to_buckets,
+    slot_width,
 };
 pub use semver::Version;
 pub use snapshot::{Snapshot, SnapshotData};

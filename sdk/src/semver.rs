@@ -42,13 +42,11 @@ impl<'a> Version<'a> {
             return None;
         }
         let mut parts = [0u64; 3];
-        let mut count = 0;
-        for part in core.split('.') {
-            if count == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        for (i, part) in core.split('.').enumerate() {
+            if i == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            parts[count] = part.parse().ok()?;
-            count += 1;
+            parts[i] = part.parse().ok()?;
         }
         Some(Version { major: parts[0], minor: parts[1], patch: parts[2], pre })
     }
@@ -62,9 +60,7 @@ impl<'a> Version<'a> {
 }
 
 fn valid_identifiers(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.')
-            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    !s.is_empty() && s.split('.').all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 fn compare_pre(a: &str, b: &str) -> Ordering {

@@ -46,9 +46,7 @@ fn cond(attr: &str, op: &str, values: &[serde_json::Value]) -> Condition {
 #[test]
 fn evaluating_allocates_nothing_on_any_path() {
     use serde_json::json;
-    let mut rich = Release::new("rich", ["v1", "v2", "v3"])
-        .with_allocation("v2", 20_000)
-        .with_allocation("v3", 50_000);
+    let mut rich = Release::new("rich", ["v1", "v2", "v3"]).with_allocation("v2", 20_000).with_allocation("v3", 50_000);
     rich.overrides.insert("vip".into(), "v3".into());
     rich.rules.push(Rule {
         when: vec![
@@ -59,7 +57,8 @@ fn evaluating_allocates_nothing_on_any_path() {
     });
     rich.rules.push(Rule { when: vec![cond("email", "ends_with", &[json!("@example.com")])], serve: "v3".into() });
     rich.audience = vec![cond("age", "gte", &[json!(18)]), cond("plan", "not_in", &[json!("free")])];
-    let long_salt = Release { salt: Some("s".repeat(250)), ..Release::new("long", ["a", "b"]).with_allocation("b", 100_000) };
+    let long_salt =
+        Release { salt: Some("s".repeat(250)), ..Release::new("long", ["a", "b"]).with_allocation("b", 100_000) };
     let mut tenant = Release::new("tenant", ["v1", "v2"]).with_allocation("v2", 50_000);
     tenant.unit = "tenant_id".into();
     let snapshot = Snapshot::compile(SnapshotData {

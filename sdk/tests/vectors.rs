@@ -78,8 +78,9 @@ fn decision_vectors_agree() {
     assert!(file.cases.len() >= 60, "only {} decision cases", file.cases.len());
     let mut failures = Vec::new();
     for case in file.cases {
-        let snapshot = Snapshot::compile(SnapshotData { revision: 1, kill_all: case.kill_all, releases: case.releases })
-            .unwrap_or_else(|e| panic!("{}: release does not compile: {e}", case.name));
+        let snapshot =
+            Snapshot::compile(SnapshotData { revision: 1, kill_all: case.kill_all, releases: case.releases })
+                .unwrap_or_else(|e| panic!("{}: release does not compile: {e}", case.name));
         let d = snapshot.evaluate(&case.evaluate, &case.context);
         let got = Expected {
             version: d.version.map(str::to_owned),

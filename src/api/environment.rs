@@ -26,6 +26,10 @@ async fn kill_all(
     Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&env, &actor, true, reason).await?))
 }
 
-async fn unkill_all(state: web::Data<AppState>, Env(env): Env, Caller(actor): Caller) -> Result<HttpResponse, ApiError> {
+async fn unkill_all(
+    state: web::Data<AppState>,
+    Env(env): Env,
+    Caller(actor): Caller,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&env, &actor, false, None).await?))
 }

@@ -130,9 +130,9 @@ struct Detail<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidJson(_)
-            | ApiError::BadRequest(_)
-            | ApiError::InvalidEnvironment(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidJson(_) | ApiError::BadRequest(_) | ApiError::InvalidEnvironment(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,

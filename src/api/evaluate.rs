@@ -81,7 +81,8 @@ pub struct DecisionView<'a>(pub Decision<'a>);
 impl Serialize for DecisionView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = &self.0;
-        let len = 1 + usize::from(d.version.is_some()) + usize::from(d.bucket.is_some()) + usize::from(d.error.is_some());
+        let len =
+            1 + usize::from(d.version.is_some()) + usize::from(d.bucket.is_some()) + usize::from(d.error.is_some());
         let mut map = s.serialize_map(Some(len))?;
         if let Some(version) = d.version {
             map.serialize_entry("version", version)?;

@@ -1,12 +1,12 @@
 //! The HTTP API: one module per URL resource, each with a `configure` function; handlers
 //! extract, call the domain, and map the result.
 
+mod environment;
 pub mod error;
 mod evaluate;
 mod extract;
 mod health;
 mod releases;
-mod environment;
 
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
@@ -29,7 +29,12 @@ pub struct AppState {
 /// Registers every route and the JSON error shape for extractor failures.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: usize) {
     cfg.app_data(web::Data::new(state))
-        .app_data(web::JsonConfig::default().limit(max_body_bytes).content_type_required(false).error_handler(error::json_error(max_body_bytes)))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .content_type_required(false)
+                .error_handler(error::json_error(max_body_bytes)),
+        )
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .configure(health::configure)

@@ -31,9 +31,7 @@ pub enum ArgError {
     MissingEquals(String),
     #[error("missing version name before '=' in {0:?}")]
     EmptyVersion(String),
-    #[error(
-        "{0:?} is not a percent: use a plain decimal between 0 and 100 with at most 3 decimals"
-    )]
+    #[error("{0:?} is not a percent: use a plain decimal between 0 and 100 with at most 3 decimals")]
     BadPercent(String),
     #[error("{0} is more than 100%")]
     PercentTooLarge(String),
@@ -47,9 +45,7 @@ pub enum ArgError {
 /// or `2.0005` would parse as floats but are never what an operator meant, and the
 /// server would reject them anyway with a less precise message.
 pub fn parse_percent_arg(raw: &str) -> Result<PercentArg, ArgError> {
-    let (version, percent) = raw
-        .split_once('=')
-        .ok_or_else(|| ArgError::MissingEquals(raw.to_owned()))?;
+    let (version, percent) = raw.split_once('=').ok_or_else(|| ArgError::MissingEquals(raw.to_owned()))?;
     let version = version.trim();
     if version.is_empty() {
         return Err(ArgError::EmptyVersion(raw.to_owned()));
@@ -58,16 +54,11 @@ pub fn parse_percent_arg(raw: &str) -> Result<PercentArg, ArgError> {
     if !is_plain_decimal(percent_text) {
         return Err(ArgError::BadPercent(percent_text.to_owned()));
     }
-    let percent: f64 = percent_text
-        .parse()
-        .map_err(|_| ArgError::BadPercent(percent_text.to_owned()))?;
+    let percent: f64 = percent_text.parse().map_err(|_| ArgError::BadPercent(percent_text.to_owned()))?;
     if percent > 100.0 {
         return Err(ArgError::PercentTooLarge(percent_text.to_owned()));
     }
-    Ok(PercentArg {
-        version: version.to_owned(),
-        percent,
-    })
+    Ok(PercentArg { version: version.to_owned(), percent })
 }
 
 /// `digits[.digits]` with at most [`MAX_PERCENT_DECIMALS`] decimals.
@@ -83,18 +74,14 @@ fn is_plain_decimal(text: &str) -> bool {
 /// Parses a revision as given to `--if-match`. Accepts the ETag form (`"42"`, `W/"42"`)
 /// too, so a value copied from `curl -i` output works unchanged.
 pub fn parse_revision(raw: &str) -> Result<u64, ArgError> {
-    strip_etag(raw)
-        .parse()
-        .map_err(|_| ArgError::BadRevision(raw.to_owned()))
+    strip_etag(raw).parse().map_err(|_| ArgError::BadRevision(raw.to_owned()))
 }
 
 /// Removes the weak prefix and quotes of an entity tag, leaving its opaque value.
 pub fn strip_etag(raw: &str) -> &str {
     let raw = raw.trim();
     let raw = raw.strip_prefix("W/").unwrap_or(raw);
-    raw.strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(raw)
+    raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw)
 }
 
 #[cfg(test)]
@@ -117,53 +104,29 @@ mod tests {
 
     #[test]
     fn a_version_without_percent_is_rejected() {
-        assert_eq!(
-            parse_percent_arg("v2"),
-            Err(ArgError::MissingEquals("v2".to_owned()))
-        );
+        assert_eq!(parse_percent_arg("v2"), Err(ArgError::MissingEquals("v2".to_owned())));
     }
 
     #[test]
     fn a_percent_without_version_is_rejected() {
-        assert_eq!(
-            parse_percent_arg("=5"),
-            Err(ArgError::EmptyVersion("=5".to_owned()))
-        );
+        assert_eq!(parse_percent_arg("=5"), Err(ArgError::EmptyVersion("=5".to_owned())));
     }
 
     #[test]
     fn a_non_numeric_percent_is_rejected() {
-        assert_eq!(
-            parse_percent_arg("v2=abc"),
-            Err(ArgError::BadPercent("abc".to_owned()))
-        );
+        assert_eq!(parse_percent_arg("v2=abc"), Err(ArgError::BadPercent("abc".to_owned())));
     }
 
     #[test]
     fn float_syntax_that_is_not_a_plain_percent_is_rejected() {
-        for raw in [
-            "v2=",
-            "v2=-1",
-            "v2=1e1",
-            "v2=inf",
-            "v2=NaN",
-            "v2=.5",
-            "v2=5.",
-            "v2=2.0005",
-        ] {
-            assert!(
-                matches!(parse_percent_arg(raw), Err(ArgError::BadPercent(_))),
-                "{raw} should be rejected"
-            );
+        for raw in ["v2=", "v2=-1", "v2=1e1", "v2=inf", "v2=NaN", "v2=.5", "v2=5.", "v2=2.0005"] {
+            assert!(matches!(parse_percent_arg(raw), Err(ArgError::BadPercent(_))), "{raw} should be rejected");
         }
     }
 
     #[test]
     fn more_than_everyone_is_rejected() {
-        assert_eq!(
-            parse_percent_arg("v2=100.001"),
-            Err(ArgError::PercentTooLarge("100.001".to_owned()))
-        );
+        assert_eq!(parse_percent_arg("v2=100.001"), Err(ArgError::PercentTooLarge("100.001".to_owned())));
     }
 
     #[test]

@@ -34,23 +34,13 @@ pub enum ClientError {
     /// The server answered with an error status; `code` is its machine-readable code when
     /// the body had the documented `{"error": {…}}` shape.
     #[error("{message} ({}HTTP {})", code_prefix(.code), .status.as_u16())]
-    Api {
-        status: StatusCode,
-        code: Option<String>,
-        message: String,
-    },
+    Api { status: StatusCode, code: Option<String>, message: String },
     #[error("cohort at {url} sent a response this client cannot read (HTTP {}): {cause}", .status.as_u16())]
-    BadResponse {
-        url: String,
-        status: StatusCode,
-        cause: String,
-    },
+    BadResponse { url: String, status: StatusCode, cause: String },
 }
 
 fn code_prefix(code: &Option<String>) -> String {
-    code.as_deref()
-        .map(|c| format!("{c}, "))
-        .unwrap_or_default()
+    code.as_deref().map(|c| format!("{c}, ")).unwrap_or_default()
 }
 
 impl ClientError {
@@ -105,8 +95,7 @@ impl CohortClient {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| ClientError::InvalidToken)?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ClientError::InvalidToken)?;
             // Keeps the token out of reqwest's Debug output and any tracing of headers.
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
@@ -123,11 +112,7 @@ impl CohortClient {
                 url: base.to_string(),
                 cause: format!("cannot set up the HTTP client: {e}"),
             })?;
-        Ok(Self {
-            http,
-            base,
-            env: env.to_owned(),
-        })
+        Ok(Self { http, base, env: env.to_owned() })
     }
 
     /// `GET /v1/envs/{env}/releases`
@@ -142,8 +127,7 @@ impl CohortClient {
 
     /// `POST /v1/envs/{env}/releases` with a full release body.
     pub async fn create_release(&self, body: &Value) -> Result<Reply<ReleaseView>, ClientError> {
-        self.call(Method::POST, &["releases"], Some(body), None)
-            .await
+        self.call(Method::POST, &["releases"], Some(body), None).await
     }
 
     /// `POST /v1/envs/{env}/releases/{key}/allocation`: only the listed candidates change.
@@ -154,65 +138,37 @@ impl CohortClient {
         if_match: Option<u64>,
     ) -> Result<Reply<ReleaseView>, ClientError> {
         let body = json!({ "percent": percent });
-        self.call(
-            Method::POST,
-            &["releases", key, "allocation"],
-            Some(&body),
-            if_match,
-        )
-        .await
+        self.call(Method::POST, &["releases", key, "allocation"], Some(&body), if_match).await
     }
 
     /// `POST /v1/envs/{env}/releases/{key}/kill`
-    pub async fn kill(
-        &self,
-        key: &str,
-        reason: Option<&str>,
-    ) -> Result<Reply<ReleaseView>, ClientError> {
+    pub async fn kill(&self, key: &str, reason: Option<&str>) -> Result<Reply<ReleaseView>, ClientError> {
         let body = reason_body(reason);
-        self.call(Method::POST, &["releases", key, "kill"], Some(&body), None)
-            .await
+        self.call(Method::POST, &["releases", key, "kill"], Some(&body), None).await
     }
 
     /// `POST /v1/envs/{env}/releases/{key}/unkill`
     pub async fn unkill(&self, key: &str) -> Result<Reply<ReleaseView>, ClientError> {
         let body = json!({});
-        self.call(
-            Method::POST,
-            &["releases", key, "unkill"],
-            Some(&body),
-            None,
-        )
-        .await
+        self.call(Method::POST, &["releases", key, "unkill"], Some(&body), None).await
     }
 
     /// `DELETE /v1/envs/{env}/releases/{key}`
-    pub async fn delete_release(
-        &self,
-        key: &str,
-        if_match: Option<u64>,
-    ) -> Result<Value, ClientError> {
-        let raw = self
-            .send(Method::DELETE, &["releases", key], None, if_match)
-            .await?;
+    pub async fn delete_release(&self, key: &str, if_match: Option<u64>) -> Result<Value, ClientError> {
+        let raw = self.send(Method::DELETE, &["releases", key], None, if_match).await?;
         Ok(raw.body)
     }
 
     /// `POST /v1/envs/{env}/kill-all`
-    pub async fn kill_all(
-        &self,
-        reason: Option<&str>,
-    ) -> Result<Reply<EnvironmentState>, ClientError> {
+    pub async fn kill_all(&self, reason: Option<&str>) -> Result<Reply<EnvironmentState>, ClientError> {
         let body = reason_body(reason);
-        self.call(Method::POST, &["kill-all"], Some(&body), None)
-            .await
+        self.call(Method::POST, &["kill-all"], Some(&body), None).await
     }
 
     /// `POST /v1/envs/{env}/unkill-all`
     pub async fn unkill_all(&self) -> Result<Reply<EnvironmentState>, ClientError> {
         let body = json!({});
-        self.call(Method::POST, &["unkill-all"], Some(&body), None)
-            .await
+        self.call(Method::POST, &["unkill-all"], Some(&body), None).await
     }
 
     /// Sends a request and decodes a successful body into `T`.
@@ -229,11 +185,7 @@ impl CohortClient {
             status: raw.status,
             cause: e.to_string(),
         })?;
-        Ok(Reply {
-            value,
-            body: raw.body,
-            etag: raw.etag,
-        })
+        Ok(Reply { value, body: raw.body, etag: raw.etag })
     }
 
     /// Sends a request; any non-2xx status becomes [`ClientError::Api`].
@@ -253,11 +205,8 @@ impl CohortClient {
         }
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let etag = response
-            .headers()
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| strip_etag(v).parse().ok());
+        let etag =
+            response.headers().get(header::ETAG).and_then(|v| v.to_str().ok()).and_then(|v| strip_etag(v).parse().ok());
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
 
         if !status.is_success() {
@@ -280,10 +229,7 @@ impl CohortClient {
     fn url(&self, path: &[&str]) -> Result<Url, ClientError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|()| ClientError::InvalidUrl {
-                url: self.base.to_string(),
-                reason: "not a base URL".to_owned(),
-            })?
+            .map_err(|()| ClientError::InvalidUrl { url: self.base.to_string(), reason: "not a base URL".to_owned() })?
             // Keeps a path prefix such as `https://ops.example/cohort/` intact.
             .pop_if_empty()
             .extend(["v1", "envs", &self.env])
@@ -300,25 +246,16 @@ impl CohortClient {
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ClientError> {
-    let invalid = |reason: String| ClientError::InvalidUrl {
-        url: raw.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| ClientError::InvalidUrl { url: raw.to_owned(), reason };
     let url = Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(
-            "expected an http:// or https:// address".to_owned(),
-        ));
+        return Err(invalid("expected an http:// or https:// address".to_owned()));
     }
     if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(invalid(
-            "expected an address such as http://127.0.0.1:8080".to_owned(),
-        ));
+        return Err(invalid("expected an address such as http://127.0.0.1:8080".to_owned()));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "the address must not have a query or fragment".to_owned(),
-        ));
+        return Err(invalid("the address must not have a query or fragment".to_owned()));
     }
     Ok(url)
 }
@@ -361,18 +298,11 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
         let first_line = text.lines().map(str::trim).find(|l| !l.is_empty());
         let message = match first_line {
             Some(line) => line.chars().take(MAX_ECHOED_BODY_CHARS).collect(),
-            None => status
-                .canonical_reason()
-                .unwrap_or("unexpected status")
-                .to_owned(),
+            None => status.canonical_reason().unwrap_or("unexpected status").to_owned(),
         };
         (None, message)
     });
-    ClientError::Api {
-        status,
-        code,
-        message,
-    }
+    ClientError::Api { status, code, message }
 }
 
 #[cfg(test)]
@@ -387,20 +317,14 @@ mod tests {
     fn urls_are_built_under_the_environment_with_encoded_segments() {
         let c = client("http://127.0.0.1:8080", "production");
         let url = c.url(&["releases", "checkout/v2 x"]).expect("url");
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:8080/v1/envs/production/releases/checkout%2Fv2%20x"
-        );
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/v1/envs/production/releases/checkout%2Fv2%20x");
     }
 
     #[test]
     fn a_path_prefix_in_the_base_url_is_kept() {
         let c = client("https://ops.example/cohort/", "staging");
         let url = c.url(&["kill-all"]).expect("url");
-        assert_eq!(
-            url.as_str(),
-            "https://ops.example/cohort/v1/envs/staging/kill-all"
-        );
+        assert_eq!(url.as_str(), "https://ops.example/cohort/v1/envs/staging/kill-all");
     }
 
     #[test]
@@ -413,8 +337,7 @@ mod tests {
 
     #[test]
     fn a_token_with_a_newline_is_rejected_before_sending() {
-        let err = CohortClient::new("http://x", "production", Some("abc\ndef"))
-            .expect_err("newline in token");
+        let err = CohortClient::new("http://x", "production", Some("abc\ndef")).expect_err("newline in token");
         assert!(matches!(err, ClientError::InvalidToken));
     }
 
@@ -422,10 +345,7 @@ mod tests {
     fn documented_error_bodies_are_shown_with_code_and_status() {
         let body = br#"{"error": {"code": "revision_mismatch", "message": "release changed"}}"#;
         let err = api_error(StatusCode::PRECONDITION_FAILED, body);
-        assert_eq!(
-            err.to_string(),
-            "release changed (revision_mismatch, HTTP 412)"
-        );
+        assert_eq!(err.to_string(), "release changed (revision_mismatch, HTTP 412)");
     }
 
     #[test]

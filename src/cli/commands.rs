@@ -24,26 +24,15 @@ pub enum CliError {
         "{source}\nhint: someone else changed {key} after revision {revision}, so nothing \
          was changed; check `cohort release get {key}` and run the command again"
     )]
-    Stale {
-        key: String,
-        revision: u64,
-        source: ClientError,
-    },
+    Stale { key: String, revision: u64, source: ClientError },
     #[error("{version} is given more than once")]
     DuplicateVersion { version: String },
     #[error("cannot read {}: {source}", .path.display())]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadFile { path: PathBuf, source: std::io::Error },
     #[error("{} is not a release: {reason}", .path.display())]
     BadFile { path: PathBuf, reason: String },
     #[error("the key on the command line ({arg}) differs from the key in {} ({file})", .path.display())]
-    KeyMismatch {
-        arg: String,
-        file: String,
-        path: PathBuf,
-    },
+    KeyMismatch { arg: String, file: String, path: PathBuf },
 }
 
 impl CliError {
@@ -52,20 +41,15 @@ impl CliError {
         match self {
             Self::Client(err) => err.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
-            Self::DuplicateVersion { .. }
-            | Self::ReadFile { .. }
-            | Self::BadFile { .. }
-            | Self::KeyMismatch { .. } => EXIT_USAGE,
+            Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
+                EXIT_USAGE
+            }
         }
     }
 }
 
 /// Runs `cmd` and returns what to print on stdout.
-pub async fn execute(
-    args: &ClientArgs,
-    cmd: ClientCommand,
-    token: Option<&str>,
-) -> Result<String, CliError> {
+pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
     let client = CohortClient::new(&args.url, &args.env, token)?;
     let json = args.json;
     match cmd {
@@ -81,11 +65,7 @@ pub async fn execute(
     }
 }
 
-async fn release(
-    client: &CohortClient,
-    args: &ClientArgs,
-    cmd: ReleaseCmd,
-) -> Result<String, CliError> {
+async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> Result<String, CliError> {
     let json = args.json;
     match cmd {
         ReleaseCmd::List => {
@@ -101,11 +81,9 @@ async fn release(
             let reply = client.create_release(&body).await?;
             Ok(show(json, &reply, output::render_release))
         }
-        ReleaseCmd::SetPercent {
-            key,
-            percents,
-            if_match,
-        } => set_percent(client, json, &key, &percents, if_match).await,
+        ReleaseCmd::SetPercent { key, percents, if_match } => {
+            set_percent(client, json, &key, &percents, if_match).await
+        }
         ReleaseCmd::Kill { key, reason } => {
             let reply = client.kill(&key, reason.as_deref()).await?;
             Ok(show(json, &reply, output::render_killed))
@@ -116,11 +94,7 @@ async fn release(
         }
         ReleaseCmd::Delete { key, if_match } => {
             let body = client.delete_release(&key, if_match).await?;
-            Ok(if json {
-                output::render_json(&body)
-            } else {
-                format!("deleted {key} from {}\n", args.env)
-            })
+            Ok(if json { output::render_json(&body) } else { format!("deleted {key} from {}\n", args.env) })
         }
     }
 }
@@ -138,26 +112,17 @@ async fn set_percent(
     let percent = percent_map(percents)?;
     let before = client.get_release(key).await?;
     let revision = if_match.or(before.etag).unwrap_or(before.value.revision);
-    let after = client
-        .set_allocation(key, &percent, Some(revision))
-        .await
-        .map_err(|err| match err.status().map(|s| s.as_u16()) {
-            Some(412) => CliError::Stale {
-                key: key.to_owned(),
-                revision,
-                source: err,
-            },
+    let after = client.set_allocation(key, &percent, Some(revision)).await.map_err(|err| {
+        match err.status().map(|s| s.as_u16()) {
+            Some(412) => CliError::Stale { key: key.to_owned(), revision, source: err },
             _ => CliError::Client(err),
-        })?;
+        }
+    })?;
     if json {
         return Ok(output::render_json(&after.body));
     }
     let requested: Vec<String> = percent.into_keys().collect();
-    Ok(output::render_percent_changes(
-        &before.value,
-        &after.value,
-        &requested,
-    ))
+    Ok(output::render_percent_changes(&before.value, &after.value, &requested))
 }
 
 /// A JSON object silently keeps the last of two equal keys; `v2=5 v2=10` is more
@@ -166,9 +131,7 @@ fn percent_map(percents: &[PercentArg]) -> Result<BTreeMap<String, f64>, CliErro
     let mut map = BTreeMap::new();
     for p in percents {
         if map.insert(p.version.clone(), p.percent).is_some() {
-            return Err(CliError::DuplicateVersion {
-                version: p.version.clone(),
-            });
+            return Err(CliError::DuplicateVersion { version: p.version.clone() });
         }
     }
     Ok(map)
@@ -190,9 +153,7 @@ async fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
             let path = args.file.clone().unwrap_or_default();
             return Err(CliError::KeyMismatch {
                 arg: args.key.clone(),
-                file: other
-                    .as_str()
-                    .map_or_else(|| other.to_string(), str::to_owned),
+                file: other.as_str().map_or_else(|| other.to_string(), str::to_owned),
                 path,
             });
         }
@@ -200,20 +161,14 @@ async fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     if !args.versions.is_empty() {
         body.insert("versions".to_owned(), json!(args.versions));
     }
-    for (field, value) in [
-        ("unit", &args.unit),
-        ("salt", &args.salt),
-        ("description", &args.description),
-    ] {
+    for (field, value) in [("unit", &args.unit), ("salt", &args.salt), ("description", &args.description)] {
         if let Some(value) = value {
             body.insert(field.to_owned(), json!(value));
         }
     }
     if !args.percents.is_empty() {
         let percents = percent_map(&args.percents)?;
-        let allocation = body
-            .entry("allocation")
-            .or_insert_with(|| Value::Object(Map::new()));
+        let allocation = body.entry("allocation").or_insert_with(|| Value::Object(Map::new()));
         let Some(allocation) = allocation.as_object_mut() else {
             return Err(CliError::BadFile {
                 path: args.file.clone().unwrap_or_default(),
@@ -228,16 +183,9 @@ async fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
 }
 
 async fn read_release_file(path: &Path) -> Result<Map<String, Value>, CliError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|source| CliError::ReadFile {
-            path: path.to_owned(),
-            source,
-        })?;
-    let bad = |reason: String| CliError::BadFile {
-        path: path.to_owned(),
-        reason,
-    };
+    let text =
+        tokio::fs::read_to_string(path).await.map_err(|source| CliError::ReadFile { path: path.to_owned(), source })?;
+    let bad = |reason: String| CliError::BadFile { path: path.to_owned(), reason };
     match serde_json::from_str(&text).map_err(|e| bad(e.to_string()))? {
         Value::Object(map) => Ok(map),
         _ => Err(bad("expected a JSON object".to_owned())),
@@ -246,11 +194,7 @@ async fn read_release_file(path: &Path) -> Result<Map<String, Value>, CliError> 
 
 /// The server's JSON with `--json`, the human rendering otherwise.
 fn show<T>(json: bool, reply: &Reply<T>, render: impl Fn(&T) -> String) -> String {
-    if json {
-        output::render_json(&reply.body)
-    } else {
-        render(&reply.value)
-    }
+    if json { output::render_json(&reply.body) } else { render(&reply.value) }
 }
 
 #[cfg(test)]
@@ -270,10 +214,7 @@ mod tests {
     }
 
     fn pct(version: &str, percent: f64) -> PercentArg {
-        PercentArg {
-            version: version.to_owned(),
-            percent,
-        }
+        PercentArg { version: version.to_owned(), percent }
     }
 
     #[tokio::test]
@@ -282,10 +223,7 @@ mod tests {
         args.versions = vec!["v1".into(), "v2".into()];
         args.percents = vec![pct("v2", 5.0)];
         let body = create_body(&args).await.expect("body");
-        assert_eq!(
-            body,
-            json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 5.0}})
-        );
+        assert_eq!(body, json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 5.0}}));
     }
 
     #[tokio::test]
@@ -293,20 +231,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cohort-cli-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("release.json");
-        std::fs::write(
-            &path,
-            r#"{"versions": ["v1", "v2"], "allocation": {"v2": 1}, "salt": "s"}"#,
-        )
-        .expect("write file");
+        std::fs::write(&path, r#"{"versions": ["v1", "v2"], "allocation": {"v2": 1}, "salt": "s"}"#)
+            .expect("write file");
 
         let mut args = create_args("checkout");
         args.file = Some(path.clone());
         args.percents = vec![pct("v2", 2.5)];
         let body = create_body(&args).await.expect("body");
-        assert_eq!(
-            body,
-            json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 2.5}, "salt": "s"})
-        );
+        assert_eq!(body, json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 2.5}, "salt": "s"}));
 
         std::fs::write(&path, r#"{"key": "search", "versions": ["v1"]}"#).expect("write file");
         let err = create_body(&args).await.expect_err("key mismatch");

@@ -59,12 +59,7 @@ pub fn exit_code_for_status(status: StatusCode) -> u8 {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientArgs {
     /// cohort server address
-    #[arg(
-        long,
-        env = "COHORT_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "COHORT_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub url: String,
     /// environment
     #[arg(
@@ -155,12 +150,7 @@ pub struct CreateArgs {
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub key: String,
     /// versions, baseline first, e.g. `v1,v2,v3`
-    #[arg(
-        long,
-        value_delimiter = ',',
-        required_unless_present = "file",
-        value_name = "V1,V2,..."
-    )]
+    #[arg(long, value_delimiter = ',', required_unless_present = "file", value_name = "V1,V2,...")]
     pub versions: Vec<String>,
     /// context attribute that identifies a unit (server default: targetingKey)
     #[arg(long)]
@@ -273,27 +263,13 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.client.env, "staging");
         assert!(cli.client.json);
-        let ClientCommand::Release(ReleaseCmd::SetPercent {
-            key,
-            percents,
-            if_match,
-        }) = cli.cmd
-        else {
+        let ClientCommand::Release(ReleaseCmd::SetPercent { key, percents, if_match }) = cli.cmd else {
             panic!("wrong command: {:?}", cli.cmd);
         };
         assert_eq!(key, "checkout");
         assert_eq!(
             percents,
-            vec![
-                PercentArg {
-                    version: "v2".into(),
-                    percent: 10.0
-                },
-                PercentArg {
-                    version: "v3".into(),
-                    percent: 2.5
-                },
-            ]
+            vec![PercentArg { version: "v2".into(), percent: 10.0 }, PercentArg { version: "v3".into(), percent: 2.5 },]
         );
         assert_eq!(if_match, Some(41));
     }
@@ -312,10 +288,7 @@ mod tests {
     fn create_needs_versions_unless_a_file_is_given() {
         assert!(parse(&["release", "create", "checkout"]).is_err());
         let cli = parse(&["release", "create", "checkout", "--file", "r.json"]).expect("file");
-        assert!(matches!(
-            cli.cmd,
-            ClientCommand::Release(ReleaseCmd::Create(_))
-        ));
+        assert!(matches!(cli.cmd, ClientCommand::Release(ReleaseCmd::Create(_))));
         let cli = parse(&[
             "release",
             "create",

@@ -32,20 +32,12 @@ pub fn allocation_summary(release: &ReleaseView) -> String {
         .into_iter()
         .map(|(version, percent)| format!("{version} {}", format_percent(percent)))
         .collect();
-    if parts.is_empty() {
-        "none".to_owned()
-    } else {
-        parts.join(", ")
-    }
+    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
 }
 
 /// `live`, `KILLED` or `KILLED (reason)`.
 pub fn state_label(release: &ReleaseView) -> String {
-    if release.killed {
-        with_reason("KILLED", release.kill_reason.as_deref())
-    } else {
-        "live".to_owned()
-    }
+    if release.killed { with_reason("KILLED", release.kill_reason.as_deref()) } else { "live".to_owned() }
 }
 
 fn with_reason(label: &str, reason: Option<&str>) -> String {
@@ -88,19 +80,12 @@ pub fn render_release_list(list: &ReleaseList) -> String {
             let _ = writeln!(out, "{}", line.trim_end());
         }
     }
-    let _ = writeln!(
-        out,
-        "environment {} at revision {}",
-        list.environment, list.revision
-    );
+    let _ = writeln!(out, "environment {} at revision {}", list.environment, list.revision);
     if list.kill_all {
         let _ = writeln!(
             out,
             "{}",
-            with_reason(
-                "KILL-ALL ON: every release serves its baseline",
-                list.kill_reason.as_deref()
-            )
+            with_reason("KILL-ALL ON: every release serves its baseline", list.kill_reason.as_deref())
         );
     }
     out
@@ -113,37 +98,20 @@ pub fn render_release(release: &ReleaseView) -> String {
         .versions
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            if i == 0 {
-                format!("{v} (baseline)")
-            } else {
-                v.clone()
-            }
-        })
+        .map(|(i, v)| if i == 0 { format!("{v} (baseline)") } else { v.clone() })
         .collect::<Vec<_>>()
         .join(", ");
 
-    let allocated: i64 = release
-        .allocation
-        .values()
-        .map(|p| to_thousandths(*p))
-        .fold(0, i64::saturating_add);
+    let allocated: i64 = release.allocation.values().map(|p| to_thousandths(*p)).fold(0, i64::saturating_add);
     let baseline_share = 100_000_i64.saturating_sub(allocated) as f64 / THOUSANDTHS;
     let allocation = if release.allocation.is_empty() {
         format!("everyone gets {baseline}")
     } else {
-        format!(
-            "{} ({baseline} gets {})",
-            allocation_summary(release),
-            format_percent(baseline_share)
-        )
+        format!("{} ({baseline} gets {})", allocation_summary(release), format_percent(baseline_share))
     };
 
     let killed = if release.killed {
-        format!(
-            "{}: everyone gets {baseline}",
-            with_reason("yes", release.kill_reason.as_deref())
-        )
+        format!("{}: everyone gets {baseline}", with_reason("yes", release.kill_reason.as_deref()))
     } else {
         "no".to_owned()
     };
@@ -171,20 +139,12 @@ pub fn render_release(release: &ReleaseView) -> String {
 }
 
 fn non_empty(text: &str) -> String {
-    if text.trim().is_empty() {
-        "-".to_owned()
-    } else {
-        text.to_owned()
-    }
+    if text.trim().is_empty() { "-".to_owned() } else { text.to_owned() }
 }
 
 /// One line per candidate whose percent changed, e.g.
 /// `checkout: v2 5% → 10% (revision 42)`.
-pub fn render_percent_changes(
-    before: &ReleaseView,
-    after: &ReleaseView,
-    requested: &[String],
-) -> String {
+pub fn render_percent_changes(before: &ReleaseView, after: &ReleaseView, requested: &[String]) -> String {
     let mut out = String::new();
     for version in requested {
         let old = before.percent_of(version);
@@ -201,11 +161,7 @@ pub fn render_percent_changes(
         }
     }
     if out.is_empty() {
-        let _ = writeln!(
-            out,
-            "{}: allocation unchanged (revision {})",
-            after.key, after.revision
-        );
+        let _ = writeln!(out, "{}: allocation unchanged (revision {})", after.key, after.revision);
     }
     out
 }
@@ -223,17 +179,11 @@ pub fn render_killed(release: &ReleaseView) -> String {
 /// `unkilled checkout at revision 44: serving v2 5%, v3 0.5%`
 pub fn render_unkilled(release: &ReleaseView) -> String {
     let serving = if release.allocation.is_empty() {
-        format!(
-            "everyone gets {}",
-            release.baseline().unwrap_or("the baseline")
-        )
+        format!("everyone gets {}", release.baseline().unwrap_or("the baseline"))
     } else {
         format!("serving {}", allocation_summary(release))
     };
-    format!(
-        "unkilled {} at revision {}: {serving}\n",
-        release.key, release.revision
-    )
+    format!("unkilled {} at revision {}: {serving}\n", release.key, release.revision)
 }
 
 /// `KILL-ALL ON in production at revision 44` / `KILL-ALL OFF in production at revision 45`
@@ -244,11 +194,7 @@ pub fn render_environment_state(state: &EnvironmentState) -> String {
         state.environment,
         state.revision
     );
-    let line = if state.kill_all {
-        with_reason(&line, state.kill_reason.as_deref())
-    } else {
-        line
-    };
+    let line = if state.kill_all { with_reason(&line, state.kill_reason.as_deref()) } else { line };
     format!("{line}\n")
 }
 
@@ -364,23 +310,14 @@ mod tests {
     #[test]
     fn empty_release_list_says_so() {
         let text = render_release_list(&list(false, vec![]));
-        assert_eq!(
-            text,
-            "no releases in production\nenvironment production at revision 12\n"
-        );
+        assert_eq!(text, "no releases in production\nenvironment production at revision 12\n");
     }
 
     #[test]
     fn release_detail_marks_the_baseline_and_counts_targeting() {
         let text = render_release(&checkout());
-        assert!(
-            text.contains("versions     v1 (baseline), v2, v3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("allocation   v2 5%, v3 0.5% (v1 gets 94.5%)"),
-            "{text}"
-        );
+        assert!(text.contains("versions     v1 (baseline), v2, v3"), "{text}");
+        assert!(text.contains("allocation   v2 5%, v3 0.5% (v1 gets 94.5%)"), "{text}");
         assert!(text.contains("killed       no"), "{text}");
         assert!(text.contains("overrides    1"), "{text}");
         assert!(text.contains("rules        0"), "{text}");
@@ -402,19 +339,9 @@ mod tests {
         let mut r = checkout();
         r.killed = true;
         r.revision = 43;
-        assert_eq!(
-            render_killed(&r),
-            "killed checkout at revision 43: everyone gets v1\n"
-        );
-        let state = EnvironmentState {
-            environment: "production".into(),
-            revision: 44,
-            kill_all: true,
-            kill_reason: None,
-        };
-        assert_eq!(
-            render_environment_state(&state),
-            "KILL-ALL ON in production at revision 44\n"
-        );
+        assert_eq!(render_killed(&r), "killed checkout at revision 43: everyone gets v1\n");
+        let state =
+            EnvironmentState { environment: "production".into(), revision: 44, kill_all: true, kill_reason: None };
+        assert_eq!(render_environment_state(&state), "KILL-ALL ON in production at revision 44\n");
     }
 }

@@ -56,17 +56,10 @@ impl ReleaseView {
     /// versions the release does not list (which a well-behaved server never sends) come
     /// last rather than being hidden.
     pub fn allocation_in_order(&self) -> Vec<(&str, f64)> {
-        let mut ordered: Vec<(&str, f64)> = self
-            .versions
-            .iter()
-            .filter_map(|v| self.allocation.get(v).map(|p| (v.as_str(), *p)))
-            .collect();
-        ordered.extend(
-            self.allocation
-                .iter()
-                .filter(|(v, _)| !self.versions.contains(v))
-                .map(|(v, p)| (v.as_str(), *p)),
-        );
+        let mut ordered: Vec<(&str, f64)> =
+            self.versions.iter().filter_map(|v| self.allocation.get(v).map(|p| (v.as_str(), *p))).collect();
+        ordered
+            .extend(self.allocation.iter().filter(|(v, _)| !self.versions.contains(v)).map(|(v, p)| (v.as_str(), *p)));
         ordered
     }
 }

@@ -31,7 +31,9 @@ pub enum OpenError {
     #[error("cannot use data file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// The file exists but is not a valid cohort data file (torn, edited, corrupt).
-    #[error("data file {path} is corrupt and was not loaded: {message}. Restore it from a backup or move it away to start empty")]
+    #[error(
+        "data file {path} is corrupt and was not loaded: {message}. Restore it from a backup or move it away to start empty"
+    )]
     Corrupt { path: PathBuf, message: String },
 }
 
@@ -137,9 +139,7 @@ impl Store for EmbeddedStore {
                     .await
                     .map_err(|e| StoreError::Unavailable(format!("data file writer stopped: {e}")))
                     .and_then(|r| {
-                        r.map_err(|e| {
-                            StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display()))
-                        })
+                        r.map_err(|e| StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display())))
                     })
             }
             Err(e) => Err(e),

@@ -113,6 +113,8 @@ pub struct Change {
 }
 
 /// The kinds of change.
+// Changes are rare and short-lived; boxing the release would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChangeKind {

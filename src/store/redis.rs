@@ -195,7 +195,8 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         let mut stored = Vec::with_capacity(releases.len());
         for (key, json) in releases {
-            let revision = *revs.get(&key).ok_or_else(|| StoreError::Corrupt(format!("release `{key}` has no revision")))?;
+            let revision =
+                *revs.get(&key).ok_or_else(|| StoreError::Corrupt(format!("release `{key}` has no revision")))?;
             stored.push(StoredRelease { revision, release: parse_release(&json, &key)? });
         }
         stored.sort_by(|a, b| a.release.key.cmp(&b.release.key));
@@ -219,7 +220,9 @@ impl Store for RedisStore {
         let to_json = |r: &Release| serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()));
         let (op, key, expected, payload) = match &write {
             Write::Create(r) => ("create", r.key.clone(), String::new(), to_json(r)?),
-            Write::Update { release, expected } => ("update", release.key.clone(), expected.to_string(), to_json(release)?),
+            Write::Update { release, expected } => {
+                ("update", release.key.clone(), expected.to_string(), to_json(release)?)
+            }
             Write::Delete { key, expected } => {
                 ("delete", key.clone(), expected.map(|e| e.to_string()).unwrap_or_default(), String::new())
             }
@@ -231,8 +234,12 @@ impl Store for RedisStore {
             ),
         };
         let mut conn = self.manager.clone();
-        let _: Value =
-            redis::cmd("SADD").arg(self.environments_key()).arg(env.as_str()).query_async(&mut conn).await.map_err(unavailable)?;
+        let _: Value = redis::cmd("SADD")
+            .arg(self.environments_key())
+            .arg(env.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
             // Order matches the script: releases revs rev meta changes.
@@ -253,11 +260,9 @@ impl Store for RedisStore {
             }
             "exists" => Err(StoreError::AlreadyExists(key)),
             "missing" => Err(StoreError::NotFound(key)),
-            "mismatch" => Err(StoreError::RevisionMismatch {
-                key,
-                expected: number(&expected)?,
-                current: number(&value)?,
-            }),
+            "mismatch" => {
+                Err(StoreError::RevisionMismatch { key, expected: number(&expected)?, current: number(&value)? })
+            }
             other => Err(StoreError::Corrupt(format!("write script answered `{other}`"))),
         }
     }

@@ -125,7 +125,9 @@ impl TestApp {
 
     /// Creates a two-version release `key` with `percent` on v2; panics unless 201.
     pub async fn given_release(&self, env: &str, key: &str, percent: f64) -> Value {
-        let r = self.create_release(env, json!({"key": key, "versions": ["v1", "v2"], "allocation": {"v2": percent}})).await;
+        let r = self
+            .create_release(env, json!({"key": key, "versions": ["v1", "v2"], "allocation": {"v2": percent}}))
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED, "create {key}");
         r.json().await.expect("json")
     }

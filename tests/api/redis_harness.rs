@@ -85,11 +85,6 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The data directory.
     #[allow(dead_code)]
     pub fn dir(&self) -> PathBuf {

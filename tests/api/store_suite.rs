@@ -156,7 +156,8 @@ async fn every_write_bumps_the_environment_revision_by_one(f: Fixture) {
     let mut revisions = Vec::new();
     revisions.push(f.store.write(&prod, Write::Create(release("a", 1))).await.expect("w").revision);
     revisions.push(f.store.write(&prod, Write::Create(release("b", 1))).await.expect("w").revision);
-    revisions.push(f.store.write(&prod, Write::Update { release: release("a", 9), expected: 1 }).await.expect("w").revision);
+    revisions
+        .push(f.store.write(&prod, Write::Update { release: release("a", 9), expected: 1 }).await.expect("w").revision);
     revisions.push(f.store.write(&prod, Write::KillAll { on: true, reason: None }).await.expect("w").revision);
     revisions.push(f.store.write(&prod, Write::Delete { key: "b".into(), expected: None }).await.expect("w").revision);
     assert_eq!(revisions, vec![1, 2, 3, 4, 5]);
@@ -223,7 +224,9 @@ async fn of_fifty_concurrent_updates_at_one_revision_exactly_one_wins(f: Fixture
     for i in 1..=50u32 {
         let store = Arc::clone(&f.store);
         let prod = prod.clone();
-        tasks.spawn(async move { (i, store.write(&prod, Write::Update { release: release("checkout", i), expected: 1 }).await) });
+        tasks.spawn(async move {
+            (i, store.write(&prod, Write::Update { release: release("checkout", i), expected: 1 }).await)
+        });
     }
     let mut winners = Vec::new();
     let mut conflicts = 0;

@@ -1,0 +1,101 @@
+//! The embedded store survives restarts and refuses to start on a corrupt file.
+
+use crate::helpers::{Backend, spawn_app, test_settings};
+use cohort::startup::Application;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_restarted_server_keeps_every_release() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
+    for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        app.given_release("production", key, i as f64).await;
+    }
+    app.given_release("staging", "a", 50.0).await;
+    app.post(&app.env_url("production", "/releases/b/kill"), &json!({"reason": "why"})).await;
+    app.post(&app.env_url("staging", "/kill-all"), &json!({})).await;
+    let before: Value =
+        app.client.get(app.env_url("production", "/releases")).send().await.expect("sent").json().await.expect("json");
+    app.stop().await;
+
+    let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
+    let after: Value =
+        app.client.get(app.env_url("production", "/releases")).send().await.expect("sent").json().await.expect("json");
+    assert_eq!(before, after);
+    assert_eq!(app.served_revision("staging").await, 2);
+    let d = app.decision("staging", "a", json!({"targetingKey": "u"})).await;
+    assert_eq!(d["reason"], "DISABLED");
+    // And it goes on writing from where it was.
+    let r = app.set_percent("production", "a", json!({"v2": 3}), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.expect("json")["revision"], 5);
+    assert!(!dir.path().join("cohort.json.tmp").exists(), "no temp file left behind");
+}
+
+#[tokio::test]
+async fn a_corrupt_data_file_stops_start_up_with_a_message_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cohort.json");
+    std::fs::write(&file, b"{\"format\": 1, \"environments\": {\"production\": {\"revis").expect("write");
+    let (settings, _) = test_settings(&Backend::EmbeddedAt(dir.path()));
+    let err = match Application::build(settings).await {
+        Ok(_) => panic!("a torn file must not start as an empty store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+
+    // The binary says so too, and exits non-zero.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_allocation_updates_with_one_if_match_let_exactly_one_through() {
+    for backend in ["embedded", "redis"] {
+        let redis = crate::redis_harness::RedisServer::start();
+        let prefix = crate::helpers::unique_prefix();
+        let app = match backend {
+            "embedded" => spawn_app(Backend::Embedded).await,
+            _ => spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await,
+        };
+        app.given_release("production", "checkout", 0.0).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..=50 {
+            let client = app.client.clone();
+            let url = app.env_url("production", "/releases/checkout/allocation");
+            tasks.spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("If-Match", "\"1\"")
+                    .json(&json!({"percent": {"v2": i}}))
+                    .send()
+                    .await
+                    .expect("sent");
+                (i, r.status())
+            });
+        }
+        let mut ok = Vec::new();
+        let mut conflicts = 0;
+        while let Some(joined) = tasks.join_next().await {
+            let (i, status) = joined.expect("joined");
+            match status {
+                StatusCode::OK => ok.push(i),
+                StatusCode::PRECONDITION_FAILED => conflicts += 1,
+                other => panic!("{backend}: unexpected {other}"),
+            }
+        }
+        assert_eq!(ok.len(), 1, "{backend}: exactly one succeeds");
+        assert_eq!(conflicts, 49, "{backend}");
+        let body: Value = app.get_release("production", "checkout").await.json().await.expect("json");
+        assert_eq!(body["revision"], 2, "{backend}: nothing lost or doubled");
+        assert_eq!(body["allocation"]["v2"], f64::from(ok[0]), "{backend}: the winner's value is stored");
+    }
+}
