@@ -7,3 +7,4 @@ mod persistence;
 mod redis_harness;
 mod releases;
 mod store_suite;
+mod cli;
