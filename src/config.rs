@@ -16,8 +16,66 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Where releases live.
     pub store: StoreSettings,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Audit log.
+    pub audit: AuditSettings,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// A secret that never appears in logs or `Debug` output.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether one is set.
+    pub fn is_set(&self) -> bool {
+        !self.0.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() { "\"<redacted>\"" } else { "\"\"" })
+    }
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret; empty = the data directory's `hs256.secret`.
+    pub hs256_secret: Secret,
+    /// RS256 public key (PEM file), optional.
+    pub rs256_public_key_file: PathBuf,
+    /// EdDSA public key (PEM file), optional.
+    pub eddsa_public_key_file: PathBuf,
+    /// Required `iss`, when set.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: String,
+    /// Verified-token cache size.
+    pub token_cache_entries: usize,
+    /// Tolerated clock skew.
+    pub leeway_secs: u64,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// Entries kept per environment.
+    pub retention: usize,
 }
 
 /// HTTP server settings.
@@ -31,12 +89,24 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Time between heartbeat comments on an idle event stream.
+    pub sse_heartbeat_ms: u64,
+    /// Changes kept per environment for event streams to resume from (`Last-Event-ID`).
+    pub stream_history: usize,
+    /// Events buffered per stream subscriber; one that falls further behind is dropped
+    /// and resumes.
+    pub stream_buffer: usize,
 }
 
 impl ServerSettings {
     /// The socket address to bind.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// Time between heartbeat comments on an idle event stream.
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.sse_heartbeat_ms)
     }
 }
 
@@ -160,7 +230,7 @@ impl Settings {
         let mut builder =
             config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
         }
         builder = builder.add_source(env.prefix_separator("_").try_parsing(true));
         let set =
@@ -185,14 +255,26 @@ impl Settings {
         if settings.server.max_body_bytes == 0 {
             return Err(ConfigError("server.max_body_bytes must be above 0".into()));
         }
+        if settings.server.sse_heartbeat_ms == 0 {
+            return Err(ConfigError("server.sse_heartbeat_ms must be above 0".into()));
+        }
+        if settings.server.stream_buffer == 0 {
+            return Err(ConfigError("server.stream_buffer must be above 0".into()));
+        }
         Ok(settings)
     }
 }
 
 impl Settings {
-    /// The CLI's bearer token, from `COHORT_TOKEN` (never a flag, which would land in
-    /// shell history).
-    pub fn client_token() -> Option<String> {
-        std::env::var("COHORT_TOKEN").ok().filter(|t| !t.trim().is_empty())
+    /// The CLI's bearer token: from `token_file` when given (`--token-file` or
+    /// `COHORT_TOKEN_FILE`), else `COHORT_TOKEN`. Never a flag holding the token itself,
+    /// which would land in shell history.
+    pub fn client_token(token_file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read the token file {}: {e}", path.display())))?;
+            return Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()));
+        }
+        Ok(std::env::var("COHORT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
     }
 }

@@ -4,11 +4,13 @@
 //! between instances, the HTTP API and the command line.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod releases;
 pub mod snapshots;
 pub mod startup;
 pub mod store;
+pub mod stream;
 pub mod sync;
 pub mod telemetry;

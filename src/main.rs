@@ -13,6 +13,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(flatten)]
     client: ClientArgs,
+    /// File holding the bearer token (default: $COHORT_TOKEN)
+    #[arg(long, env = "COHORT_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,8 +24,37 @@ struct Cli {
 enum Command {
     /// Run the service (embedded store in ./cohort-data unless configured otherwise)
     Serve(ServeArgs),
+    /// Tokens
+    #[command(subcommand)]
+    Token(TokenCmd),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a signed token (offline, from the configured HS256 secret) for the
+    /// environment given with --env (or '*' for all)
+    Mint(MintArgs),
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// Who the token is for (recorded in the audit log)
+    #[arg(long)]
+    sub: String,
+    /// Space- or comma-separated scopes: eval, read, write, kill, admin
+    #[arg(long)]
+    scope: String,
+    /// Lifetime, e.g. 30m, 8h, 90d
+    #[arg(long, default_value = "8h")]
+    ttl: String,
+    /// Configuration file (TOML), for the secret
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory holding the generated secret
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -54,6 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Token(TokenCmd::Mint(args)) => mint(args, &cli.client.env),
         Command::Client(command) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -62,8 +95,34 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let token = Settings::client_token();
+            let token = match Settings::client_token(cli.token_file.as_deref()) {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(cli::EXIT_USAGE);
+                }
+            };
             runtime.block_on(cli::run(cli.client, command, token))
+        }
+    }
+}
+
+fn mint(args: MintArgs, env: &str) -> ExitCode {
+    let overrides = Overrides { data_dir: args.data_dir, ..Overrides::default() };
+    let result = Settings::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string()).and_then(|settings| {
+        let (secret, _) = cohort::auth::secret::load_or_create(&settings.auth.hs256_secret, &settings.store.data_dir)
+            .map_err(|e| e.to_string())?;
+        let ttl = humantime::parse_duration(&args.ttl).map_err(|e| format!("--ttl {}: {e}", args.ttl))?;
+        cohort::auth::mint::mint(&secret, &args.sub, env, &args.scope, ttl).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(cli::EXIT_USAGE)
         }
     }
 }

@@ -4,7 +4,7 @@
 //! once (read-your-writes) before answering.
 
 use crate::snapshots::{Applied, Snapshots};
-use crate::store::{Change, EnvName, Store, StoreError, Write};
+use crate::store::{Action, AuditEntry, AuditQuery, Change, EnvName, Store, StoreError, Write, WriteMeta};
 use crate::sync::reload;
 use cohort_sdk::{CompiledRelease, Condition, Release, Rule, buckets_to_percent, percent_to_buckets};
 use serde::{Deserialize, Serialize};
@@ -156,8 +156,7 @@ fn validate(release: Release) -> Result<Release, ReleaseError> {
         .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })
 }
 
-/// Who made a change, for logs (and the audit log): the token's subject once
-/// authentication is on, otherwise the client's address.
+/// Who made a change, for logs and the audit log: the token's `sub`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
@@ -206,7 +205,8 @@ impl Releases {
     /// Creates a release.
     pub async fn create(&self, env: &EnvName, actor: &Actor, input: ReleaseInput) -> Result<ReleaseView, ReleaseError> {
         let release = build_release(input, None)?;
-        let change = self.write(env, Write::Create(release.clone())).await?;
+        let meta = WriteMeta::now(&actor.0, Action::Create, None);
+        let change = self.write(env, Write::Create(release.clone()), &meta).await?;
         tracing::info!(%env, release = %release.key, revision = change.revision, %actor, action = "create", "release written");
         Ok(ReleaseView::new(&release, change.revision))
     }
@@ -227,7 +227,8 @@ impl Releases {
             release.killed = current.0.killed;
             release.kill_reason = current.0.kill_reason;
         }
-        let change = self.write(env, Write::Update { release: release.clone(), expected }).await?;
+        let meta = WriteMeta::now(&actor.0, Action::Update, None);
+        let change = self.write(env, Write::Update { release: release.clone(), expected }, &meta).await?;
         tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "update", "release written");
         Ok(ReleaseView::new(&release, change.revision))
     }
@@ -240,7 +241,8 @@ impl Releases {
         key: &str,
         expected: Option<u64>,
     ) -> Result<u64, ReleaseError> {
-        let change = self.write(env, Write::Delete { key: key.to_owned(), expected }).await?;
+        let meta = WriteMeta::now(&actor.0, Action::Delete, None);
+        let change = self.write(env, Write::Delete { key: key.to_owned(), expected }, &meta).await?;
         tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
         Ok(change.revision)
     }
@@ -266,7 +268,7 @@ impl Releases {
             buckets.insert(version, b);
         }
         let view = self
-            .modify(env, actor, key, expected, "allocation", |release| {
+            .modify(env, key, expected, WriteMeta::now(&actor.0, Action::Allocation, None), |release| {
                 for (version, b) in &buckets {
                     release.allocation.insert(version.clone(), *b);
                 }
@@ -285,8 +287,11 @@ impl Releases {
         killed: bool,
         reason: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
-        let action = if killed { "kill" } else { "unkill" };
-        self.modify(env, actor, key, None, action, |release| {
+        let action = if killed { Action::Kill } else { Action::Unkill };
+        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
+            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+        }
+        self.modify(env, key, None, WriteMeta::now(&actor.0, action, reason.clone()), |release| {
             release.killed = killed;
             release.kill_reason = reason.clone().filter(|_| killed);
             Ok(())
@@ -305,9 +310,10 @@ impl Releases {
         if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
             return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
         }
-        let change = self.write(env, Write::KillAll { on, reason: reason.clone() }).await?;
-        let action = if on { "kill-all" } else { "unkill-all" };
-        tracing::info!(%env, revision = change.revision, %actor, action, "environment kill switch written");
+        let action = if on { Action::KillAll } else { Action::UnkillAll };
+        let meta = WriteMeta::now(&actor.0, action, reason.clone());
+        let change = self.write(env, Write::KillAll { on, reason: reason.clone() }, &meta).await?;
+        tracing::info!(%env, revision = change.revision, %actor, %action, "environment kill switch written");
         Ok(EnvView {
             environment: env.to_string(),
             revision: change.revision,
@@ -321,12 +327,12 @@ impl Releases {
     async fn modify(
         &self,
         env: &EnvName,
-        actor: &Actor,
         key: &str,
         expected: Option<u64>,
-        action: &str,
+        meta: WriteMeta,
         edit: impl Fn(&mut Release) -> Result<(), ReleaseError>,
     ) -> Result<ReleaseView, ReleaseError> {
+        let (actor, action) = (meta.actor.as_str(), meta.action);
         let mut attempt = 0;
         loop {
             let (mut release, revision) =
@@ -336,12 +342,10 @@ impl Releases {
             }
             edit(&mut release)?;
             let release = validate(release)?;
-            match self
-                .write(env, Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) })
-                .await
-            {
+            let write = Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) };
+            match self.write(env, write, &meta).await {
                 Ok(change) => {
-                    tracing::info!(%env, release = %key, revision = change.revision, %actor, action, "release written");
+                    tracing::info!(%env, release = %key, revision = change.revision, %actor, %action, "release written");
                     return Ok(ReleaseView::new(&release, change.revision));
                 }
                 Err(ReleaseError::Store(StoreError::RevisionMismatch { .. }))
@@ -362,9 +366,14 @@ impl Releases {
         Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
     }
 
-    /// One store write, then the change into the local snapshot.
-    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, ReleaseError> {
-        let change = self.store.write(env, write).await?;
+    /// A page of the audit log, newest first.
+    pub async fn audit(&self, env: &EnvName, query: &AuditQuery) -> Result<Vec<AuditEntry>, ReleaseError> {
+        Ok(self.store.audit(env, query).await?)
+    }
+
+    /// One store write (with its audit entry), then the change into the local snapshot.
+    async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, ReleaseError> {
+        let change = self.store.write(env, write, meta).await?;
         if self.snapshots.apply(env, &change) == Applied::Gap {
             // Another instance wrote in between; the reload brings both changes.
             if let Err(error) = reload(&*self.store, &self.snapshots, env).await {

@@ -4,16 +4,29 @@
 //! environment snapshots (arc-swap: no lock, no contention, a few atomic ops) and
 //! evaluate against it. Writers — the request that made a change, the change-stream
 //! follower, the periodic resync — build a new map and swap it in under a small mutex
-//! that only orders writers; readers never wait for it. Every swap is announced on a
-//! broadcast channel for whoever streams changes onward.
+//! that only orders writers; readers never wait for it. Every swap is announced, still
+//! under that mutex so announcements come in revision order, on a broadcast channel for
+//! whoever streams changes onward ([`crate::stream`]); the channel never blocks a writer.
+//!
+//! Each environment snapshot carries a bounded [`History`] of the changes that led to
+//! it, swapped together with it, so one `load()` gives a subscriber a consistent pair
+//! (state at revision R, changes up to R) to resume from — still without a lock.
 
 use crate::store::{Change, ChangeKind, EnvData, EnvName};
 use arc_swap::ArcSwap;
 use cohort_sdk::{CompiledRelease, Snapshot, SnapshotData};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+
+/// Changes kept per environment for resuming subscribers, unless configured.
+pub const DEFAULT_HISTORY: usize = 1_024;
+
+/// Capacity of the announcement channel. A subscriber that lags this far behind is told
+/// so ([`broadcast::error::RecvError::Lagged`]) and must treat every environment as
+/// reloaded.
+const ANNOUNCEMENTS: usize = 1_024;
 
 /// One environment as this instance serves it.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +37,8 @@ pub struct EnvSnapshot {
     pub revisions: HashMap<String, u64>,
     /// Why the environment kill switch is on.
     pub kill_reason: Option<String>,
+    /// The most recent changes up to `snapshot.revision()`, for resuming subscribers.
+    pub history: History,
 }
 
 impl EnvSnapshot {
@@ -42,8 +57,72 @@ impl EnvSnapshot {
         for (key, error) in rejected {
             tracing::error!(%env, release = %key, %error, "stored release does not compile; it evaluates as not found");
         }
-        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason }
+        let history = History::starting_at(data.revision);
+        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history }
     }
+}
+
+/// The changes of one environment between `base` and the snapshot's revision, oldest
+/// first and contiguous (`base + 1`, `base + 2`, …). A full reload starts it afresh at
+/// the loaded revision: what happened before is unknown.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    base: u64,
+    changes: VecDeque<Arc<Change>>,
+}
+
+impl History {
+    /// An empty history at `revision`.
+    pub fn starting_at(revision: u64) -> Self {
+        History { base: revision, changes: VecDeque::new() }
+    }
+
+    /// The revision the history ends at.
+    pub fn revision(&self) -> u64 {
+        self.base + self.changes.len() as u64
+    }
+
+    /// Every change after `revision`, or `None` when some of them are no longer held
+    /// (too old, before a reload) or `revision` is ahead of this history.
+    pub fn after(&self, revision: u64) -> Option<impl Iterator<Item = &Arc<Change>>> {
+        if revision < self.base || revision > self.revision() {
+            return None;
+        }
+        let skip = usize::try_from(revision - self.base).ok()?;
+        Some(self.changes.iter().skip(skip))
+    }
+
+    /// This history with `change` (the next revision) appended, keeping at most `limit`.
+    fn with(&self, change: Arc<Change>, limit: usize) -> Self {
+        let mut next = self.clone();
+        next.changes.push_back(change);
+        while next.changes.len() > limit {
+            next.changes.pop_front();
+            next.base += 1;
+        }
+        next
+    }
+}
+
+/// What a swap did, as announced to subscribers.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// One change, the next revision, was applied.
+    Applied(Arc<Change>),
+    /// The environment was replaced by a full load (start-up, a gap, an outage healed);
+    /// no change record describes the difference.
+    Reloaded,
+}
+
+/// One announcement: `env` is now served at `revision` because of `update`.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    /// The environment.
+    pub env: EnvName,
+    /// Its revision after the swap.
+    pub revision: u64,
+    /// What happened.
+    pub update: Update,
 }
 
 /// How [`Snapshots::apply`] went.
@@ -62,21 +141,28 @@ pub struct Snapshots {
     envs: ArcSwap<HashMap<EnvName, Arc<EnvSnapshot>>>,
     writer: Mutex<()>,
     ready: AtomicBool,
-    changed: broadcast::Sender<(EnvName, u64)>,
+    changed: broadcast::Sender<Announcement>,
+    history_limit: usize,
 }
 
 impl Default for Snapshots {
     fn default() -> Self {
-        Snapshots {
-            envs: ArcSwap::default(),
-            writer: Mutex::new(()),
-            ready: AtomicBool::new(false),
-            changed: broadcast::channel(1_024).0,
-        }
+        Snapshots::with_history(DEFAULT_HISTORY)
     }
 }
 
 impl Snapshots {
+    /// Snapshots keeping up to `limit` changes per environment for resuming subscribers.
+    pub fn with_history(limit: usize) -> Self {
+        Snapshots {
+            envs: ArcSwap::default(),
+            writer: Mutex::new(()),
+            ready: AtomicBool::new(false),
+            changed: broadcast::channel(ANNOUNCEMENTS).0,
+            history_limit: limit,
+        }
+    }
+
     /// The environment's current snapshot (`None` if nothing was ever written there).
     #[inline]
     pub fn get(&self, env: &EnvName) -> Option<Arc<EnvSnapshot>> {
@@ -103,8 +189,8 @@ impl Snapshots {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Subscribes to `(environment, revision)` announcements of every swap.
-    pub fn subscribe(&self) -> broadcast::Receiver<(EnvName, u64)> {
+    /// Subscribes to the announcements of every swap, in revision order per environment.
+    pub fn subscribe(&self) -> broadcast::Receiver<Announcement> {
         self.changed.subscribe()
     }
 
@@ -124,7 +210,7 @@ impl Snapshots {
         }
         let revision = data.revision;
         self.swap(env, Arc::new(EnvSnapshot::from_data(env, data)));
-        self.announce(env, revision);
+        self.announce(env, revision, Update::Reloaded);
         true
     }
 
@@ -163,8 +249,10 @@ impl Snapshots {
             }
         };
         next.revisions = revisions;
+        let change = Arc::new(change.clone());
+        next.history = current.history.with(Arc::clone(&change), self.history_limit);
         self.swap(env, Arc::new(next));
-        self.announce(env, rev);
+        self.announce(env, rev, Update::Applied(change));
         Applied::Applied
     }
 
@@ -174,8 +262,8 @@ impl Snapshots {
         self.envs.store(Arc::new(map));
     }
 
-    fn announce(&self, env: &EnvName, revision: u64) {
+    fn announce(&self, env: &EnvName, revision: u64, update: Update) {
         // No subscriber is fine.
-        let _ = self.changed.send((env.clone(), revision));
+        let _ = self.changed.send(Announcement { env: env.clone(), revision, update });
     }
 }

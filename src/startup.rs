@@ -1,12 +1,15 @@
 //! Building and running the application: shared by `main` and the tests.
 
 use crate::api::{self, AppState};
+use crate::auth::Verifier;
+use crate::auth::secret::{self, Source};
 use crate::config::{Settings, StoreKind};
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
 use crate::store::redis::RedisOptions;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
+use crate::stream::{Fanout, StreamSettings, Streams};
 use crate::sync::{SyncSettings, Syncer};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
@@ -24,6 +27,12 @@ pub enum StartError {
     /// The store could not be reached or read.
     #[error("cannot load releases from the {kind} store: {source}")]
     Store { kind: &'static str, source: StoreError },
+    /// The token secret.
+    #[error(transparent)]
+    Secret(#[from] crate::auth::secret::SecretError),
+    /// A configured public key.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::verify::KeyError),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -35,29 +44,96 @@ pub struct Application {
     server: Server,
     state: AppState,
     syncer: Syncer,
+    fanout: Fanout,
+}
+
+/// Stops a running application.
+#[derive(Clone)]
+pub struct AppHandle {
+    server: ServerHandle,
+    streams: Streams,
+}
+
+impl AppHandle {
+    /// Ends the event streams (so their clients see a clean end and reconnect), then
+    /// stops the server, waiting for in-flight requests when `graceful`.
+    pub async fn stop(&self, graceful: bool) {
+        self.streams.close();
+        self.server.stop(graceful).await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, after ending the event streams: a stream never
+/// finishes by itself, so a graceful stop would otherwise wait out its timeout.
+async fn shutdown_signal(streams: Streams) {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    streams.close();
 }
 
 /// Opens the configured store.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     Ok(match settings.store.kind {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&settings.store.data_dir)?),
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&settings.store.data_dir, settings.audit.retention)?),
         StoreKind::Redis => {
             let options = RedisOptions {
                 url: settings.store.redis_url.expose().to_owned(),
                 prefix: settings.store.redis_prefix.clone(),
                 stream_max_len: settings.store.stream_max_len,
                 command_timeout: settings.store.command_timeout(),
+                audit_retention: settings.audit.retention as u64,
             };
             Arc::new(RedisStore::connect(options).await.map_err(|source| StartError::Store { kind: "redis", source })?)
         }
     })
 }
 
+/// The token verifier, with the secret from configuration or the data directory.
+fn verifier(settings: &Settings) -> Result<Verifier, StartError> {
+    let (secret, source) = secret::load_or_create(&settings.auth.hs256_secret, &settings.store.data_dir)?;
+    match source {
+        Source::Created(path) => {
+            tracing::info!(path = %path.display(), "created a token secret");
+            if settings.store.kind == StoreKind::Redis {
+                tracing::warn!(
+                    "each instance sharing Redis needs the same secret: set auth.hs256_secret (COHORT_AUTH__HS256_SECRET)"
+                );
+            }
+            eprintln!(
+                "cohort: created the token secret {}.\n        Mint a first admin token with:\n          cohort token mint --sub $USER --env '*' --scope admin --ttl 8h",
+                path.display()
+            );
+        }
+        Source::File(path) => tracing::debug!(path = %path.display(), "token secret read"),
+        Source::Configured => {}
+    }
+    Ok(Verifier::new(&secret, &settings.auth)?)
+}
+
 impl Application {
     /// Opens the store, loads every environment, binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = open_store(&settings).await?;
-        let snapshots = Arc::new(Snapshots::default());
+        let snapshots = Arc::new(Snapshots::with_history(settings.server.stream_history));
         let syncer = Syncer::new(
             Arc::clone(&store),
             Arc::clone(&snapshots),
@@ -67,14 +143,21 @@ impl Application {
             },
         );
         syncer.load_all().await.map_err(|source| StartError::Store { kind: store.kind(), source })?;
+        let verifier = Arc::new(verifier(&settings)?);
 
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?.port();
+        let (streams, fanout) = Streams::new(
+            Arc::clone(&snapshots),
+            StreamSettings { heartbeat: settings.server.sse_heartbeat(), buffer: settings.server.stream_buffer },
+        );
         let state = AppState {
             releases: Releases::new(Arc::clone(&store), Arc::clone(&snapshots)),
             snapshots,
             store_kind: store.kind(),
+            verifier,
+            streams: streams.clone(),
         };
         let max_body = settings.server.max_body_bytes;
         let app_state = state.clone();
@@ -86,10 +169,14 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server =
-            server.shutdown_timeout(10).listen(listener).map_err(|source| StartError::Bind { addr, source })?.run();
+        let server = server
+            .shutdown_timeout(10)
+            .shutdown_signal(shutdown_signal(streams))
+            .listen(listener)
+            .map_err(|source| StartError::Bind { addr, source })?
+            .run();
         tracing::info!(%addr, port, store = store.kind(), "cohort listening");
-        Ok(Application { port, server, state, syncer })
+        Ok(Application { port, server, state, syncer, fanout })
     }
 
     /// The bound port (useful with port 0).
@@ -98,8 +185,8 @@ impl Application {
     }
 
     /// A handle to stop the server.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> AppHandle {
+        AppHandle { server: self.server.handle(), streams: self.state.streams.clone() }
     }
 
     /// The shared state (tests peek at snapshots).
@@ -111,10 +198,12 @@ impl Application {
     /// background sync.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let sync = tokio::spawn(self.syncer.run(stopped));
+        let sync = tokio::spawn(self.syncer.run(stopped.clone()));
+        let fanout = tokio::spawn(self.fanout.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
         let _ = sync.await;
+        let _ = fanout.await;
         result
     }
 }

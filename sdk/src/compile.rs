@@ -215,12 +215,11 @@ impl CompiledRelease {
         }
         let mut digits = [0u8; 20];
         let unit = ctx.get(&self.release.unit).and_then(|v| unit_text(v, &mut digits));
-        if let Some(unit) = unit {
-            if !self.overrides.is_empty() {
-                if let Some(&index) = self.overrides.get(unit) {
-                    return self.decide(index, Reason::TargetingMatch, None, None);
-                }
-            }
+        if let Some(unit) = unit
+            && !self.overrides.is_empty()
+            && let Some(&index) = self.overrides.get(unit)
+        {
+            return self.decide(index, Reason::TargetingMatch, None, None);
         }
         for (when, serve) in &*self.rules {
             if when.iter().all(|c| c.holds(ctx)) {

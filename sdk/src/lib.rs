@@ -17,6 +17,8 @@
 //! ```
 
 mod bucket;
+#[cfg(feature = "client")]
+pub mod client;
 mod compile;
 mod condition;
 mod context;

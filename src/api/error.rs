@@ -1,6 +1,7 @@
 //! The one place errors become HTTP responses: every variant has one status and one
 //! machine-readable code, and every body is `{"error": {"code", "message"}}`.
 
+use crate::auth::AuthError;
 use crate::releases::ReleaseError;
 use crate::store::{InvalidEnvName, StoreError};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -20,6 +21,9 @@ pub enum ApiError {
     /// A header, query or path value is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// No valid token, or a token that does not allow this.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The environment in the URL is not a valid name.
     #[error(transparent)]
     InvalidEnvironment(#[from] InvalidEnvName),
@@ -66,6 +70,7 @@ impl ApiError {
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidEnvironment(_) => "invalid_environment",
+            ApiError::Auth(e) => e.code(),
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::InvalidRelease { .. } => "invalid_release",
             ApiError::ReleaseNotFound(_) => "release_not_found",
@@ -133,6 +138,8 @@ impl ResponseError for ApiError {
             ApiError::InvalidJson(_) | ApiError::BadRequest(_) | ApiError::InvalidEnvironment(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
@@ -150,7 +157,11 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        HttpResponse::build(status).json(Body { error: Detail { code: self.code(), message: self.to_string() } })
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", self.code())));
+        }
+        response.json(Body { error: Detail { code: self.code(), message: self.to_string() } })
     }
 }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/envs/{env}/evaluate`: one context, some or all releases, answered from the
 //! in-memory snapshot (never the store).
 
-use super::extract::Env;
+use super::auth::{Authorized, Eval};
 use super::{ApiError, AppState, resource};
 use actix_web::{HttpResponse, web};
 use cohort_sdk::{Context, Decision, Snapshot};
@@ -28,11 +28,11 @@ struct EvaluateRequest {
 
 async fn evaluate(
     state: web::Data<AppState>,
-    Env(env): Env,
+    auth: Authorized<Eval>,
     body: web::Json<EvaluateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    let env_snapshot = state.snapshots.get(&env).unwrap_or_default();
+    let env_snapshot = state.snapshots.get(&auth.env).unwrap_or_default();
     let snapshot = &env_snapshot.snapshot;
     let keys: Vec<&str> = match &request.releases {
         Some(keys) => {

@@ -1,39 +1,10 @@
-//! Request parts every handler shares: the environment from the path and the `If-Match`
-//! revision.
+//! Request parts handlers share: the `If-Match` revision and `ETag`s.
 
 use super::error::ApiError;
-use crate::releases::Actor;
-use crate::store::EnvName;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest};
 use std::future::{Ready, ready};
-
-/// The `{env}` path segment, validated.
-pub struct Env(pub EnvName);
-
-impl FromRequest for Env {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let name = req.match_info().get("env").unwrap_or_default();
-        ready(EnvName::parse(name).map(Env).map_err(ApiError::from))
-    }
-}
-
-/// Who is making the request. Until tokens identify callers, the peer address.
-pub struct Caller(pub Actor);
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
-        ready(Ok(Caller(Actor(format!("anonymous@{peer}")))))
-    }
-}
 
 /// The `If-Match` header as a revision: `"7"`, `W/"7"` and `7` are accepted; absent or
 /// `*` gives `None`.

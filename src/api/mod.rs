@@ -1,15 +1,20 @@
 //! The HTTP API: one module per URL resource, each with a `configure` function; handlers
 //! extract, call the domain, and map the result.
 
+mod audit;
+pub mod auth;
 mod environment;
 pub mod error;
 mod evaluate;
 mod extract;
 mod health;
 mod releases;
+mod sync;
 
+use crate::auth::Verifier;
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
+use crate::stream::Streams;
 use actix_web::web;
 use std::sync::Arc;
 
@@ -24,6 +29,10 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     /// Name of the store, for `/readyz`.
     pub store_kind: &'static str,
+    /// Bearer token verification (with its cache).
+    pub verifier: Arc<Verifier>,
+    /// SDK event streams.
+    pub streams: Streams,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.
@@ -42,7 +51,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
             web::scope("/v1/envs/{env}")
                 .configure(evaluate::configure)
                 .configure(releases::configure)
-                .configure(environment::configure),
+                .configure(environment::configure)
+                .configure(sync::configure)
+                .configure(audit::configure),
         );
 }
 

@@ -1,7 +1,8 @@
 //! `/v1/envs/{env}/releases[/{key}[/allocation|/kill|/unkill]]`: release CRUD and the
 //! per-release switches.
 
-use super::extract::{Caller, Env, IfMatch, etag};
+use super::auth::{Authorized, Kill, Read, Write};
+use super::extract::{IfMatch, etag};
 use super::{ApiError, AppState, resource};
 use crate::releases::ReleaseInput;
 use actix_web::{HttpResponse, web};
@@ -46,8 +47,8 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Resu
     })
 }
 
-async fn list(state: web::Data<AppState>, Env(env): Env) -> HttpResponse {
-    let (view, releases) = state.releases.list(&env);
+async fn list(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
+    let (view, releases) = state.releases.list(&auth.env);
     HttpResponse::Ok().json(json!({
         "environment": view.environment,
         "revision": view.revision,
@@ -57,78 +58,79 @@ async fn list(state: web::Data<AppState>, Env(env): Env) -> HttpResponse {
     }))
 }
 
-async fn get(state: web::Data<AppState>, Env(env): Env, path: web::Path<KeyPath>) -> Result<HttpResponse, ApiError> {
-    let view = state.releases.get(&env, &path.key)?;
+async fn get(
+    state: web::Data<AppState>,
+    auth: Authorized<Read>,
+    path: web::Path<KeyPath>,
+) -> Result<HttpResponse, ApiError> {
+    let view = state.releases.get(&auth.env, &path.key)?;
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
 async fn create(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Write>,
     body: web::Json<ReleaseInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.releases.create(&env, &actor, body.into_inner()).await?;
+    let view = state.releases.create(&auth.env, &auth.actor(), body.into_inner()).await?;
     Ok(HttpResponse::Created()
         .insert_header(etag(view.revision))
-        .insert_header(("Location", format!("/v1/envs/{env}/releases/{}", view.key)))
+        .insert_header(("Location", format!("/v1/envs/{}/releases/{}", auth.env, view.key)))
         .json(view))
 }
 
 async fn replace(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Write>,
     path: web::Path<KeyPath>,
     if_match: IfMatch,
     body: web::Json<ReleaseInput>,
 ) -> Result<HttpResponse, ApiError> {
     let expected = if_match.required()?;
-    let view = state.releases.replace(&env, &actor, &path.key, body.into_inner(), expected).await?;
+    let view = state.releases.replace(&auth.env, &auth.actor(), &path.key, body.into_inner(), expected).await?;
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
 async fn delete(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Write>,
     path: web::Path<KeyPath>,
     if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    state.releases.delete(&env, &actor, &path.key, if_match.0).await?;
+    state.releases.delete(&auth.env, &auth.actor(), &path.key, if_match.0).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn set_allocation(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Write>,
     path: web::Path<KeyPath>,
     if_match: IfMatch,
     body: web::Json<AllocationRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.releases.set_allocation(&env, &actor, &path.key, body.into_inner().percent, if_match.0).await?;
+    let percent = body.into_inner().percent;
+    let view = state.releases.set_allocation(&auth.env, &auth.actor(), &path.key, percent, if_match.0).await?;
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
 async fn kill(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Kill>,
     path: web::Path<KeyPath>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    let view = state.releases.set_killed(&env, &actor, &path.key, true, reason).await?;
+    let view = state.releases.set_killed(&auth.env, &auth.actor(), &path.key, true, reason).await?;
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
 async fn unkill(
     state: web::Data<AppState>,
-    Env(env): Env,
-    Caller(actor): Caller,
+    auth: Authorized<Kill>,
     path: web::Path<KeyPath>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.releases.set_killed(&env, &actor, &path.key, false, None).await?;
+    let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
+    let view = state.releases.set_killed(&auth.env, &auth.actor(), &path.key, false, reason).await?;
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }

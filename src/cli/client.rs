@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use thiserror::Error;
 
 use super::args::strip_etag;
-use super::views::{EnvironmentState, ReleaseList, ReleaseView};
+use super::views::{AuditPage, EnvironmentState, ReleaseList, ReleaseView};
 use super::{EXIT_UNAVAILABLE, EXIT_USAGE, exit_code_for_status};
 
 /// Covers connect, send and reading the body: a CLI that hangs is worse than one that
@@ -171,6 +172,33 @@ impl CohortClient {
         self.call(Method::POST, &["unkill-all"], Some(&body), None).await
     }
 
+    /// `GET /v1/envs/{env}/audit?release=&limit=&before=`
+    pub async fn audit(
+        &self,
+        release: Option<&str>,
+        limit: usize,
+        before: Option<u64>,
+    ) -> Result<Reply<AuditPage>, ClientError> {
+        let mut url = self.url(&["audit"])?;
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &limit.to_string());
+            if let Some(release) = release {
+                query.append_pair("release", release);
+            }
+            if let Some(before) = before {
+                query.append_pair("before", &before.to_string());
+            }
+        }
+        let raw = self.send_to(Method::GET, url, None, None).await?;
+        let value = AuditPage::deserialize(&raw.body).map_err(|e| ClientError::BadResponse {
+            url: self.base.to_string(),
+            status: raw.status,
+            cause: e.to_string(),
+        })?;
+        Ok(Reply { value, body: raw.body, etag: raw.etag })
+    }
+
     /// Sends a request and decodes a successful body into `T`.
     async fn call<T: DeserializeOwned>(
         &self,
@@ -196,7 +224,18 @@ impl CohortClient {
         body: Option<&Value>,
         if_match: Option<u64>,
     ) -> Result<RawReply, ClientError> {
-        let mut request = self.http.request(method, self.url(path)?);
+        self.send_to(method, self.url(path)?, body, if_match).await
+    }
+
+    /// Sends a request to a full URL; any non-2xx status becomes [`ClientError::Api`].
+    async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        if_match: Option<u64>,
+    ) -> Result<RawReply, ClientError> {
+        let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -62,6 +62,10 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
             let reply = client.unkill_all().await?;
             Ok(show(json, &reply, output::render_environment_state))
         }
+        ClientCommand::Audit { release, limit, before } => {
+            let reply = client.audit(release.as_deref(), limit, before).await?;
+            Ok(show(json, &reply, output::render_audit))
+        }
     }
 }
 

@@ -89,6 +89,18 @@ pub enum ClientCommand {
     },
     /// Turn the environment kill switch off
     UnkillAll,
+    /// Show the audit log, newest first
+    Audit {
+        /// only this release's entries
+        #[arg(long)]
+        release: Option<String>,
+        /// how many entries (1 to 1000)
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// only entries below this revision (the next page)
+        #[arg(long)]
+        before: Option<u64>,
+    },
 }
 
 /// `cohort release …`

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
-use super::views::{EnvironmentState, ReleaseList, ReleaseView};
+use super::views::{AuditEntryView, AuditPage, EnvironmentState, ReleaseList, ReleaseView};
 
 /// Allocation is exchanged in percent with up to three decimals; working in thousandths
 /// keeps sums such as `100 - 5.5 - 0.1` free of float noise.
@@ -343,5 +343,110 @@ mod tests {
         let state =
             EnvironmentState { environment: "production".into(), revision: 44, kill_all: true, kill_reason: None };
         assert_eq!(render_environment_state(&state), "KILL-ALL ON in production at revision 44\n");
+    }
+}
+
+/// The `audit` table, newest first, with a hint for the next page.
+pub fn render_audit(page: &AuditPage) -> String {
+    let mut out = String::new();
+    if page.entries.is_empty() {
+        out.push_str("no audit entries\n");
+        return out;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec!["REVISION", "TIME", "ACTOR", "ACTION", "RELEASE", "CHANGE", "REASON"]);
+    for entry in &page.entries {
+        table.add_row(vec![
+            entry.revision.to_string(),
+            format_time(entry.time_ms),
+            entry.actor.clone(),
+            entry.action.clone(),
+            entry.release.clone().unwrap_or_else(|| "(environment)".to_owned()),
+            change_summary(entry),
+            entry.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    let _ = writeln!(out, "{table}");
+    if let Some(next) = page.next_before {
+        let _ = writeln!(out, "more: --before {next}");
+    }
+    out
+}
+
+fn format_time(time_ms: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// What changed, field by field: `allocation v2 5% → 10%`, `killed false → true`.
+pub fn change_summary(entry: &AuditEntryView) -> String {
+    let (before, after) = match (&entry.before, &entry.after) {
+        (None, Some(_)) => return "created".to_owned(),
+        (Some(_), None) => return "deleted".to_owned(),
+        (Some(Value::Object(b)), Some(Value::Object(a))) => (b, a),
+        _ => return String::new(),
+    };
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut parts = Vec::new();
+    for key in keys {
+        let (b, a) = (before.get(key), after.get(key));
+        if b == a {
+            continue;
+        }
+        if key == "allocation" {
+            // Stored in bucket units (1000 = 1 %).
+            let shares = |v: Option<&Value>| -> std::collections::BTreeMap<String, u64> {
+                v.and_then(Value::as_object)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
+                    .unwrap_or_default()
+            };
+            let (b, a) = (shares(b), shares(a));
+            let mut versions: Vec<&String> = b.keys().chain(a.keys()).collect();
+            versions.sort();
+            versions.dedup();
+            for v in versions {
+                let (x, y) = (b.get(v).copied().unwrap_or(0), a.get(v).copied().unwrap_or(0));
+                if x != y {
+                    parts.push(format!(
+                        "{v} {} → {}",
+                        format_percent(x as f64 / THOUSANDTHS),
+                        format_percent(y as f64 / THOUSANDTHS)
+                    ));
+                }
+            }
+        } else {
+            let show = |v: Option<&Value>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            parts.push(format!("{key} {} → {}", show(b), show(a)));
+        }
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_allocation_change_reads_as_percents() {
+        let entry = AuditEntryView {
+            revision: 7,
+            time_ms: 0,
+            actor: "alice".into(),
+            action: "allocation".into(),
+            release: Some("checkout".into()),
+            before: Some(json!({"key": "checkout", "allocation": {"v2": 5000}})),
+            after: Some(json!({"key": "checkout", "allocation": {"v2": 10000}})),
+            reason: None,
+        };
+        assert_eq!(change_summary(&entry), "v2 5% → 10%");
+        let page = AuditPage { entries: vec![entry], next_before: Some(7) };
+        let table = render_audit(&page);
+        assert!(table.contains("alice") && table.contains("checkout") && table.contains("--before 7"), "{table}");
     }
 }

@@ -86,3 +86,29 @@ pub struct EnvironmentState {
     #[serde(default)]
     pub kill_reason: Option<String>,
 }
+
+/// `GET /v1/envs/{env}/audit`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AuditPage {
+    #[serde(default)]
+    pub entries: Vec<AuditEntryView>,
+    #[serde(default)]
+    pub next_before: Option<u64>,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AuditEntryView {
+    pub revision: u64,
+    pub time_ms: u64,
+    pub actor: String,
+    pub action: String,
+    #[serde(default)]
+    pub release: Option<String>,
+    #[serde(default)]
+    pub before: Option<Value>,
+    #[serde(default)]
+    pub after: Option<Value>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}

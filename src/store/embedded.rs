@@ -8,7 +8,7 @@
 //! mutex costs nothing on the hot path.
 
 use super::apply::apply;
-use super::{Change, EnvData, EnvName, Store, StoreError, Write};
+use super::{AuditEntry, AuditQuery, Change, EnvData, EnvName, Store, StoreError, Write, WriteMeta};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -41,6 +41,9 @@ pub enum OpenError {
 struct FileData {
     format: u32,
     environments: BTreeMap<EnvName, EnvData>,
+    /// Newest last; capped at the retention count.
+    #[serde(default)]
+    audit: BTreeMap<EnvName, VecDeque<AuditEntry>>,
 }
 
 struct State {
@@ -54,11 +57,14 @@ pub struct EmbeddedStore {
     state: Mutex<State>,
     /// Bumped after every committed write; wakes [`Store::changes_after`] waiters.
     written: watch::Sender<u64>,
+    /// Audit entries kept per environment.
+    audit_retention: usize,
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+    /// Opens (or creates) the store in `data_dir`, keeping the newest `audit_retention`
+    /// audit entries per environment.
+    pub fn open(data_dir: &Path, audit_retention: usize) -> Result<Self, OpenError> {
         let path = data_dir.join(DATA_FILE);
         let io = |source| OpenError::Io { path: path.clone(), source };
         std::fs::create_dir_all(data_dir).map_err(io)?;
@@ -81,6 +87,7 @@ impl EmbeddedStore {
             path,
             state: Mutex::new(State { data, history: HashMap::new() }),
             written: watch::channel(0).0,
+            audit_retention: audit_retention.max(1),
         })
     }
 
@@ -124,13 +131,17 @@ impl Store for EmbeddedStore {
         Ok(self.state.lock().await.data.environments.get(env).map_or(0, |e| e.revision))
     }
 
-    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError> {
+    async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, StoreError> {
         let mut state = self.state.lock().await;
         let mut next = state.data.environments.get(env).cloned().unwrap_or_default();
-        let change = apply(&mut next, write)?;
+        let (change, entry) = apply(&mut next, write, meta)?;
 
-        // Persist the new whole before committing it in memory.
+        // Persist the new whole — data and audit entry in one file write — before
+        // committing it in memory.
         let previous = state.data.environments.insert(env.clone(), next);
+        let audit = state.data.audit.entry(env.clone()).or_default();
+        audit.push_back(entry);
+        let trimmed = if audit.len() > self.audit_retention { audit.pop_front() } else { None };
         let bytes = serde_json::to_vec_pretty(&state.data).map_err(|e| StoreError::Corrupt(e.to_string()));
         let persisted = match bytes {
             Ok(bytes) => {
@@ -149,6 +160,12 @@ impl Store for EmbeddedStore {
                 Some(previous) => state.data.environments.insert(env.clone(), previous),
                 None => state.data.environments.remove(env),
             };
+            if let Some(audit) = state.data.audit.get_mut(env) {
+                audit.pop_back();
+                if let Some(trimmed) = trimmed {
+                    audit.push_front(trimmed);
+                }
+            }
             return Err(e);
         }
 
@@ -160,6 +177,16 @@ impl Store for EmbeddedStore {
         drop(state);
         self.written.send_modify(|n| *n += 1);
         Ok(change)
+    }
+
+    async fn audit(&self, env: &EnvName, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .data
+            .audit
+            .get(env)
+            .map(|entries| entries.iter().rev().filter(|e| query.matches(e)).take(query.limit).cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {

@@ -6,6 +6,7 @@
 //! [`Change`]; instances follow the changes to keep their in-memory snapshots current.
 
 mod apply;
+mod audit;
 pub mod embedded;
 pub mod redis;
 
@@ -14,6 +15,7 @@ use cohort_sdk::Release;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+pub use audit::{Action, AuditEntry, AuditQuery, WriteMeta};
 pub use embedded::EmbeddedStore;
 pub use redis::RedisStore;
 
@@ -161,9 +163,12 @@ pub trait Store: Send + Sync + 'static {
     /// The current environment revision (0 for an unknown environment).
     async fn revision(&self, env: &EnvName) -> Result<u64, StoreError>;
 
-    /// Applies one compare-and-set write atomically: the data, the revision bump and the
-    /// change record land together or not at all.
-    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError>;
+    /// Applies one compare-and-set write atomically: the data, the revision bump, the
+    /// change record and the audit entry (from `meta`) land together or not at all.
+    async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, StoreError>;
+
+    /// Audit entries of `env`, newest first.
+    async fn audit(&self, env: &EnvName, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Changes with a revision above `after`, oldest first, waiting up to `wait` for one
     /// to arrive. Old changes are trimmed: a caller whose first change is not

@@ -8,10 +8,15 @@
 //! - `{prefix}:{env}:rev`      the environment revision
 //! - `{prefix}:{env}:meta`     hash: `kill_all`, `kill_reason`
 //! - `{prefix}:{env}:changes`  stream of changes, entry id `<revision>-0`, capped
+//! - `{prefix}:{env}:audit`    stream of audit entries, entry id `<revision>-0`, capped
+//!   at the retention count (`MAXLEN ~` trims only beyond it, never below)
 //! - `{prefix}:environments`   set of environment names (its own slot; written
 //!   idempotently before the script, so a failed write at worst lists an empty env)
 
-use super::{Change, ChangeKind, EnvData, EnvName, Store, StoreError, StoredRelease, Write};
+use super::{
+    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, Store, StoreError, StoredRelease, Write,
+    WriteMeta,
+};
 use async_trait::async_trait;
 use cohort_sdk::Release;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -25,9 +30,11 @@ use tokio::sync::Mutex;
 /// the stream id is derived so `XADD` cannot be refused, so an error can never leave a
 /// write half done.
 const WRITE_SCRIPT: &str = r#"
--- KEYS: releases revs rev meta changes
--- ARGV: op key expected payload maxlen
+-- KEYS: releases revs rev meta changes audit
+-- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen
 local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local actor, action, reason, time_ms, audit_maxlen = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local before = false
 if op ~= 'kill_all' then
   local current = redis.call('HGET', KEYS[2], key)
   if op == 'create' then
@@ -36,15 +43,24 @@ if op ~= 'kill_all' then
     if not current then return {'missing', '0'} end
     if expected ~= '' and expected ~= current then return {'mismatch', current} end
   end
+  before = redis.call('HGET', KEYS[1], key)
+else
+  local state = redis.call('HMGET', KEYS[4], 'kill_all', 'kill_reason')
+  local was = {kill_all = state[1] == '1'}
+  if state[1] == '1' and state[2] and state[2] ~= '' then was['kill_reason'] = state[2] end
+  before = cjson.encode(was)
 end
 local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
-local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
-  if last_rev > rev then rev = last_rev end
+for _, stream in ipairs({KEYS[5], KEYS[6]}) do
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
+    if last_rev > rev then rev = last_rev end
+  end
 end
 rev = rev + 1
 local id = tostring(rev) .. '-0'
+local after = ''
 redis.call('SET', KEYS[3], rev)
 if op == 'delete' then
   redis.call('HDEL', KEYS[1], key)
@@ -53,11 +69,17 @@ if op == 'delete' then
 elseif op == 'kill_all' then
   redis.call('HSET', KEYS[4], 'kill_all', expected, 'kill_reason', payload)
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'kill_all', 'on', expected, 'reason', payload)
+  local now = {kill_all = expected == '1'}
+  if expected == '1' and payload ~= '' then now['kill_reason'] = payload end
+  after = cjson.encode(now)
 else
   redis.call('HSET', KEYS[1], key, payload)
   redis.call('HSET', KEYS[2], key, rev)
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'upsert', 'key', key, 'release', payload)
+  after = payload
 end
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', audit_maxlen, id, 'time_ms', time_ms, 'actor', actor,
+  'action', action, 'release', key, 'before', before or '', 'after', after, 'reason', reason)
 return {'ok', tostring(rev)}
 "#;
 
@@ -72,6 +94,8 @@ pub struct RedisOptions {
     pub stream_max_len: u64,
     /// How long a command may take before the store counts as unavailable.
     pub command_timeout: Duration,
+    /// Audit entries kept per environment (at least).
+    pub audit_retention: u64,
 }
 
 impl std::fmt::Debug for RedisOptions {
@@ -110,6 +134,11 @@ impl RedisStore {
         Ok(RedisStore { client, manager, blocking: Mutex::new(Vec::new()), options, script: Script::new(WRITE_SCRIPT) })
     }
 
+    /// The options it was connected with.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
     fn key(&self, env: &EnvName, suffix: &str) -> String {
         format!("{}:{{{}}}:{suffix}", self.options.prefix, env.as_str())
     }
@@ -120,7 +149,7 @@ impl RedisStore {
 
     /// Every key of `env` (for tests and operators; they share one cluster slot).
     pub fn env_keys(&self, env: &EnvName) -> Vec<String> {
-        ["releases", "revs", "rev", "meta", "changes"].iter().map(|s| self.key(env, s)).collect()
+        ["releases", "revs", "rev", "meta", "changes", "audit"].iter().map(|s| self.key(env, s)).collect()
     }
 
     async fn blocking_connection(&self, wait: Duration) -> Result<MultiplexedConnection, StoreError> {
@@ -157,6 +186,25 @@ fn parse_change(id: &str, fields: &HashMap<String, String>) -> Result<Change, St
         other => return Err(StoreError::Corrupt(format!("change {id} has unknown type `{other}`"))),
     };
     Ok(Change { revision, kind })
+}
+
+fn parse_audit(id: &str, fields: &HashMap<String, String>) -> Result<AuditEntry, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("audit entry {id}: {what}"));
+    let revision = id.split('-').next().and_then(|r| r.parse().ok()).ok_or_else(|| corrupt("id"))?;
+    let text = |name: &str| fields.get(name).filter(|v| !v.is_empty()).cloned();
+    let json = |name: &str| -> Result<Option<serde_json::Value>, StoreError> {
+        text(name).map(|v| serde_json::from_str(&v).map_err(|_| corrupt(name))).transpose()
+    };
+    Ok(AuditEntry {
+        revision,
+        time_ms: text("time_ms").and_then(|t| t.parse().ok()).ok_or_else(|| corrupt("time_ms"))?,
+        actor: text("actor").unwrap_or_default(),
+        action: text("action").as_deref().and_then(Action::parse).ok_or_else(|| corrupt("action"))?,
+        release: text("release"),
+        before: json("before")?,
+        after: json("after")?,
+        reason: text("reason"),
+    })
 }
 
 type StreamReply = Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>>;
@@ -216,7 +264,7 @@ impl Store for RedisStore {
         Ok(rev.unwrap_or(0))
     }
 
-    async fn write(&self, env: &EnvName, write: Write) -> Result<Change, StoreError> {
+    async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, StoreError> {
         let to_json = |r: &Release| serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()));
         let (op, key, expected, payload) = match &write {
             Write::Create(r) => ("create", r.key.clone(), String::new(), to_json(r)?),
@@ -242,10 +290,20 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
-            // Order matches the script: releases revs rev meta changes.
+            // Order matches the script: releases revs rev meta changes audit.
             invocation.key(key);
         }
-        invocation.arg(op).arg(&key).arg(&expected).arg(&payload).arg(self.options.stream_max_len);
+        invocation
+            .arg(op)
+            .arg(&key)
+            .arg(&expected)
+            .arg(&payload)
+            .arg(self.options.stream_max_len)
+            .arg(&meta.actor)
+            .arg(meta.action.as_str())
+            .arg(meta.reason.as_deref().unwrap_or(""))
+            .arg(meta.time_ms)
+            .arg(self.options.audit_retention.max(1));
         let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
@@ -264,6 +322,45 @@ impl Store for RedisStore {
                 Err(StoreError::RevisionMismatch { key, expected: number(&expected)?, current: number(&value)? })
             }
             other => Err(StoreError::Corrupt(format!("write script answered `{other}`"))),
+        }
+    }
+
+    async fn audit(&self, env: &EnvName, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut conn = self.manager.clone();
+        let key = self.key(env, "audit");
+        let mut entries = Vec::new();
+        let mut end = match query.before {
+            Some(0) => return Ok(entries),
+            Some(before) => format!("{}-0", before - 1),
+            None => "+".to_owned(),
+        };
+        // Page backwards until the page is full or the stream ends; with a release
+        // filter this may read past other releases' entries.
+        const BATCH: usize = 500;
+        loop {
+            let batch: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let exhausted = batch.len() < BATCH;
+            for (id, fields) in &batch {
+                let entry = parse_audit(id, fields)?;
+                if query.matches(&entry) {
+                    entries.push(entry);
+                    if entries.len() == query.limit {
+                        return Ok(entries);
+                    }
+                }
+            }
+            match batch.last() {
+                Some((id, _)) if !exhausted => end = format!("({id}"),
+                _ => return Ok(entries),
+            }
         }
     }
 

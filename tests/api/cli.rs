@@ -14,7 +14,7 @@ async fn cohort(app: &TestApp, args: &[&str]) -> Output {
             .args(&args)
             .env("COHORT_URL", url)
             .env("COHORT_ENV", "production")
-            .env_remove("COHORT_TOKEN")
+            .env("COHORT_TOKEN", crate::helpers::token("cli-user", "production", "admin"))
             .output()
             .expect("cohort runs")
     })

@@ -2,9 +2,9 @@
 //! or Redis key prefix, and a `TestApp` with helpers that read as sentences.
 
 use crate::redis_harness::RedisServer;
-use actix_web::dev::ServerHandle;
-use cohort::config::{Overrides, Settings};
-use cohort::startup::Application;
+use cohort::api::AppState;
+use cohort::config::{Overrides, Secret, Settings};
+use cohort::startup::{AppHandle, Application, StartError};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -27,12 +27,34 @@ pub enum Backend<'a> {
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    handle: ServerHandle,
+    handle: AppHandle,
+    /// The app's shared state (snapshots, streams), for what HTTP cannot show.
+    pub state: AppState,
+    pub port: u16,
     pub data_dir: PathBuf,
     _temp: Option<TempDir>,
 }
 
 static PREFIX: AtomicU64 = AtomicU64::new(0);
+
+/// The HS256 secret every test app shares (several apps on one Redis must agree).
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// A token signed with the test secret.
+pub fn token(sub: &str, env: &str, scope: &str) -> String {
+    cohort::auth::mint::mint(&Secret::new(TEST_SECRET), sub, env, scope, Duration::from_secs(3_600)).expect("mints")
+}
+
+/// A client that sends `token` on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().default_headers(headers).build().expect("client")
+}
+
+/// The subject of the admin token test apps' clients carry.
+pub const ADMIN: &str = "test-admin";
 
 /// A key prefix no other test in this run uses.
 pub fn unique_prefix() -> String {
@@ -65,6 +87,7 @@ pub fn test_settings(backend: &Backend<'_>) -> (Settings, Option<TempDir>) {
     settings.store.resync_interval_ms = 100;
     settings.store.follow_block_ms = 500;
     settings.store.command_timeout_ms = 1_000;
+    settings.auth.hs256_secret = Secret::new(TEST_SECRET);
     if let Backend::Redis { prefix, .. } = backend {
         settings.store.redis_prefix = prefix.to_string();
     }
@@ -73,13 +96,42 @@ pub fn test_settings(backend: &Backend<'_>) -> (Settings, Option<TempDir>) {
 
 /// Starts an app on `backend`.
 pub async fn spawn_app(backend: Backend<'_>) -> TestApp {
-    let (settings, temp) = test_settings(&backend);
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts an app on `backend` with its test settings adjusted by `adjust` (a port the
+/// test got from an earlier app, a smaller stream buffer, …).
+pub async fn spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    try_spawn_app_with(backend, adjust).await.expect("application starts")
+}
+
+/// Restarts an embedded-store app on `dir` and on `port` — a port an earlier app of the
+/// same test got from the OS — retrying while the old listener is still closing.
+pub async fn respawn_embedded_on(dir: &Path, port: u16) -> TestApp {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match try_spawn_app_with(Backend::EmbeddedAt(dir), |s| s.server.port = port).await {
+            Ok(app) => return app,
+            Err(StartError::Bind { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("application restarts on port {port}: {e}"),
+        }
+    }
+}
+
+async fn try_spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Settings)) -> Result<TestApp, StartError> {
+    let (mut settings, temp) = test_settings(&backend);
+    adjust(&mut settings);
     let data_dir = settings.store.data_dir.clone();
-    let app = Application::build(settings).await.expect("application starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let app = Application::build(settings).await?;
+    let port = app.port();
+    let address = format!("http://127.0.0.1:{port}");
     let handle = app.handle();
+    let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), handle, data_dir, _temp: temp }
+    let client = client_with(&token(ADMIN, "*", "admin"));
+    Ok(TestApp { address, client, handle, state, port, data_dir, _temp: temp })
 }
 
 /// Polls `check` until it is true or `within` passes; for convergence between

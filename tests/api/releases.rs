@@ -73,7 +73,13 @@ async fn invalid_releases_are_refused_with_what_is_wrong_and_never_stored() {
     assert_error(r, StatusCode::BAD_REQUEST, "invalid_json").await;
     let huge = json!({"key": "a", "versions": ["v1", "v2"], "description": "x".repeat(300_000)});
     // Its own client: the server closes a connection whose body it refused to read.
-    let r = reqwest::Client::new().post(app.env_url("production", "/releases")).json(&huge).send().await.expect("sent");
+    let admin = crate::helpers::token("a", "*", "admin");
+    let r = crate::helpers::client_with(&admin)
+        .post(app.env_url("production", "/releases"))
+        .json(&huge)
+        .send()
+        .await
+        .expect("sent");
     assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     assert_eq!(app.served_revision("production").await, 0, "nothing reached the store");

@@ -4,7 +4,9 @@
 use crate::helpers::unique_prefix;
 use crate::redis_harness::RedisServer;
 use cohort::store::redis::RedisOptions;
-use cohort::store::{ChangeKind, EmbeddedStore, EnvName, RedisStore, Store, StoreError, Write};
+use cohort::store::{
+    Action, AuditQuery, ChangeKind, EmbeddedStore, EnvName, RedisStore, Store, StoreError, Write, WriteMeta,
+};
 use cohort_sdk::Release;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ pub struct Fixture {
 
 pub fn embedded() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(dir.path()).expect("opens");
+    let store = EmbeddedStore::open(dir.path(), 1_000).expect("opens");
     Fixture { store: Arc::new(store), _dir: Some(dir), _redis: None }
 }
 
@@ -29,6 +31,7 @@ pub async fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
         prefix: prefix.to_owned(),
         stream_max_len: 10_000,
         command_timeout: Duration::from_secs(2),
+        audit_retention: 1_000,
     })
     .await
     .expect("connects to the harness's redis")
@@ -38,6 +41,10 @@ pub async fn redis() -> Fixture {
     let server = RedisServer::start();
     let store = redis_store(&server, &unique_prefix()).await;
     Fixture { store: Arc::new(store), _dir: None, _redis: Some(server) }
+}
+
+fn meta() -> WriteMeta {
+    WriteMeta::now("suite", Action::Update, None)
 }
 
 fn env(name: &str) -> EnvName {
@@ -72,13 +79,16 @@ store_suite!(
     waiting_without_changes_returns_empty,
     environments_are_isolated,
     of_fifty_concurrent_updates_at_one_revision_exactly_one_wins,
+    a_write_and_its_audit_entry_land_together,
+    a_refused_write_leaves_neither_change_nor_audit_entry,
+    the_audit_log_pages_newest_first,
 );
 
 async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
     let prod = env("production");
     let mut r = release("checkout", 5_000);
     r.description = "new checkout 🚀".into();
-    let change = f.store.write(&prod, Write::Create(r.clone())).await.expect("created");
+    let change = f.store.write(&prod, Write::Create(r.clone()), &meta()).await.expect("created");
     assert_eq!(change.revision, 1);
     assert_eq!(change.kind, ChangeKind::Upsert { release: r.clone() });
     let data = f.store.load(&prod).await.expect("loads");
@@ -92,8 +102,8 @@ async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
 
 async fn creating_an_existing_key_conflicts_and_changes_nothing(f: Fixture) {
     let prod = env("production");
-    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("created");
-    let err = f.store.write(&prod, Write::Create(release("checkout", 2))).await.unwrap_err();
+    f.store.write(&prod, Write::Create(release("checkout", 1)), &meta()).await.expect("created");
+    let err = f.store.write(&prod, Write::Create(release("checkout", 2)), &meta()).await.unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists(k) if k == "checkout"));
     let data = f.store.load(&prod).await.expect("loads");
     assert_eq!(data.revision, 1);
@@ -103,9 +113,16 @@ async fn creating_an_existing_key_conflicts_and_changes_nothing(f: Fixture) {
 
 async fn a_stale_revision_is_refused_and_changes_nothing(f: Fixture) {
     let prod = env("production");
-    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("created");
-    f.store.write(&prod, Write::Update { release: release("checkout", 2), expected: 1 }).await.expect("updated");
-    let err = f.store.write(&prod, Write::Update { release: release("checkout", 3), expected: 1 }).await.unwrap_err();
+    f.store.write(&prod, Write::Create(release("checkout", 1)), &meta()).await.expect("created");
+    f.store
+        .write(&prod, Write::Update { release: release("checkout", 2), expected: 1 }, &meta())
+        .await
+        .expect("updated");
+    let err = f
+        .store
+        .write(&prod, Write::Update { release: release("checkout", 3), expected: 1 }, &meta())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::RevisionMismatch { expected: 1, current: 2, .. }), "{err:?}");
     let data = f.store.load(&prod).await.expect("loads");
     assert_eq!((data.revision, data.releases[0].revision), (2, 2));
@@ -116,20 +133,22 @@ async fn a_stale_revision_is_refused_and_changes_nothing(f: Fixture) {
 
 async fn updating_or_deleting_a_missing_release_is_not_found(f: Fixture) {
     let prod = env("production");
-    let err = f.store.write(&prod, Write::Update { release: release("ghost", 1), expected: 1 }).await.unwrap_err();
+    let err =
+        f.store.write(&prod, Write::Update { release: release("ghost", 1), expected: 1 }, &meta()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(k) if k == "ghost"));
-    let err = f.store.write(&prod, Write::Delete { key: "ghost".into(), expected: None }).await.unwrap_err();
+    let err = f.store.write(&prod, Write::Delete { key: "ghost".into(), expected: None }, &meta()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
     assert_eq!(f.store.revision(&prod).await.expect("rev"), 0);
 }
 
 async fn delete_honours_an_expected_revision(f: Fixture) {
     let prod = env("production");
-    f.store.write(&prod, Write::Create(release("a", 1))).await.expect("created");
-    f.store.write(&prod, Write::Create(release("b", 1))).await.expect("created");
-    let err = f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(2) }).await.unwrap_err();
+    f.store.write(&prod, Write::Create(release("a", 1)), &meta()).await.expect("created");
+    f.store.write(&prod, Write::Create(release("b", 1)), &meta()).await.expect("created");
+    let err = f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(2) }, &meta()).await.unwrap_err();
     assert!(matches!(err, StoreError::RevisionMismatch { current: 1, .. }));
-    let change = f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(1) }).await.expect("deleted");
+    let change =
+        f.store.write(&prod, Write::Delete { key: "a".into(), expected: Some(1) }, &meta()).await.expect("deleted");
     assert_eq!(change.kind, ChangeKind::Delete { key: "a".into() });
     let data = f.store.load(&prod).await.expect("loads");
     assert_eq!(data.releases.iter().map(|r| r.release.key.as_str()).collect::<Vec<_>>(), vec!["b"]);
@@ -138,13 +157,16 @@ async fn delete_honours_an_expected_revision(f: Fixture) {
 
 async fn kill_all_sets_and_clears_with_its_reason(f: Fixture) {
     let prod = env("production");
-    let change =
-        f.store.write(&prod, Write::KillAll { on: true, reason: Some("pager: 5xx".into()) }).await.expect("killed");
+    let change = f
+        .store
+        .write(&prod, Write::KillAll { on: true, reason: Some("pager: 5xx".into()) }, &meta())
+        .await
+        .expect("killed");
     assert_eq!(change.kind, ChangeKind::KillAll { on: true, reason: Some("pager: 5xx".into()) });
     let data = f.store.load(&prod).await.expect("loads");
     assert!(data.kill_all);
     assert_eq!(data.kill_reason.as_deref(), Some("pager: 5xx"));
-    f.store.write(&prod, Write::KillAll { on: false, reason: None }).await.expect("unkilled");
+    f.store.write(&prod, Write::KillAll { on: false, reason: None }, &meta()).await.expect("unkilled");
     let data = f.store.load(&prod).await.expect("loads");
     assert!(!data.kill_all);
     assert_eq!(data.kill_reason, None);
@@ -154,12 +176,19 @@ async fn kill_all_sets_and_clears_with_its_reason(f: Fixture) {
 async fn every_write_bumps_the_environment_revision_by_one(f: Fixture) {
     let prod = env("production");
     let mut revisions = Vec::new();
-    revisions.push(f.store.write(&prod, Write::Create(release("a", 1))).await.expect("w").revision);
-    revisions.push(f.store.write(&prod, Write::Create(release("b", 1))).await.expect("w").revision);
-    revisions
-        .push(f.store.write(&prod, Write::Update { release: release("a", 9), expected: 1 }).await.expect("w").revision);
-    revisions.push(f.store.write(&prod, Write::KillAll { on: true, reason: None }).await.expect("w").revision);
-    revisions.push(f.store.write(&prod, Write::Delete { key: "b".into(), expected: None }).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::Create(release("a", 1)), &meta()).await.expect("w").revision);
+    revisions.push(f.store.write(&prod, Write::Create(release("b", 1)), &meta()).await.expect("w").revision);
+    revisions.push(
+        f.store
+            .write(&prod, Write::Update { release: release("a", 9), expected: 1 }, &meta())
+            .await
+            .expect("w")
+            .revision,
+    );
+    revisions.push(f.store.write(&prod, Write::KillAll { on: true, reason: None }, &meta()).await.expect("w").revision);
+    revisions.push(
+        f.store.write(&prod, Write::Delete { key: "b".into(), expected: None }, &meta()).await.expect("w").revision,
+    );
     assert_eq!(revisions, vec![1, 2, 3, 4, 5]);
     let data = f.store.load(&prod).await.expect("loads");
     assert_eq!(data.releases[0].revision, 3, "a release's revision is the env revision of its last write");
@@ -168,7 +197,7 @@ async fn every_write_bumps_the_environment_revision_by_one(f: Fixture) {
 async fn changes_are_read_in_order_after_a_revision(f: Fixture) {
     let prod = env("production");
     for key in ["a", "b", "c"] {
-        f.store.write(&prod, Write::Create(release(key, 1))).await.expect("w");
+        f.store.write(&prod, Write::Create(release(key, 1)), &meta()).await.expect("w");
     }
     let changes = f.store.changes_after(&prod, 1, Duration::ZERO).await.expect("reads");
     let keys: Vec<_> = changes
@@ -190,7 +219,7 @@ async fn a_reader_waiting_for_changes_wakes_on_a_write(f: Fixture) {
     };
     // Let the reader block first; correctness does not depend on it.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    f.store.write(&prod, Write::Create(release("late", 1))).await.expect("w");
+    f.store.write(&prod, Write::Create(release("late", 1)), &meta()).await.expect("w");
     let changes = reader.await.expect("joined").expect("reads");
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].revision, 1);
@@ -198,16 +227,16 @@ async fn a_reader_waiting_for_changes_wakes_on_a_write(f: Fixture) {
 
 async fn waiting_without_changes_returns_empty(f: Fixture) {
     let prod = env("production");
-    f.store.write(&prod, Write::Create(release("a", 1))).await.expect("w");
+    f.store.write(&prod, Write::Create(release("a", 1)), &meta()).await.expect("w");
     let changes = f.store.changes_after(&prod, 1, Duration::from_millis(50)).await.expect("reads");
     assert!(changes.is_empty());
 }
 
 async fn environments_are_isolated(f: Fixture) {
     let (prod, staging) = (env("production"), env("staging"));
-    f.store.write(&prod, Write::Create(release("checkout", 1))).await.expect("w");
-    f.store.write(&staging, Write::Create(release("checkout", 7))).await.expect("w");
-    f.store.write(&staging, Write::KillAll { on: true, reason: None }).await.expect("w");
+    f.store.write(&prod, Write::Create(release("checkout", 1)), &meta()).await.expect("w");
+    f.store.write(&staging, Write::Create(release("checkout", 7)), &meta()).await.expect("w");
+    f.store.write(&staging, Write::KillAll { on: true, reason: None }, &meta()).await.expect("w");
     let p = f.store.load(&prod).await.expect("loads");
     let s = f.store.load(&staging).await.expect("loads");
     assert_eq!((p.revision, p.kill_all, p.releases[0].release.allocation["v2"]), (1, false, 1));
@@ -219,13 +248,13 @@ async fn environments_are_isolated(f: Fixture) {
 
 async fn of_fifty_concurrent_updates_at_one_revision_exactly_one_wins(f: Fixture) {
     let prod = env("production");
-    f.store.write(&prod, Write::Create(release("checkout", 0))).await.expect("w");
+    f.store.write(&prod, Write::Create(release("checkout", 0)), &meta()).await.expect("w");
     let mut tasks = tokio::task::JoinSet::new();
     for i in 1..=50u32 {
         let store = Arc::clone(&f.store);
         let prod = prod.clone();
         tasks.spawn(async move {
-            (i, store.write(&prod, Write::Update { release: release("checkout", i), expected: 1 }).await)
+            (i, store.write(&prod, Write::Update { release: release("checkout", i), expected: 1 }, &meta()).await)
         });
     }
     let mut winners = Vec::new();
@@ -242,4 +271,93 @@ async fn of_fifty_concurrent_updates_at_one_revision_exactly_one_wins(f: Fixture
     let data = f.store.load(&prod).await.expect("loads");
     assert_eq!(data.revision, 2, "nothing lost, nothing doubled");
     assert_eq!(data.releases[0].release.allocation["v2"], winners[0]);
+}
+
+async fn a_write_and_its_audit_entry_land_together(f: Fixture) {
+    let prod = env("production");
+    let created = WriteMeta::now("alice", Action::Create, None);
+    f.store.write(&prod, Write::Create(release("checkout", 0)), &created).await.expect("w");
+    let killed = WriteMeta::now("oncall", Action::Kill, Some("5xx".into()));
+    let mut dead = release("checkout", 0);
+    dead.killed = true;
+    f.store.write(&prod, Write::Update { release: dead.clone(), expected: 1 }, &killed).await.expect("w");
+    let all = WriteMeta::now("oncall", Action::KillAll, Some("incident".into()));
+    f.store.write(&prod, Write::KillAll { on: true, reason: Some("incident".into()) }, &all).await.expect("w");
+
+    let entries = f.store.audit(&prod, &AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("audit");
+    assert_eq!(entries.len(), 3);
+    let (all, kill, create) = (&entries[0], &entries[1], &entries[2]);
+    assert_eq!((create.revision, create.actor.as_str(), create.action), (1, "alice", Action::Create));
+    assert_eq!(create.before, None);
+    assert_eq!(create.after, Some(serde_json::to_value(release("checkout", 0)).expect("json")));
+    assert_eq!((kill.revision, kill.actor.as_str(), kill.reason.as_deref()), (2, "oncall", Some("5xx")));
+    assert_eq!(kill.release.as_deref(), Some("checkout"));
+    assert_eq!(kill.after, Some(serde_json::to_value(&dead).expect("json")));
+    assert_eq!(all.release, None);
+    assert_eq!(all.before, Some(serde_json::json!({"kill_all": false})));
+    assert_eq!(all.after, Some(serde_json::json!({"kill_all": true, "kill_reason": "incident"})));
+    assert_eq!(all.time_ms, created.time_ms.max(all.time_ms));
+}
+
+async fn a_refused_write_leaves_neither_change_nor_audit_entry(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("checkout", 0)), &meta()).await.expect("w");
+    // A stale revision fails the compare-and-set inside the one atomic write.
+    let stale = f.store.write(&prod, Write::Update { release: release("checkout", 9), expected: 7 }, &meta()).await;
+    assert!(matches!(stale, Err(StoreError::RevisionMismatch { .. })));
+    let duplicate = f.store.write(&prod, Write::Create(release("checkout", 9)), &meta()).await;
+    assert!(matches!(duplicate, Err(StoreError::AlreadyExists(_))));
+    let missing = f.store.write(&prod, Write::Delete { key: "ghost".into(), expected: None }, &meta()).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+
+    let entries = f.store.audit(&prod, &AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("audit");
+    assert_eq!(entries.len(), 1, "only the create is audited");
+    let data = f.store.load(&prod).await.expect("loads");
+    assert_eq!((data.revision, data.releases[0].release.allocation["v2"]), (1, 0));
+    assert!(f.store.changes_after(&prod, 1, Duration::ZERO).await.expect("reads").is_empty());
+}
+
+async fn the_audit_log_pages_newest_first(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("a", 0)), &meta()).await.expect("w");
+    f.store.write(&prod, Write::Create(release("b", 0)), &meta()).await.expect("w");
+    for (i, expected) in (1..=3).zip([1, 3, 4]) {
+        f.store.write(&prod, Write::Update { release: release("a", i), expected }, &meta()).await.expect("w");
+    }
+    let page = |release: Option<&str>, before: Option<u64>, limit: usize| AuditQuery {
+        release: release.map(str::to_owned),
+        before,
+        limit,
+    };
+    let revisions = |entries: Vec<cohort::store::AuditEntry>| entries.iter().map(|e| e.revision).collect::<Vec<_>>();
+    assert_eq!(revisions(f.store.audit(&prod, &page(None, None, 2)).await.expect("a")), vec![5, 4]);
+    assert_eq!(revisions(f.store.audit(&prod, &page(None, Some(4), 2)).await.expect("a")), vec![3, 2]);
+    assert_eq!(revisions(f.store.audit(&prod, &page(Some("a"), Some(4), 10)).await.expect("a")), vec![3, 1]);
+    assert_eq!(revisions(f.store.audit(&prod, &page(Some("b"), None, 10)).await.expect("a")), vec![2]);
+    assert!(f.store.audit(&prod, &page(None, Some(1), 10)).await.expect("a").is_empty());
+    assert!(f.store.audit(&env("staging"), &page(None, None, 10)).await.expect("a").is_empty());
+}
+
+#[tokio::test]
+async fn audit_retention_keeps_at_least_the_configured_count_on_both_stores() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path(), 5).expect("opens"));
+    let server = RedisServer::start();
+    let mut redis = redis_store(&server, &unique_prefix()).await;
+    redis =
+        RedisStore::connect(RedisOptions { audit_retention: 5, ..redis.options().clone() }).await.expect("connects");
+    for store in [embedded, Arc::new(redis) as Arc<dyn Store>] {
+        let prod = env("production");
+        store.write(&prod, Write::Create(release("a", 0)), &meta()).await.expect("w");
+        for i in 1..300u32 {
+            store
+                .write(&prod, Write::Update { release: release("a", i % 100), expected: u64::from(i) }, &meta())
+                .await
+                .expect("w");
+        }
+        let kept = store.audit(&prod, &AuditQuery { limit: 1_000, ..AuditQuery::default() }).await.expect("audit");
+        assert!(kept.len() >= 5, "{}: never below the retention ({} kept)", store.kind(), kept.len());
+        assert!(kept.len() < 300, "{}: old entries are trimmed", store.kind());
+        assert_eq!(kept.iter().take(5).map(|e| e.revision).collect::<Vec<_>>(), vec![300, 299, 298, 297, 296]);
+    }
 }

@@ -1,0 +1,56 @@
+//! What the background task and every clone of the client share: the snapshot in use
+//! (swapped atomically) and the watches that announce it.
+
+use crate::snapshot::Snapshot;
+use arc_swap::{ArcSwap, Guard};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The snapshot in use and its announcements. Only the background task (and the
+/// builder, for the bootstrap) writes; readers load without locking.
+pub(crate) struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    revision: watch::Sender<u64>,
+    ready: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Empty until the first snapshot: every release is unknown.
+    pub(crate) fn new() -> Self {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            revision: watch::Sender::new(0),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The snapshot in use, as an owned handle (for building the next one).
+    pub(crate) fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Puts `snapshot` in use and announces it.
+    pub(crate) fn install(&self, snapshot: Snapshot) {
+        let revision = snapshot.revision();
+        self.snapshot.store(Arc::new(snapshot));
+        self.revision.send_if_modified(|current| {
+            let changed = *current != revision;
+            *current = revision;
+            changed
+        });
+        self.ready.send_if_modified(|ready| !std::mem::replace(ready, true));
+    }
+
+    pub(crate) fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    pub(crate) fn revisions(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+}

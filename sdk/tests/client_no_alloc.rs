@@ -1,0 +1,75 @@
+//! `Client::version()` and `is_enabled()` allocate nothing: the snapshot load is an
+//! arc-swap guard and the answer borrows from it. A counting global allocator proves it.
+//! Kept in its own test binary so no other test's allocations are counted.
+
+use cohort_sdk::client::Client;
+use cohort_sdk::{Context, ErrorCode, Reason, Release, SnapshotData};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts on the calling thread.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn answering_from_the_client_allocates_nothing() {
+    let releases: Vec<Release> =
+        (0..1_000).map(|i| Release::new(&format!("release-{i}"), ["v1", "v2"]).with_allocation("v2", 50_000)).collect();
+    let bootstrap = serde_json::to_string(&SnapshotData { revision: 7, kill_all: false, releases }).expect("json");
+    let client = Client::builder(format!("http://127.0.0.1:{}", closed_port()), "production", "token")
+        .bootstrap_json(bootstrap)
+        .build()
+        .expect("client");
+    let contexts: Vec<Context> = (0..1_000).map(|i| Context::with_targeting_key(format!("user-{i}"))).collect();
+    let keys: Vec<String> = (0..1_000).map(|i| format!("release-{i}")).collect();
+
+    // Warm up: arc-swap registers this thread's debt slots on first use.
+    black_box(client.version("release-0", &contexts[0], "v1").version().len());
+
+    let mut candidates = 0;
+    let count = allocations_during(|| {
+        for (ctx, key) in contexts.iter().zip(&keys) {
+            let evaluation = client.version(key, ctx, "v1");
+            assert_eq!(evaluation.reason, Reason::Split);
+            candidates += usize::from(black_box(evaluation.version()) == "v2");
+            candidates += usize::from(client.is_enabled(key, ctx));
+            let unknown = client.version("no-such-release", ctx, "fallback");
+            assert_eq!((unknown.version(), unknown.error), ("fallback", Some(ErrorCode::FlagNotFound)));
+        }
+    });
+    assert_eq!(count, 0, "allocations while answering");
+    assert!(candidates > 0 && candidates < 2_000, "half the units are in v2: {candidates}");
+}

@@ -1,0 +1,91 @@
+//! Authorization as an extractor whose type states the scope: a handler taking
+//! `Authorized<Write>` can only run for a verified token with `write` (or `admin`) for
+//! the route's environment. No URL matching anywhere.
+
+use super::{ApiError, AppState};
+use crate::auth::{AuthError, Principal, Scope};
+use crate::releases::Actor;
+use crate::store::EnvName;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// A scope requirement, as a type.
+pub trait Policy {
+    /// The scope the route needs.
+    const SCOPE: Scope;
+}
+
+/// Evaluate, snapshot, stream, events.
+pub struct Eval;
+/// GET admin routes and the audit log.
+pub struct Read;
+/// Create, update, delete, allocation.
+pub struct Write;
+/// Kill switches.
+pub struct Kill;
+
+impl Policy for Eval {
+    const SCOPE: Scope = Scope::Eval;
+}
+impl Policy for Read {
+    const SCOPE: Scope = Scope::Read;
+}
+impl Policy for Write {
+    const SCOPE: Scope = Scope::Write;
+}
+impl Policy for Kill {
+    const SCOPE: Scope = Scope::Kill;
+}
+
+/// A request whose token allows `P` in the `{env}` of its path.
+pub struct Authorized<P> {
+    /// The verified caller.
+    pub principal: Arc<Principal>,
+    /// The route's environment.
+    pub env: EnvName,
+    _policy: PhantomData<P>,
+}
+
+impl<P> Authorized<P> {
+    /// The caller as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        Actor(self.principal.sub.clone())
+    }
+}
+
+/// The bearer token of a request.
+pub fn bearer(req: &HttpRequest) -> Result<&str, AuthError> {
+    let value = req.headers().get(header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed("the Authorization header is not text".into()))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    Ok(token.trim())
+}
+
+/// Verifies the request's token against the app's verifier.
+pub fn principal(req: &HttpRequest) -> Result<Arc<Principal>, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal("application state is not registered".into()))?;
+    Ok(state.verifier.verify(bearer(req)?)?)
+}
+
+impl<P: Policy> FromRequest for Authorized<P> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready((|| {
+            let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
+            let principal = principal(req)?;
+            principal.authorize(P::SCOPE, &env)?;
+            Ok(Authorized { principal, env, _policy: PhantomData })
+        })())
+    }
+}

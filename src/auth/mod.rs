@@ -1,0 +1,212 @@
+//! Who may do what: JWT bearer tokens scoped to an environment and a set of actions
+//! (DESIGN.md "Auth"). Verification is in [`verify`], the first secret in [`secret`],
+//! offline minting in [`mint`]; the HTTP extractor lives in `api::auth`.
+
+pub mod mint;
+pub mod secret;
+pub mod verify;
+
+use crate::store::EnvName;
+use serde::{Deserialize, Serialize};
+
+pub use verify::Verifier;
+
+/// An action class a token may be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Evaluate, snapshot, stream, events.
+    Eval,
+    /// Read admin routes and the audit log.
+    Read,
+    /// Create, update, delete releases; allocations; ramps.
+    Write,
+    /// Kill, unkill, kill-all, unkill-all.
+    Kill,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    const ALL: [Scope; 5] = [Scope::Eval, Scope::Read, Scope::Write, Scope::Kill, Scope::Admin];
+
+    /// The name in a token's `scope` claim.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Eval => "eval",
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Kill => "kill",
+            Scope::Admin => "admin",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+/// The scopes a token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Parses a space-separated `scope` claim. Unknown names are ignored (a newer
+    /// issuer may know more), so they grant nothing.
+    pub fn parse(claim: &str) -> Scopes {
+        Scopes(claim.split_whitespace().filter_map(Scope::parse).fold(0, |acc, s| acc | s.bit()))
+    }
+
+    /// Whether these scopes allow `needed`. `admin` allows everything and `write`
+    /// includes `read` (a team that changes releases must see them); nothing else is
+    /// implied — a `kill` token only kills.
+    pub fn allow(self, needed: Scope) -> bool {
+        let has = |s: Scope| self.0 & s.bit() != 0;
+        has(Scope::Admin) || has(needed) || (needed == Scope::Read && has(Scope::Write))
+    }
+
+    /// The scope names, space separated.
+    pub fn to_claim(self) -> String {
+        Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The environments a token may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvScope {
+    /// `*`.
+    Any,
+    /// One environment.
+    One(EnvName),
+}
+
+impl EnvScope {
+    /// Parses an `env` claim.
+    pub fn parse(claim: &str) -> Option<EnvScope> {
+        if claim == "*" { Some(EnvScope::Any) } else { EnvName::parse(claim).ok().map(EnvScope::One) }
+    }
+
+    fn allows(&self, env: &EnvName) -> bool {
+        match self {
+            EnvScope::Any => true,
+            EnvScope::One(e) => e == env,
+        }
+    }
+}
+
+impl std::fmt::Display for EnvScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvScope::Any => f.write_str("*"),
+            EnvScope::One(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Who (recorded in the audit log).
+    pub sub: String,
+    /// Where.
+    pub env: EnvScope,
+    /// What.
+    pub scopes: Scopes,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+impl Principal {
+    /// Checks that this principal may do `needed` in `env`.
+    pub fn authorize(&self, needed: Scope, env: &EnvName) -> Result<(), AuthError> {
+        if !self.env.allows(env) {
+            return Err(AuthError::WrongEnvironment { token: self.env.to_string(), route: env.to_string() });
+        }
+        if !self.scopes.allow(needed) {
+            return Err(AuthError::MissingScope { needed: needed.as_str(), have: self.scopes.to_claim() });
+        }
+        Ok(())
+    }
+}
+
+/// The claims of a cohort token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who.
+    pub sub: String,
+    /// One environment or `*`.
+    pub env: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Issued at.
+    #[serde(default)]
+    pub iat: u64,
+    /// Issuer, when the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// Why a request is not allowed. The first group answers 401, the last two 403.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("this route needs a bearer token: Authorization: Bearer <token> (mint one with `cohort token mint`)")]
+    MissingToken,
+    #[error("the bearer token is malformed: {0}")]
+    Malformed(String),
+    #[error("the token's signature does not verify with this server's keys")]
+    BadSignature,
+    #[error("the token has expired; mint a new one")]
+    Expired,
+    #[error("tokens signed with `{0}` are not accepted here")]
+    UnsupportedAlgorithm(String),
+    #[error("the token's claims are not acceptable: {0}")]
+    InvalidClaims(String),
+    #[error("the token lacks the `{needed}` scope (it has: {have})")]
+    MissingScope { needed: &'static str, have: String },
+    #[error("the token is for environment `{token}`, not `{route}`")]
+    WrongEnvironment { token: String, route: String },
+}
+
+impl AuthError {
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::Malformed(_) => "malformed_token",
+            AuthError::BadSignature => "invalid_signature",
+            AuthError::Expired => "token_expired",
+            AuthError::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            AuthError::InvalidClaims(_) => "invalid_claims",
+            AuthError::MissingScope { .. } => "missing_scope",
+            AuthError::WrongEnvironment { .. } => "wrong_environment",
+        }
+    }
+
+    /// 403 rather than 401: the caller is known but not allowed.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, AuthError::MissingScope { .. } | AuthError::WrongEnvironment { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_allow_what_they_say_and_admin_allows_all() {
+        let kill = Scopes::parse("kill");
+        assert!(kill.allow(Scope::Kill));
+        assert!(!kill.allow(Scope::Write) && !kill.allow(Scope::Read) && !kill.allow(Scope::Eval));
+        let write = Scopes::parse("write");
+        assert!(write.allow(Scope::Read) && write.allow(Scope::Write) && !write.allow(Scope::Kill));
+        let admin = Scopes::parse("admin");
+        assert!(Scope::ALL.iter().all(|s| admin.allow(*s)));
+        assert_eq!(Scopes::parse("eval  read bogus").to_claim(), "eval read");
+    }
+}

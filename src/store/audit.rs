@@ -1,0 +1,123 @@
+//! The audit log's types: who changed what, when, why, from what to what. Entries are
+//! written by the stores in the same atomic step as the change they describe.
+
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a write does, in the audit log's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Allocation,
+    Kill,
+    Unkill,
+    KillAll,
+    UnkillAll,
+}
+
+impl Action {
+    /// The name stored and shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Allocation => "allocation",
+            Action::Kill => "kill",
+            Action::Unkill => "unkill",
+            Action::KillAll => "kill-all",
+            Action::UnkillAll => "unkill-all",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Action> {
+        [
+            Action::Create,
+            Action::Update,
+            Action::Delete,
+            Action::Allocation,
+            Action::Kill,
+            Action::Unkill,
+            Action::KillAll,
+            Action::UnkillAll,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The who/what/why that goes with a write into the audit log.
+#[derive(Debug, Clone)]
+pub struct WriteMeta {
+    /// The token's `sub`.
+    pub actor: String,
+    /// What the write does.
+    pub action: Action,
+    /// Why, when the caller said.
+    pub reason: Option<String>,
+    /// Wall-clock time of the write, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl WriteMeta {
+    /// A write by `actor` now.
+    pub fn now(actor: &str, action: Action, reason: Option<String>) -> Self {
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        WriteMeta { actor: actor.to_owned(), action, reason, time_ms }
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// The environment revision the change produced (unique, increasing).
+    pub revision: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who (the token's `sub`).
+    pub actor: String,
+    /// What.
+    pub action: Action,
+    /// Which release (`None` for environment-wide actions).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// The release (or environment kill state) before; `None` on create.
+    #[serde(default)]
+    pub before: Option<serde_json::Value>,
+    /// The release (or environment kill state) after; `None` on delete.
+    #[serde(default)]
+    pub after: Option<serde_json::Value>,
+    /// Why, when given.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A page of the audit log: newest first, optionally one release, strictly before a
+/// revision.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this release's entries.
+    pub release: Option<String>,
+    /// Only entries with a revision below this.
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    /// Whether `entry` belongs to the page (ignoring the limit).
+    pub fn matches(&self, entry: &AuditEntry) -> bool {
+        self.before.is_none_or(|b| entry.revision < b)
+            && self.release.as_ref().is_none_or(|r| entry.release.as_ref() == Some(r))
+    }
+}
