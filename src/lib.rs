@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod releases;
 pub mod snapshots;
 pub mod startup;

@@ -179,6 +179,11 @@ impl Releases {
         Releases { store, snapshots }
     }
 
+    /// The store (for domain modules that write beside releases, like outcomes).
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
     /// Every release of `env`, from the snapshot (answers during a store outage).
     pub fn list(&self, env: &EnvName) -> (EnvView, Vec<ReleaseView>) {
         let snap = self.snapshots.get(env).unwrap_or_default();

@@ -267,3 +267,53 @@ impl Snapshots {
         let _ = self.changed.send(Announcement { env: env.clone(), revision, update });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> EnvName {
+        EnvName::parse("production").expect("env")
+    }
+
+    fn kill(revision: u64) -> Change {
+        Change { revision, kind: ChangeKind::KillAll { on: true, reason: None } }
+    }
+
+    fn revisions<'a>(changes: impl Iterator<Item = &'a Arc<Change>>) -> Vec<u64> {
+        changes.map(|c| c.revision).collect()
+    }
+
+    #[test]
+    fn the_history_keeps_the_latest_changes_and_restarts_at_a_reload() {
+        let snapshots = Snapshots::with_history(3);
+        for revision in 1..=5 {
+            assert_eq!(snapshots.apply(&env(), &kill(revision)), Applied::Applied);
+        }
+        let current = snapshots.get(&env()).expect("env");
+        assert_eq!(current.history.revision(), 5);
+        assert_eq!(current.history.after(2).map(revisions), Some(vec![3, 4, 5]));
+        assert_eq!(current.history.after(4).map(revisions), Some(vec![5]));
+        assert_eq!(current.history.after(5).map(revisions), Some(vec![]));
+        assert!(current.history.after(1).is_none(), "change 2 is no longer held");
+        assert!(current.history.after(6).is_none(), "ahead of the history");
+
+        assert!(snapshots.replace(&env(), EnvData { revision: 9, ..EnvData::default() }));
+        let reloaded = snapshots.get(&env()).expect("env");
+        assert!(reloaded.history.after(5).is_none(), "what led to the reload is unknown");
+        assert_eq!(reloaded.history.after(9).map(revisions), Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn every_swap_is_announced_with_what_happened() {
+        let snapshots = Snapshots::default();
+        let mut announcements = snapshots.subscribe();
+        snapshots.apply(&env(), &kill(1));
+        snapshots.replace(&env(), EnvData { revision: 4, ..EnvData::default() });
+        let first = announcements.recv().await.expect("announced");
+        assert!(matches!(&first.update, Update::Applied(change) if change.revision == 1));
+        let second = announcements.recv().await.expect("announced");
+        assert_eq!(second.revision, 4);
+        assert!(matches!(second.update, Update::Reloaded));
+    }
+}

@@ -204,6 +204,9 @@ impl Application {
         let _ = stop.send(true);
         let _ = sync.await;
         let _ = fanout.await;
+        if let Err(error) = self.state.releases.store().flush().await {
+            tracing::warn!(%error, "could not flush the store on shutdown");
+        }
         result
     }
 }

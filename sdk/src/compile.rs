@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 const MAX_KEY_LEN: usize = 128;
 const MAX_VERSIONS: usize = 32;
-const MAX_VERSION_LEN: usize = 64;
+pub(crate) const MAX_VERSION_LEN: usize = 64;
 const MAX_SALT_LEN: usize = 256;
 const MAX_UNIT_LEN: usize = 128;
 const MAX_OVERRIDES: usize = 10_000;

@@ -6,6 +6,7 @@ pub mod auth;
 mod environment;
 pub mod error;
 mod evaluate;
+mod events;
 mod extract;
 mod health;
 mod releases;
@@ -53,7 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(releases::configure)
                 .configure(environment::configure)
                 .configure(sync::configure)
-                .configure(audit::configure),
+                .configure(audit::configure)
+                .configure(events::configure),
         );
 }
 

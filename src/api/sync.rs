@@ -34,6 +34,10 @@ async fn stream(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpReq
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         // Reverse proxies (nginx) must pass events through, not buffer them.
         .insert_header(("x-accel-buffering", "no"))
+        // A stream ends only when the subscriber must reconnect (dropped, shutdown):
+        // closing its connection too sends the reconnection through the listener, so
+        // a server shutting down is not kept busy by reused keep-alive connections.
+        .force_close()
         .streaming(subscription.into_stream())
 }
 

@@ -8,7 +8,11 @@
 //! mutex costs nothing on the hot path.
 
 use super::apply::apply;
-use super::{AuditEntry, AuditQuery, Change, EnvData, EnvName, Store, StoreError, Write, WriteMeta};
+use super::outcomes::{field, split_field};
+use super::{
+    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount, Store, StoreError,
+    Write, WriteMeta,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -37,6 +41,9 @@ pub enum OpenError {
     Corrupt { path: PathBuf, message: String },
 }
 
+/// Minute → `release\x1fversion` → (ok, error).
+type OutcomeMinutes = BTreeMap<u64, BTreeMap<String, (u64, u64)>>;
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FileData {
     format: u32,
@@ -44,6 +51,10 @@ struct FileData {
     /// Newest last; capped at the retention count.
     #[serde(default)]
     audit: BTreeMap<EnvName, VecDeque<AuditEntry>>,
+    /// Outcome counts: environment → minute → `release\x1fversion` → (ok, error).
+    /// Kept in memory and written with the file (on every change and on shutdown).
+    #[serde(default)]
+    outcomes: BTreeMap<EnvName, OutcomeMinutes>,
 }
 
 struct State {
@@ -97,6 +108,14 @@ impl EmbeddedStore {
     }
 }
 
+/// Drops outcome counts older than their time to live.
+fn prune_outcomes(data: &mut FileData, now_minute: u64) {
+    let oldest = now_minute.saturating_sub(OUTCOME_TTL_SECS / 60);
+    for minutes in data.outcomes.values_mut() {
+        *minutes = minutes.split_off(&oldest);
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a reader (or a crash) sees the old file or the
 /// new one, never a torn mix.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -138,6 +157,7 @@ impl Store for EmbeddedStore {
 
         // Persist the new whole — data and audit entry in one file write — before
         // committing it in memory.
+        prune_outcomes(&mut state.data, meta.time_ms / 60_000);
         let previous = state.data.environments.insert(env.clone(), next);
         let audit = state.data.audit.entry(env.clone()).or_default();
         audit.push_back(entry);
@@ -187,6 +207,51 @@ impl Store for EmbeddedStore {
             .get(env)
             .map(|entries| entries.iter().rev().filter(|e| query.matches(e)).take(query.limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let slots = state.data.outcomes.entry(env.clone()).or_default().entry(minute).or_default();
+        for count in counts {
+            let slot = slots.entry(field(&count.release, &count.version)).or_default();
+            slot.0 = slot.0.saturating_add(count.ok);
+            slot.1 = slot.1.saturating_add(count.error);
+        }
+        Ok(())
+    }
+
+    async fn outcomes(
+        &self,
+        env: &EnvName,
+        release: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        let state = self.state.lock().await;
+        let Some(minutes) = state.data.outcomes.get(env) else { return Ok(Vec::new()) };
+        let mut counts = Vec::new();
+        for (&minute, slots) in minutes.range(from..=to) {
+            for (key, &(ok, error)) in slots {
+                if let Some((r, version)) = split_field(key).filter(|(r, _)| *r == release) {
+                    debug_assert_eq!(r, release);
+                    counts.push(MinuteCounts { minute, version: version.to_owned(), ok, error });
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let now_minute =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
+        prune_outcomes(&mut state.data, now_minute);
+        let bytes = serde_json::to_vec_pretty(&state.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("data file writer stopped: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display())))
     }
 
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {

@@ -8,6 +8,7 @@
 mod apply;
 mod audit;
 pub mod embedded;
+mod outcomes;
 pub mod redis;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use audit::{Action, AuditEntry, AuditQuery, WriteMeta};
 pub use embedded::EmbeddedStore;
+pub use outcomes::{MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount};
 pub use redis::RedisStore;
 
 /// A validated environment name (`production`, `staging-eu`): 1 to 64 of `a-z 0-9 - _`.
@@ -174,6 +176,19 @@ pub trait Store: Send + Sync + 'static {
     /// to arrive. Old changes are trimmed: a caller whose first change is not
     /// `after + 1` has missed some and must [`Store::load`] again.
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError>;
+
+    /// Adds SDK-reported outcome counts to `minute` (minutes since the epoch).
+    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError>;
+
+    /// Per-minute counts of `release`'s versions for minutes `from..=to`.
+    async fn outcomes(&self, env: &EnvName, release: &str, from: u64, to: u64)
+    -> Result<Vec<MinuteCounts>, StoreError>;
+
+    /// Makes anything held only in memory durable (the embedded store's outcome
+    /// counts); called on shutdown.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //! - `{prefix}:environments`   set of environment names (its own slot; written
 //!   idempotently before the script, so a failed write at worst lists an empty env)
 
+use super::outcomes::{field, split_field};
 use super::{
-    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, Store, StoreError, StoredRelease, Write,
-    WriteMeta,
+    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount,
+    Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -362,6 +363,59 @@ impl Store for RedisStore {
                 _ => return Ok(entries),
             }
         }
+    }
+
+    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let key = self.key(env, &format!("outcomes:{minute}"));
+        // One pipelined round trip: every HINCRBY, then the expiry.
+        let mut pipe = redis::pipe();
+        for count in counts {
+            let field = field(&count.release, &count.version);
+            pipe.hincr(&key, format!("{field}\u{1f}ok"), count.ok).ignore();
+            pipe.hincr(&key, format!("{field}\u{1f}error"), count.error).ignore();
+        }
+        pipe.expire(&key, OUTCOME_TTL_SECS as i64).ignore();
+        let mut conn = self.manager.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    async fn outcomes(
+        &self,
+        env: &EnvName,
+        release: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        let minutes: Vec<u64> = (from..=to).take(24 * 60).collect();
+        let mut pipe = redis::pipe();
+        for minute in &minutes {
+            pipe.hgetall(self.key(env, &format!("outcomes:{minute}")));
+        }
+        let mut conn = self.manager.clone();
+        let hashes: Vec<HashMap<String, u64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let mut counts = Vec::new();
+        for (minute, hash) in minutes.iter().zip(hashes) {
+            let mut per_version: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+            for (key, value) in hash {
+                let Some((pair, kind)) = key.rsplit_once('\u{1f}') else { continue };
+                let Some((r, version)) = split_field(pair) else { continue };
+                if r != release {
+                    continue;
+                }
+                let slot = per_version.entry(version.to_owned()).or_default();
+                if kind == "ok" { slot.0 = value } else { slot.1 = value }
+            }
+            counts.extend(per_version.into_iter().map(|(version, (ok, error))| MinuteCounts {
+                minute: *minute,
+                version,
+                ok,
+                error,
+            }));
+        }
+        Ok(counts)
     }
 
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {

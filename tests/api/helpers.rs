@@ -28,6 +28,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     handle: AppHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The app's shared state (snapshots, streams), for what HTTP cannot show.
     pub state: AppState,
     pub port: u16,
@@ -129,9 +130,9 @@ async fn try_spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Setti
     let address = format!("http://127.0.0.1:{port}");
     let handle = app.handle();
     let state = app.state().clone();
-    tokio::spawn(app.run_until_stopped());
+    let task = tokio::spawn(app.run_until_stopped());
     let client = client_with(&token(ADMIN, "*", "admin"));
-    Ok(TestApp { address, client, handle, state, port, data_dir, _temp: temp })
+    Ok(TestApp { address, client, handle, task, state, port, data_dir, _temp: temp })
 }
 
 /// Polls `check` until it is true or `within` passes; for convergence between
@@ -154,9 +155,11 @@ where
 }
 
 impl TestApp {
-    /// Stops the server (graceful).
+    /// Stops the server (graceful) and waits until the app has finished shutting down
+    /// (background tasks stopped, store flushed).
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        let _ = self.task.await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod cli;
 mod evaluate;
+mod events;
 mod helpers;
 mod instances;
 mod persistence;

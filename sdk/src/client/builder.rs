@@ -64,13 +64,25 @@ pub enum BuildError {
 }
 
 /// Options of a [`Client`]; start with [`Client::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     base_url: String,
     env: String,
     token: String,
     bootstrap: Option<Bootstrap>,
     settings: Settings,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("env", &self.env)
+            .field("bootstrap", &self.bootstrap)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Timing and mode, as the background task uses them.
@@ -236,6 +248,12 @@ mod tests {
         assert!(matches!(urls("ftp://x", "production"), Err(BuildError::InvalidUrl { .. })));
         assert!(matches!(urls("not a url", "production"), Err(BuildError::InvalidUrl { .. })));
         assert!(matches!(urls("http://x", "../admin"), Err(BuildError::InvalidEnvironment(_))));
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let builder = Client::builder("http://127.0.0.1:1", "production", "secret-token-value");
+        assert!(!format!("{builder:?}").contains("secret-token-value"));
     }
 
     #[test]

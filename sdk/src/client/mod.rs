@@ -9,8 +9,11 @@
 //!
 //! Evaluation never touches the network: [`Client::version`] loads the current
 //! snapshot from an `ArcSwap` (an atomic load into a thread-local slot — no lock, no
-//! allocation, no reference-count traffic shared between threads) and runs the same
-//! core as the server.
+//! allocation, no reference-count traffic shared between threads), runs the same core
+//! as the server, and copies the served version's name (at most 64 bytes) into its
+//! answer, so the answer neither allocates nor keeps the snapshot. To evaluate several
+//! releases on one consistent configuration, [`Client::snapshot`] gives the snapshot
+//! itself.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cohort_sdk::client::BuildError> {
@@ -39,6 +42,7 @@ mod wire;
 
 pub use builder::{BuildError, ClientBuilder, SyncMode};
 
+use crate::compile::MAX_VERSION_LEN;
 use crate::context::Context;
 use crate::decision::{Decision, ErrorCode, Reason};
 use crate::snapshot::Snapshot;
@@ -82,10 +86,9 @@ impl Client {
     /// this client does not know (yet) answers `default` with reason `ERROR` and error
     /// `FLAG_NOT_FOUND`. No lock, no allocation, no I/O.
     #[inline]
-    pub fn version<'a>(&self, release: &'a str, ctx: &Context, default: &'a str) -> Evaluation<'a> {
-        let snapshot = self.snapshot();
-        let Decision { version_index, reason, bucket, error, .. } = snapshot.evaluate(release, ctx);
-        Evaluation { snapshot, release, default, version_index, reason, bucket, error }
+    pub fn version<'a>(&self, release: &str, ctx: &Context, default: &'a str) -> Evaluation<'a> {
+        let snapshot = self.inner.shared.load();
+        Evaluation::new(snapshot.evaluate(release, ctx), default, snapshot.revision())
     }
 
     /// For two-version releases (a feature behind a flag): true when the unit gets a
@@ -109,7 +112,7 @@ impl Client {
 
     /// True once a snapshot is in use (from the service or the bootstrap).
     pub fn is_ready(&self) -> bool {
-        *self.inner.shared.ready().borrow()
+        self.inner.shared.is_ready()
     }
 
     /// Waits until a snapshot is in use — from the service, or the bootstrap, which
@@ -146,12 +149,14 @@ impl Deref for SnapshotRef {
     }
 }
 
-/// One answer of [`Client::version`]. It holds the snapshot it was made on, so the
-/// version name is read from there rather than copied: making one allocates nothing.
+/// One answer of [`Client::version`], owning everything it says. Version names are at
+/// most 64 bytes (checked when a release is compiled), so the served one is copied
+/// inline: making an answer allocates nothing, holds no snapshot and needs no second
+/// lookup to name the version.
+#[derive(Clone, Copy)]
 pub struct Evaluation<'a> {
-    snapshot: SnapshotRef,
-    release: &'a str,
-    default: &'a str,
+    version: Served<'a>,
+    revision: u64,
     /// Index of the version served in the release's versions (0 = baseline); `None`
     /// when the release is unknown and the caller's default applies.
     pub version_index: Option<usize>,
@@ -163,12 +168,53 @@ pub struct Evaluation<'a> {
     pub error: Option<ErrorCode>,
 }
 
-impl Evaluation<'_> {
+#[derive(Clone, Copy)]
+enum Served<'a> {
+    Release(InlineName),
+    Default(&'a str),
+}
+
+/// A version name copied out of the snapshot.
+#[derive(Clone, Copy)]
+struct InlineName {
+    len: u8,
+    bytes: [u8; MAX_VERSION_LEN],
+}
+
+impl InlineName {
+    #[inline]
+    fn new(name: &str) -> Option<Self> {
+        let len = u8::try_from(name.len()).ok().filter(|&len| usize::from(len) <= MAX_VERSION_LEN)?;
+        let mut bytes = [0; MAX_VERSION_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(InlineName { len, bytes })
+    }
+
+    #[inline]
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).ok()
+    }
+}
+
+impl<'a> Evaluation<'a> {
+    #[inline]
+    fn new(decision: Decision<'_>, default: &'a str, revision: u64) -> Self {
+        let Decision { version, version_index, reason, bucket, error } = decision;
+        let version = match version.and_then(InlineName::new) {
+            Some(name) => Served::Release(name),
+            None => Served::Default(default),
+        };
+        Evaluation { version, revision, version_index, reason, bucket, error }
+    }
+
     /// The version to serve: the release's, or the caller's default when the release
     /// is unknown.
     #[inline]
     pub fn version(&self) -> &str {
-        self.served().unwrap_or(self.default)
+        match &self.version {
+            Served::Release(name) => name.as_str().unwrap_or_default(),
+            Served::Default(default) => default,
+        }
     }
 
     /// True when a candidate (not the baseline) is served.
@@ -179,24 +225,22 @@ impl Evaluation<'_> {
 
     /// The revision of the configuration this answer comes from.
     pub fn revision(&self) -> u64 {
-        self.snapshot.revision()
+        self.revision
     }
 
     /// The same answer as the evaluation core's [`Decision`] (version `None` when the
     /// release is unknown).
     pub fn decision(&self) -> Decision<'_> {
         Decision {
-            version: self.served(),
+            version: match &self.version {
+                Served::Release(name) => name.as_str(),
+                Served::Default(_) => None,
+            },
             version_index: self.version_index,
             reason: self.reason,
             bucket: self.bucket,
             error: self.error,
         }
-    }
-
-    fn served(&self) -> Option<&str> {
-        let index = self.version_index?;
-        self.snapshot.get(self.release)?.release().versions.get(index).map(String::as_str)
     }
 }
 
@@ -207,6 +251,7 @@ impl std::fmt::Debug for Evaluation<'_> {
             .field("reason", &self.reason)
             .field("bucket", &self.bucket)
             .field("error", &self.error)
+            .field("revision", &self.revision)
             .finish()
     }
 }

@@ -28,7 +28,7 @@ impl SyncTask {
             return Err(SyncError::Status(response.status()));
         }
         let bytes = with_idle_timeout(response.bytes_stream(), self.settings.idle_timeout);
-        let mut events = std::pin::pin!(bytes.inspect(|_| *heard = true).eventsource());
+        let mut events = std::pin::pin!(bytes.inspect(|chunk| *heard |= chunk.is_ok()).eventsource());
         while let Some(event) = events.next().await {
             let event = event.map_err(|error| match error {
                 EventStreamError::Transport(error) => error,

@@ -46,6 +46,10 @@ impl Shared {
         self.ready.send_if_modified(|ready| !std::mem::replace(ready, true));
     }
 
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
     pub(crate) fn ready(&self) -> watch::Receiver<bool> {
         self.ready.subscribe()
     }
