@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod reach;
 pub mod releases;
 pub mod snapshots;
 pub mod startup;

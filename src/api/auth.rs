@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 /// A scope requirement, as a type.
 pub trait Policy {
-    /// The scope the route needs.
-    const SCOPE: Scope;
+    /// The scopes the route accepts (any one suffices).
+    const SCOPES: &'static [Scope];
 }
 
 /// Evaluate, snapshot, stream, events.
@@ -27,18 +27,24 @@ pub struct Read;
 pub struct Write;
 /// Kill switches.
 pub struct Kill;
+/// Watching a change land (reach): readers and on-call alike.
+pub struct Observe;
+
+impl Policy for Observe {
+    const SCOPES: &'static [Scope] = &[Scope::Read, Scope::Kill];
+}
 
 impl Policy for Eval {
-    const SCOPE: Scope = Scope::Eval;
+    const SCOPES: &'static [Scope] = &[Scope::Eval];
 }
 impl Policy for Read {
-    const SCOPE: Scope = Scope::Read;
+    const SCOPES: &'static [Scope] = &[Scope::Read];
 }
 impl Policy for Write {
-    const SCOPE: Scope = Scope::Write;
+    const SCOPES: &'static [Scope] = &[Scope::Write];
 }
 impl Policy for Kill {
-    const SCOPE: Scope = Scope::Kill;
+    const SCOPES: &'static [Scope] = &[Scope::Kill];
 }
 
 /// A request whose token allows `P` in the `{env}` of its path.
@@ -84,7 +90,7 @@ impl<P: Policy> FromRequest for Authorized<P> {
         ready((|| {
             let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
             let principal = principal(req)?;
-            principal.authorize(P::SCOPE, &env)?;
+            principal.authorize_any(P::SCOPES, &env)?;
             Ok(Authorized { principal, env, _policy: PhantomData })
         })())
     }

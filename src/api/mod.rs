@@ -9,6 +9,7 @@ mod evaluate;
 mod events;
 mod extract;
 mod health;
+mod reach;
 mod releases;
 mod sync;
 
@@ -55,7 +56,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(environment::configure)
                 .configure(sync::configure)
                 .configure(audit::configure)
-                .configure(events::configure),
+                .configure(events::configure)
+                .configure(reach::configure),
         );
 }
 

@@ -123,11 +123,17 @@ pub struct Principal {
 impl Principal {
     /// Checks that this principal may do `needed` in `env`.
     pub fn authorize(&self, needed: Scope, env: &EnvName) -> Result<(), AuthError> {
+        self.authorize_any(&[needed], env)
+    }
+
+    /// Checks that this principal may do any of `accepted` in `env`.
+    pub fn authorize_any(&self, accepted: &[Scope], env: &EnvName) -> Result<(), AuthError> {
         if !self.env.allows(env) {
             return Err(AuthError::WrongEnvironment { token: self.env.to_string(), route: env.to_string() });
         }
-        if !self.scopes.allow(needed) {
-            return Err(AuthError::MissingScope { needed: needed.as_str(), have: self.scopes.to_claim() });
+        if !accepted.iter().any(|s| self.scopes.allow(*s)) {
+            let needed = accepted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("` or `");
+            return Err(AuthError::MissingScope { needed, have: self.scopes.to_claim() });
         }
         Ok(())
     }
@@ -168,7 +174,7 @@ pub enum AuthError {
     #[error("the token's claims are not acceptable: {0}")]
     InvalidClaims(String),
     #[error("the token lacks the `{needed}` scope (it has: {have})")]
-    MissingScope { needed: &'static str, have: String },
+    MissingScope { needed: String, have: String },
     #[error("the token is for environment `{token}`, not `{route}`")]
     WrongEnvironment { token: String, route: String },
 }

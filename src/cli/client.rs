@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use super::args::strip_etag;
-use super::views::{AuditPage, EnvironmentState, ReleaseList, ReleaseView};
+use super::views::{AuditPage, EnvironmentState, Reach, ReleaseList, ReleaseView};
 use super::{EXIT_UNAVAILABLE, EXIT_USAGE, exit_code_for_status};
 
 /// Covers connect, send and reading the body: a CLI that hangs is worse than one that
@@ -170,6 +170,19 @@ impl CohortClient {
     pub async fn unkill_all(&self) -> Result<Reply<EnvironmentState>, ClientError> {
         let body = json!({});
         self.call(Method::POST, &["unkill-all"], Some(&body), None).await
+    }
+
+    /// `GET /v1/envs/{env}/reach?revision=N`
+    pub async fn reach(&self, revision: u64) -> Result<Reply<Reach>, ClientError> {
+        let mut url = self.url(&["reach"])?;
+        url.query_pairs_mut().append_pair("revision", &revision.to_string());
+        let raw = self.send_to(Method::GET, url, None, None).await?;
+        let value = Reach::deserialize(&raw.body).map_err(|e| ClientError::BadResponse {
+            url: self.base.to_string(),
+            status: raw.status,
+            cause: e.to_string(),
+        })?;
+        Ok(Reply { value, body: raw.body, etag: raw.etag })
     }
 
     /// `GET /v1/envs/{env}/audit?release=&limit=&before=`

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use thiserror::Error;
@@ -10,7 +11,9 @@ use thiserror::Error;
 use super::args::PercentArg;
 use super::client::{ClientError, CohortClient, Reply};
 use super::output;
-use super::{ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_USAGE, ReleaseCmd};
+use super::{
+    ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, KillArgs, ReleaseCmd,
+};
 
 /// Why a client command failed.
 #[derive(Debug, Error)]
@@ -25,6 +28,9 @@ pub enum CliError {
          was changed; check `cohort release get {key}` and run the command again"
     )]
     Stale { key: String, revision: u64, source: ClientError },
+    /// `--wait` ran out of time; the change itself was made.
+    #[error("{report}not every connected SDK confirmed in time")]
+    NotConfirmed { report: String },
     #[error("{version} is given more than once")]
     DuplicateVersion { version: String },
     #[error("cannot read {}: {source}", .path.display())]
@@ -41,6 +47,7 @@ impl CliError {
         match self {
             Self::Client(err) => err.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
+            Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
             Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
                 EXIT_USAGE
             }
@@ -54,9 +61,16 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
     let json = args.json;
     match cmd {
         ClientCommand::Release(cmd) => release(&client, args, cmd).await,
-        ClientCommand::KillAll { reason } => {
+        ClientCommand::Kill(kill_args) => kill(&client, json, kill_args).await,
+        ClientCommand::KillAll { reason, wait, wait_timeout } => {
+            let started = Instant::now();
             let reply = client.kill_all(reason.as_deref()).await?;
-            Ok(show(json, &reply, output::render_environment_state))
+            let mut out = show(json, &reply, output::render_environment_state);
+            if wait {
+                let revision = reply.value.revision;
+                out.push_str(&wait_for_reach(&client, revision, started, wait_timeout).await?);
+            }
+            Ok(out)
         }
         ClientCommand::UnkillAll => {
             let reply = client.unkill_all().await?;
@@ -88,10 +102,7 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
         ReleaseCmd::SetPercent { key, percents, if_match } => {
             set_percent(client, json, &key, &percents, if_match).await
         }
-        ReleaseCmd::Kill { key, reason } => {
-            let reply = client.kill(&key, reason.as_deref()).await?;
-            Ok(show(json, &reply, output::render_killed))
-        }
+        ReleaseCmd::Kill(kill_args) => kill(client, json, kill_args).await,
         ReleaseCmd::Unkill { key } => {
             let reply = client.unkill(&key).await?;
             Ok(show(json, &reply, output::render_unkilled))
@@ -100,6 +111,39 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
             let body = client.delete_release(&key, if_match).await?;
             Ok(if json { output::render_json(&body) } else { format!("deleted {key} from {}\n", args.env) })
         }
+    }
+}
+
+async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<String, CliError> {
+    let started = Instant::now();
+    let reply = client.kill(&args.key, args.reason.as_deref()).await?;
+    let mut out = show(json, &reply, output::render_killed);
+    if args.wait {
+        out.push_str(&wait_for_reach(client, reply.value.revision, started, args.wait_timeout).await?);
+    }
+    Ok(out)
+}
+
+/// Polls `reach` until every connected SDK has applied `revision` or `timeout` passes;
+/// says how many did, how fast, and which have not.
+async fn wait_for_reach(
+    client: &CohortClient,
+    revision: u64,
+    started: Instant,
+    timeout: Duration,
+) -> Result<String, CliError> {
+    loop {
+        let reach = client.reach(revision).await?.value;
+        let elapsed = started.elapsed();
+        let done = reach.applied == reach.connected;
+        if done || elapsed >= timeout {
+            let line = output::render_reach(&reach, elapsed);
+            if done {
+                return Ok(line);
+            }
+            return Err(CliError::NotConfirmed { report: line });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -41,6 +41,9 @@ pub const EXIT_CONFLICT: u8 = 4;
 /// failure, no answer within [`REQUEST_TIMEOUT`], any 5xx, or a response this client
 /// cannot read. Retrying later may help.
 pub const EXIT_UNAVAILABLE: u8 = 5;
+/// Exit code: `--wait` timed out before every connected SDK applied the change (the
+/// change itself was made).
+pub const EXIT_NOT_CONFIRMED: u8 = 6;
 
 /// Maps an HTTP status to the exit code a script sees.
 pub fn exit_code_for_status(status: StatusCode) -> u8 {
@@ -81,11 +84,19 @@ pub enum ClientCommand {
     /// Manage releases
     #[command(subcommand)]
     Release(ReleaseCmd),
+    /// Kill a release: everyone gets its baseline (same as `release kill`)
+    Kill(KillArgs),
     /// Kill switch for the whole environment: every release serves its baseline
     KillAll {
         /// why, recorded with the switch and shown by `release list`
         #[arg(long)]
         reason: Option<String>,
+        /// wait until every connected SDK has applied it, and say which have not
+        #[arg(long)]
+        wait: bool,
+        /// how long --wait waits (e.g. 5s, 500ms)
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait_timeout: std::time::Duration,
     },
     /// Turn the environment kill switch off
     UnkillAll,
@@ -101,6 +112,23 @@ pub enum ClientCommand {
         #[arg(long)]
         before: Option<u64>,
     },
+}
+
+/// `cohort kill KEY` / `cohort release kill KEY`.
+#[derive(clap::Args, Debug)]
+pub struct KillArgs {
+    /// release key
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub key: String,
+    /// why, recorded with the release and shown by `release list`
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// wait until every connected SDK has applied the kill, and say which have not
+    #[arg(long)]
+    pub wait: bool,
+    /// how long --wait waits (e.g. 5s, 500ms)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
 }
 
 /// `cohort release …`
@@ -130,14 +158,7 @@ pub enum ReleaseCmd {
         if_match: Option<u64>,
     },
     /// Kill a release: everyone gets its baseline
-    Kill {
-        /// release key
-        #[arg(value_parser = NonEmptyStringValueParser::new())]
-        key: String,
-        /// why, recorded with the release and shown by `release list`
-        #[arg(long)]
-        reason: Option<String>,
-    },
+    Kill(KillArgs),
     /// Undo `kill`: the release serves its allocation again
     Unkill {
         /// release key

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
-use super::views::{AuditEntryView, AuditPage, EnvironmentState, ReleaseList, ReleaseView};
+use super::views::{AuditEntryView, AuditPage, EnvironmentState, Reach, ReleaseList, ReleaseView};
 
 /// Allocation is exchanged in percent with up to three decimals; working in thousandths
 /// keeps sums such as `100 - 5.5 - 0.1` free of float noise.
@@ -449,4 +449,28 @@ mod audit_tests {
         let table = render_audit(&page);
         assert!(table.contains("alice") && table.contains("checkout") && table.contains("--before 7"), "{table}");
     }
+}
+
+/// `applied by 998/1000 connected SDKs in 38 ms`, then the ones that have not.
+pub fn render_reach(reach: &Reach, elapsed: std::time::Duration) -> String {
+    let mut out = String::new();
+    if reach.connected == 0 {
+        let _ = writeln!(out, "no SDK is connected to confirm revision {}", reach.revision);
+        return out;
+    }
+    let _ =
+        writeln!(out, "applied by {}/{} connected SDKs in {} ms", reach.applied, reach.connected, elapsed.as_millis());
+    if !reach.pending.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(vec![
+            "NOT YET",
+            "ADDRESS",
+            "HAS REVISION",
+        ]);
+        for sdk in &reach.pending {
+            table.add_row(vec![sdk.sdk_id.clone(), sdk.address.clone(), sdk.revision.to_string()]);
+        }
+        let _ = writeln!(out, "{table}");
+    }
+    out
 }

@@ -112,3 +112,22 @@ pub struct AuditEntryView {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// `GET /v1/envs/{env}/reach`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Reach {
+    pub revision: u64,
+    pub connected: usize,
+    pub applied: usize,
+    #[serde(default)]
+    pub pending: Vec<PendingSdk>,
+}
+
+/// An SDK that has not applied the revision yet.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PendingSdk {
+    pub sdk_id: String,
+    pub revision: u64,
+    #[serde(default)]
+    pub address: String,
+}

@@ -10,8 +10,8 @@
 use super::apply::apply;
 use super::outcomes::{field, split_field};
 use super::{
-    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount, Store, StoreError,
-    Write, WriteMeta,
+    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount, SdkAck, Store,
+    StoreError, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,8 @@ struct FileData {
 struct State {
     data: FileData,
     history: HashMap<EnvName, VecDeque<Change>>,
+    /// SDK acknowledgements: liveness data, deliberately not persisted.
+    acks: HashMap<EnvName, HashMap<String, SdkAck>>,
 }
 
 /// The embedded store.
@@ -96,7 +98,7 @@ impl EmbeddedStore {
         };
         Ok(EmbeddedStore {
             path,
-            state: Mutex::new(State { data, history: HashMap::new() }),
+            state: Mutex::new(State { data, history: HashMap::new(), acks: HashMap::new() }),
             written: watch::channel(0).0,
             audit_retention: audit_retention.max(1),
         })
@@ -239,6 +241,21 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        state.acks.entry(env.clone()).or_default().insert(ack.sdk_id.clone(), ack.clone());
+        Ok(())
+    }
+
+    async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(acks) = state.acks.get_mut(env) else { return Ok(Vec::new()) };
+        acks.retain(|_, ack| ack.seen_ms >= since_ms);
+        let mut all: Vec<SdkAck> = acks.values().cloned().collect();
+        all.sort_by(|a, b| a.sdk_id.cmp(&b.sdk_id));
+        Ok(all)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

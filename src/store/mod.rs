@@ -10,6 +10,7 @@ mod audit;
 pub mod embedded;
 mod outcomes;
 pub mod redis;
+mod sdks;
 
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -20,6 +21,7 @@ pub use audit::{Action, AuditEntry, AuditQuery, WriteMeta};
 pub use embedded::EmbeddedStore;
 pub use outcomes::{MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount};
 pub use redis::RedisStore;
+pub use sdks::SdkAck;
 
 /// A validated environment name (`production`, `staging-eu`): 1 to 64 of `a-z 0-9 - _`.
 /// Kept narrow because it is embedded in Redis keys (inside a `{hash tag}`) and URLs.
@@ -183,6 +185,13 @@ pub trait Store: Send + Sync + 'static {
     /// Per-minute counts of `release`'s versions for minutes `from..=to`.
     async fn outcomes(&self, env: &EnvName, release: &str, from: u64, to: u64)
     -> Result<Vec<MinuteCounts>, StoreError>;
+
+    /// Records an SDK instance's acknowledgement (replacing its previous one).
+    async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError>;
+
+    /// Every SDK acknowledgement of `env` seen at or after `since_ms`; older ones are
+    /// forgotten.
+    async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError>;
 
     /// Makes anything held only in memory durable (the embedded store's outcome
     /// counts); called on shutdown.

@@ -16,7 +16,7 @@
 use super::outcomes::{field, split_field};
 use super::{
     Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount,
-    Store, StoreError, StoredRelease, Write, WriteMeta,
+    SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -416,6 +416,39 @@ impl Store for RedisStore {
             }));
         }
         Ok(counts)
+    }
+
+    async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError> {
+        let json = serde_json::to_string(ack).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut conn = self.manager.clone();
+        redis::cmd("HSET")
+            .arg(self.key(env, "sdks"))
+            .arg(&ack.sdk_id)
+            .arg(json)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError> {
+        let key = self.key(env, "sdks");
+        let mut conn = self.manager.clone();
+        let all: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.map_err(unavailable)?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, json) in all {
+            match serde_json::from_str::<SdkAck>(&json) {
+                Ok(ack) if ack.seen_ms >= since_ms => live.push(ack),
+                _ => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            // Forget SDKs that went quiet; a failure here only delays the cleanup.
+            let _: Result<(), _> = redis::cmd("HDEL").arg(&key).arg(&gone).query_async(&mut conn).await;
+        }
+        live.sort_by(|a, b| a.sdk_id.cmp(&b.sdk_id));
+        Ok(live)
     }
 
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {

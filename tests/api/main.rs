@@ -8,6 +8,7 @@ mod events;
 mod helpers;
 mod instances;
 mod persistence;
+mod reach;
 mod redis_harness;
 mod releases;
 mod sdk_client;

@@ -1,6 +1,7 @@
 //! Configuring a [`Client`]: where the service is, how to follow it, what to start from.
 
 use super::Client;
+use super::ack;
 use super::bootstrap::Bootstrap;
 use super::state::Shared;
 use super::sync::SyncTask;
@@ -63,6 +64,10 @@ pub enum BuildError {
     Http(#[from] reqwest::Error),
 }
 
+/// How often a client re-acknowledges its revision, so the service counts it as
+/// connected (the service forgets SDKs silent for 90 s).
+const ACK_HEARTBEAT: Duration = Duration::from_secs(30);
+
 /// Options of a [`Client`]; start with [`Client::builder`].
 #[derive(Clone)]
 pub struct ClientBuilder {
@@ -71,6 +76,7 @@ pub struct ClientBuilder {
     token: String,
     bootstrap: Option<Bootstrap>,
     settings: Settings,
+    sdk_id: Option<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -102,6 +108,7 @@ pub(crate) struct Settings {
 pub(crate) struct Urls {
     pub(crate) snapshot: Url,
     pub(crate) stream: Url,
+    pub(crate) ack: Url,
 }
 
 impl ClientBuilder {
@@ -111,6 +118,7 @@ impl ClientBuilder {
             env,
             token,
             bootstrap: None,
+            sdk_id: None,
             settings: Settings {
                 mode: SyncMode::Stream,
                 poll_interval: Duration::from_secs(15),
@@ -186,6 +194,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The id this instance acknowledges applied revisions under (default
+    /// `sdk-<pid>-<random>`); `cohort kill --wait` lists SDKs by it.
+    #[must_use]
+    pub fn sdk_id(mut self, id: impl Into<String>) -> Self {
+        self.sdk_id = Some(id.into());
+        self
+    }
+
     /// Builds the client and starts its background task; returns at once, with the
     /// bootstrap (if any) already in use. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, BuildError> {
@@ -203,9 +219,17 @@ impl ClientBuilder {
         if let Some(bootstrap) = &self.bootstrap {
             shared.install(bootstrap.load()?);
         }
+        let ack = runtime.spawn(ack::run(
+            http.clone(),
+            urls.ack.clone(),
+            self.sdk_id.unwrap_or_else(ack::default_sdk_id),
+            shared.revisions(),
+            ACK_HEARTBEAT,
+            self.settings.request_timeout,
+        ));
         let task = SyncTask::new(self.settings, urls, http, Arc::clone(&shared));
         let handle = runtime.spawn(task.run());
-        Ok(Client::start(shared, handle.abort_handle()))
+        Ok(Client::start(shared, vec![handle.abort_handle(), ack.abort_handle()]))
     }
 }
 
@@ -232,7 +256,7 @@ fn urls(base: &str, env: &str) -> Result<Urls, BuildError> {
             .extend(["v1", "envs", env, leaf]);
         Ok(url)
     };
-    Ok(Urls { snapshot: url("snapshot")?, stream: url("stream")? })
+    Ok(Urls { snapshot: url("snapshot")?, stream: url("stream")?, ack: url("ack")? })
 }
 
 #[cfg(test)]

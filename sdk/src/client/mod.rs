@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+mod ack;
 mod bootstrap;
 mod builder;
 mod poll;
@@ -62,12 +63,14 @@ pub struct Client {
 
 struct Inner {
     shared: Arc<Shared>,
-    task: AbortHandle,
+    tasks: Vec<AbortHandle>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -78,8 +81,8 @@ impl Client {
         ClientBuilder::new(base_url.into(), env.into(), token.into())
     }
 
-    pub(crate) fn start(shared: Arc<Shared>, task: AbortHandle) -> Self {
-        Client { inner: Arc::new(Inner { shared, task }) }
+    pub(crate) fn start(shared: Arc<Shared>, tasks: Vec<AbortHandle>) -> Self {
+        Client { inner: Arc::new(Inner { shared, tasks }) }
     }
 
     /// Which version of `release` the unit in `ctx` gets, evaluated locally. A release

@@ -1,0 +1,17 @@
+//! What each connected SDK instance has applied, so an on-call engineer can see a kill
+//! land ("applied by 998/1000 connected SDKs").
+
+use serde::{Deserialize, Serialize};
+
+/// The latest acknowledgement from one SDK instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SdkAck {
+    /// The SDK instance's id (stable for its process lifetime).
+    pub sdk_id: String,
+    /// The environment revision it has applied.
+    pub revision: u64,
+    /// When it last acknowledged, milliseconds since the epoch.
+    pub seen_ms: u64,
+    /// The address it acknowledged from.
+    pub address: String,
+}
