@@ -2,7 +2,7 @@
 //! read"): salt bytes ready, slots laid out, versions resolved to indices, conditions
 //! parsed. Evaluation borrows everything and allocates nothing.
 
-use crate::bucket::{BUCKETS, hash_prefixed};
+use crate::bucket::{BUCKETS, SaltPrefix};
 use crate::condition::CompiledCondition;
 use crate::context::{Context, Value};
 use crate::decision::{Decision, ErrorCode, Reason};
@@ -25,8 +25,8 @@ const MAX_TEXT_LEN: usize = 1_024;
 #[derive(Debug, Clone)]
 pub struct CompiledRelease {
     release: Release,
-    /// `salt ":"` as bytes, so hashing is one copy plus one XXH3.
-    salt_prefix: Box<[u8]>,
+    /// `salt ":"`, laid out so hashing is one small copy plus one XXH3.
+    salt_prefix: SaltPrefix,
     /// Candidate `i` (version index `i + 1`) owns `[starts[i], ends[i])`.
     slots: Box<[(u32, u32)]>,
     overrides: HashMap<Box<str>, usize>,
@@ -175,10 +175,8 @@ impl CompiledRelease {
             .map(|(j, c)| CompiledCondition::compile(c, &format!("audience[{j}]")))
             .collect::<Result<Box<[_]>, _>>()?;
 
-        let mut salt_prefix = release.effective_salt().as_bytes().to_vec();
-        salt_prefix.push(b':');
         Ok(CompiledRelease {
-            salt_prefix: salt_prefix.into_boxed_slice(),
+            salt_prefix: SaltPrefix::new(release.effective_salt()),
             slots: slots.into_boxed_slice(),
             overrides,
             rules: rules.into_boxed_slice(),
@@ -204,7 +202,7 @@ impl CompiledRelease {
 
     /// The bucket of a unit value under this release's salt.
     pub fn bucket_of(&self, unit: &str) -> u32 {
-        (hash_prefixed(&self.salt_prefix, unit.as_bytes()) % u64::from(BUCKETS)) as u32
+        (self.salt_prefix.hash(unit.as_bytes()) % u64::from(BUCKETS)) as u32
     }
 
     /// Evaluates the release for `ctx` (DESIGN.md "Evaluation"); `kill_all` is the
@@ -232,7 +230,7 @@ impl CompiledRelease {
         let Some(unit) = unit else {
             return self.decide(0, Reason::Error, None, Some(ErrorCode::TargetingKeyMissing));
         };
-        let bucket = (hash_prefixed(&self.salt_prefix, unit.as_bytes()) % u64::from(BUCKETS)) as u32;
+        let bucket = (self.salt_prefix.hash(unit.as_bytes()) % u64::from(BUCKETS)) as u32;
         let index = self.slots.iter().position(|&(start, end)| (start..end).contains(&bucket)).map_or(0, |i| i + 1);
         self.decide(index, Reason::Split, Some(bucket), None)
     }
