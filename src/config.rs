@@ -20,6 +20,11 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Audit log.
     pub audit: AuditSettings,
+    /// Ramp driver.
+    pub ramp: RampSettings,
+    /// Webhook receivers of ramp transitions.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -69,6 +74,26 @@ pub struct AuthSettings {
     pub token_cache_entries: usize,
     /// Tolerated clock skew.
     pub leeway_secs: u64,
+}
+
+/// Ramp driver settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RampSettings {
+    /// How often the driver looks at running ramps.
+    pub tick_ms: u64,
+    /// How long the driving instance's lease lasts without renewal.
+    pub lease_ms: u64,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebhookSettings {
+    /// Environment whose transitions it gets (`*` for all).
+    pub env: String,
+    /// Where to POST.
+    pub url: String,
+    /// HMAC-SHA256 key for the `X-Cohort-Signature` header.
+    pub secret: Secret,
 }
 
 /// Audit log settings.

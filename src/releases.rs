@@ -21,6 +21,9 @@ pub enum ReleaseError {
     /// The request describes an invalid release.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The request conflicts with the release's state (e.g. a ramp is running).
+    #[error("{0}")]
+    Conflict(String),
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -62,6 +65,9 @@ pub struct ReleaseInput {
     /// Split audience.
     #[serde(default)]
     pub audience: Vec<Condition>,
+    /// Version → typed value (boolean, string, number or object; one type).
+    #[serde(default)]
+    pub values: BTreeMap<String, serde_json::Value>,
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
@@ -79,9 +85,13 @@ pub struct ReleaseView {
     pub overrides: BTreeMap<String, String>,
     pub rules: Vec<Rule>,
     pub audience: Vec<Condition>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, serde_json::Value>,
     pub killed: bool,
     pub kill_reason: Option<String>,
     pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<cohort_sdk::Ramp>,
     pub revision: u64,
 }
 
@@ -98,9 +108,11 @@ impl ReleaseView {
             overrides: release.overrides.clone(),
             rules: release.rules.clone(),
             audience: release.audience.clone(),
+            values: release.values.clone(),
             killed: release.killed,
             kill_reason: release.kill_reason.clone(),
             description: release.description.clone(),
+            ramp: release.ramp.clone(),
             revision,
         }
     }
@@ -146,6 +158,7 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     release.overrides = input.overrides;
     release.rules = input.rules;
     release.audience = input.audience;
+    release.values = input.values;
     release.description = input.description.unwrap_or_default();
     validate(release)
 }
@@ -231,6 +244,7 @@ impl Releases {
         if let Some(current) = self.current(env, key).await? {
             release.killed = current.0.killed;
             release.kill_reason = current.0.kill_reason;
+            release.ramp = current.0.ramp;
         }
         let meta = WriteMeta::now(&actor.0, Action::Update, None);
         let change = self.write(env, Write::Update { release: release.clone(), expected }, &meta).await?;
@@ -274,6 +288,15 @@ impl Releases {
         }
         let view = self
             .modify(env, key, expected, WriteMeta::now(&actor.0, Action::Allocation, None), |release| {
+                if let Some(ramp) = release.ramp.as_ref().filter(|r| !r.state.is_finished())
+                    && buckets.contains_key(&ramp.candidate)
+                {
+                    return Err(ReleaseError::Conflict(format!(
+                        "a ramp of `{}` is {}; pause and abort it (or let it finish) before setting its share by hand",
+                        ramp.candidate,
+                        ramp.state.as_str()
+                    )));
+                }
                 for (version, b) in &buckets {
                     release.allocation.insert(version.clone(), *b);
                 }
@@ -299,6 +322,12 @@ impl Releases {
         self.modify(env, key, None, WriteMeta::now(&actor.0, action, reason.clone()), |release| {
             release.killed = killed;
             release.kill_reason = reason.clone().filter(|_| killed);
+            // A kill freezes a running ramp; it stays paused after the unkill until
+            // someone resumes it deliberately.
+            if let Some(ramp) = release.ramp.as_mut().filter(|r| killed && r.state == cohort_sdk::RampState::Running) {
+                ramp.state = cohort_sdk::RampState::Paused;
+                ramp.reason = Some("killed".to_owned());
+            }
             Ok(())
         })
         .await
@@ -329,7 +358,7 @@ impl Releases {
 
     /// Read-modify-write of one release. With `expected`, one attempt (a stale revision
     /// is the caller's conflict); without, retries against the latest stored state.
-    async fn modify(
+    pub(crate) async fn modify(
         &self,
         env: &EnvName,
         key: &str,

@@ -4,6 +4,8 @@ use crate::api::{self, AppState};
 use crate::auth::Verifier;
 use crate::auth::secret::{self, Source};
 use crate::config::{Settings, StoreKind};
+use crate::ramp::Ramps;
+use crate::ramp::driver::Driver;
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
@@ -11,6 +13,7 @@ use crate::store::redis::RedisOptions;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
 use crate::stream::{Fanout, StreamSettings, Streams};
 use crate::sync::{SyncSettings, Syncer};
+use crate::webhooks::{self, Dispatcher};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use std::net::TcpListener;
@@ -45,6 +48,8 @@ pub struct Application {
     state: AppState,
     syncer: Syncer,
     fanout: Fanout,
+    driver: Driver,
+    dispatcher: Dispatcher,
 }
 
 /// Stops a running application.
@@ -152,8 +157,22 @@ impl Application {
             Arc::clone(&snapshots),
             StreamSettings { heartbeat: settings.server.sse_heartbeat(), buffer: settings.server.stream_buffer },
         );
+        let releases = Releases::new(Arc::clone(&store), Arc::clone(&snapshots));
+        let (webhooks, dispatcher) = webhooks::channel(settings.webhooks.clone());
+        let ramps = Ramps::new(releases.clone(), Arc::clone(&snapshots), webhooks);
+        let holder = format!("{}-{}-{:08x}", store.kind(), std::process::id(), rand::random::<u32>());
+        let driver = Driver::new(
+            ramps.clone(),
+            Arc::clone(&store),
+            Arc::clone(&snapshots),
+            holder.clone(),
+            Duration::from_millis(settings.ramp.tick_ms.max(1)),
+            Duration::from_millis(settings.ramp.lease_ms.max(1)),
+        );
         let state = AppState {
-            releases: Releases::new(Arc::clone(&store), Arc::clone(&snapshots)),
+            releases,
+            ramps,
+            instance_id: holder,
             snapshots,
             store_kind: store.kind(),
             verifier,
@@ -163,6 +182,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
         });
@@ -176,7 +196,7 @@ impl Application {
             .map_err(|source| StartError::Bind { addr, source })?
             .run();
         tracing::info!(%addr, port, store = store.kind(), "cohort listening");
-        Ok(Application { port, server, state, syncer, fanout })
+        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher })
     }
 
     /// The bound port (useful with port 0).
@@ -199,11 +219,15 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let sync = tokio::spawn(self.syncer.run(stopped.clone()));
-        let fanout = tokio::spawn(self.fanout.run(stopped));
+        let fanout = tokio::spawn(self.fanout.run(stopped.clone()));
+        let driver = tokio::spawn(self.driver.run(stopped.clone()));
+        let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
         let _ = sync.await;
         let _ = fanout.await;
+        let _ = driver.await;
+        let _ = dispatcher.await;
         if let Err(error) = self.state.releases.store().flush().await {
             tracing::warn!(%error, "could not flush the store on shutdown");
         }

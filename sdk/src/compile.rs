@@ -8,6 +8,7 @@ use crate::context::{Context, Value};
 use crate::decision::{Decision, ErrorCode, Reason};
 use crate::error::CompileError;
 use crate::model::{BUCKETING_XXH3_SLOTS_V1, Release, slot_width};
+use crate::value::{JsonValue, ValueType, compile_values};
 use std::collections::HashMap;
 
 const MAX_KEY_LEN: usize = 128;
@@ -32,6 +33,9 @@ pub struct CompiledRelease {
     overrides: HashMap<Box<str>, usize>,
     rules: Box<[(Box<[CompiledCondition]>, usize)]>,
     audience: Box<[CompiledCondition]>,
+    /// Each version's value by version index, built here so evaluation only borrows.
+    values: Box<[JsonValue]>,
+    value_type: ValueType,
 }
 
 /// Names: keys, versions. ASCII letters, digits, `-`, `_`, `.`; starting alphanumeric.
@@ -174,6 +178,7 @@ impl CompiledRelease {
             .enumerate()
             .map(|(j, c)| CompiledCondition::compile(c, &format!("audience[{j}]")))
             .collect::<Result<Box<[_]>, _>>()?;
+        let (value_type, values) = compile_values(&release)?;
 
         Ok(CompiledRelease {
             salt_prefix: SaltPrefix::new(release.effective_salt()),
@@ -181,6 +186,8 @@ impl CompiledRelease {
             overrides,
             rules: rules.into_boxed_slice(),
             audience,
+            values,
+            value_type,
             release,
         })
     }
@@ -198,6 +205,19 @@ impl CompiledRelease {
     /// The release's key.
     pub fn key(&self) -> &str {
         &self.release.key
+    }
+
+    /// The value of version `index` (0 = baseline): its declared value, or its name
+    /// when the release declares none. `None` only for an index out of range.
+    #[inline]
+    pub fn value(&self, index: usize) -> Option<&JsonValue> {
+        self.values.get(index)
+    }
+
+    /// The type all of this release's values share ([`ValueType::String`] without
+    /// `values`).
+    pub fn value_type(&self) -> ValueType {
+        self.value_type
     }
 
     /// The bucket of a unit value under this release's salt.

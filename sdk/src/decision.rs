@@ -16,6 +16,9 @@ pub enum Reason {
     Disabled,
     /// The release could not be evaluated as asked; see [`ErrorCode`].
     Error,
+    /// The SDK has heard nothing from the service for longer than its `max_staleness`:
+    /// baseline, until it hears again. Only SDKs produce it, never the server.
+    Stale,
 }
 
 impl Reason {
@@ -27,6 +30,7 @@ impl Reason {
             Reason::Default => "DEFAULT",
             Reason::Disabled => "DISABLED",
             Reason::Error => "ERROR",
+            Reason::Stale => "STALE",
         }
     }
 }
@@ -84,5 +88,21 @@ impl<'a> Decision<'a> {
     /// True when a candidate (not the baseline) is served.
     pub fn is_candidate(&self) -> bool {
         matches!(self.version_index, Some(i) if i > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_serialise_as_their_wire_names() {
+        for reason in
+            [Reason::Split, Reason::TargetingMatch, Reason::Default, Reason::Disabled, Reason::Error, Reason::Stale]
+        {
+            let json = serde_json::to_string(&reason).expect("serialises");
+            assert_eq!(json, format!("\"{}\"", reason.as_str()));
+        }
+        assert_eq!(Reason::Stale.as_str(), "STALE");
     }
 }

@@ -25,8 +25,12 @@ mod context;
 mod decision;
 mod error;
 mod model;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
+mod ramp;
 mod semver;
 mod snapshot;
+mod value;
 
 pub use bucket::{BUCKETS, bucket, hash_unit};
 pub use compile::CompiledRelease;
@@ -37,5 +41,7 @@ pub use model::{
     BUCKETING_XXH3_SLOTS_V1, Condition, DEFAULT_UNIT, Op, Release, Rule, buckets_to_percent, percent_to_buckets,
     slot_width,
 };
+pub use ramp::{GuardFigures, Ramp, RampGuard, RampState, RampStep};
 pub use semver::Version;
 pub use snapshot::{Snapshot, SnapshotData};
+pub use value::{JsonValue, MAX_VALUE_BYTES, Resolved, ValueType};

@@ -45,6 +45,11 @@ pub struct Release {
     /// Conditions a unit must meet to take part in the split; others get the baseline.
     #[serde(default)]
     pub audience: Vec<Condition>,
+    /// Version → the value it stands for in application code (boolean, string, number
+    /// or JSON object; one type per release; every version has one). Empty: each
+    /// version's value is its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, crate::value::JsonValue>,
     /// Kill switch: everyone gets the baseline.
     #[serde(default)]
     pub killed: bool,
@@ -54,6 +59,9 @@ pub struct Release {
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// The automatic ramp, when one was started (evaluation ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<crate::ramp::Ramp>,
 }
 
 fn default_unit() -> String {
@@ -82,9 +90,11 @@ impl Release {
             overrides: BTreeMap::new(),
             rules: Vec::new(),
             audience: Vec::new(),
+            values: BTreeMap::new(),
             killed: false,
             kill_reason: None,
             description: String::new(),
+            ramp: None,
         }
     }
 

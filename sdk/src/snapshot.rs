@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::decision::Decision;
 use crate::error::CompileError;
 use crate::model::Release;
+use crate::value::Resolved;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -104,6 +105,16 @@ impl Snapshot {
         match self.releases.get(key) {
             Some(release) => release.evaluate(self.kill_all, ctx),
             None => Decision::NOT_FOUND,
+        }
+    }
+
+    /// Evaluates like [`Snapshot::evaluate`] and adds the served version's value (its
+    /// declared value, or its name). Allocates nothing.
+    #[inline]
+    pub fn resolve(&self, key: &str, ctx: &Context) -> Resolved<'_> {
+        match self.releases.get(key) {
+            Some(release) => release.resolve(self.kill_all, ctx),
+            None => Resolved { decision: Decision::NOT_FOUND, value: None },
         }
     }
 

@@ -106,3 +106,29 @@ fn evaluating_allocates_nothing_on_any_path() {
     });
     assert_eq!(count, 0);
 }
+
+#[test]
+fn resolving_a_typed_value_allocates_nothing() {
+    use serde_json::json;
+    let mut layout = Release::new("layout", ["v1", "v2"]).with_allocation("v2", 50_000);
+    layout.values.insert("v1".into(), json!({"columns": 1, "tags": ["a", "b"]}));
+    layout.values.insert("v2".into(), json!({"columns": 2, "sidebar": true}));
+    let snapshot = Snapshot::compile(SnapshotData {
+        revision: 1,
+        kill_all: false,
+        releases: vec![layout, Release::new("plain", ["v1", "v2"]).with_allocation("v2", 5_000)],
+    })
+    .unwrap();
+    let contexts: Vec<Context> = (0..50).map(|i| Context::with_targeting_key(format!("user-{i}"))).collect();
+    let mut values = 0;
+    let count = allocations_during(|| {
+        for ctx in &contexts {
+            for key in ["layout", "plain", "missing"] {
+                let resolved = snapshot.resolve(key, ctx);
+                values += usize::from(std::hint::black_box(resolved.value).is_some());
+            }
+        }
+    });
+    assert_eq!(count, 0, "resolving allocated {count} times");
+    assert_eq!(values, 100, "every known release has a value");
+}

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// Create of an existing key.
     #[error("release `{0}` already exists")]
     AlreadyExists(String),
+    /// The release's state does not allow this now.
+    #[error("{0}")]
+    Conflict(String),
     /// `If-Match` is stale.
     #[error("release `{key}` is at revision {current}, not {expected}: someone changed it; fetch it again and retry")]
     RevisionMismatch { key: String, expected: u64, current: u64 },
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::Conflict(_) => "conflict",
             ApiError::RevisionMismatch { .. } => "revision_mismatch",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -116,6 +120,7 @@ impl From<ReleaseError> for ApiError {
     fn from(e: ReleaseError) -> Self {
         match e {
             ReleaseError::Invalid { field, message } => ApiError::InvalidRelease { field, message },
+            ReleaseError::Conflict(message) => ApiError::Conflict(message),
             ReleaseError::Store(e) => e.into(),
         }
     }
@@ -144,7 +149,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::AlreadyExists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::StoreUnavailable(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +161,9 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        if let ApiError::StoreUnavailable(_) | ApiError::Internal(_) = self {
+            crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();
         }
         let mut response = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {

@@ -4,7 +4,7 @@
 use super::auth::{Authorized, Eval};
 use super::{ApiError, AppState, resource};
 use actix_web::{HttpResponse, web};
-use cohort_sdk::{Context, Decision, Snapshot};
+use cohort_sdk::{Context, Resolved, Snapshot};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -63,7 +63,7 @@ impl Serialize for Response<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(Some(self.0.keys.len()))?;
                 for key in self.0.keys {
-                    map.serialize_entry(key, &DecisionView(self.0.snapshot.evaluate(key, self.0.context)))?;
+                    map.serialize_entry(key, &DecisionView(self.0.snapshot.resolve(key, self.0.context)))?;
                 }
                 map.end()
             }
@@ -75,17 +75,24 @@ impl Serialize for Response<'_> {
     }
 }
 
-/// `{"version", "reason", "bucket"?, "error"?}`.
-pub struct DecisionView<'a>(pub Decision<'a>);
+/// `{"version", "value", "reason", "bucket"?, "error"?}`; `value` is the version's
+/// typed value, or its name when the release declares none.
+pub struct DecisionView<'a>(pub Resolved<'a>);
 
 impl Serialize for DecisionView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let d = &self.0;
-        let len =
-            1 + usize::from(d.version.is_some()) + usize::from(d.bucket.is_some()) + usize::from(d.error.is_some());
+        let d = &self.0.decision;
+        let len = 1
+            + usize::from(d.version.is_some())
+            + usize::from(self.0.value.is_some())
+            + usize::from(d.bucket.is_some())
+            + usize::from(d.error.is_some());
         let mut map = s.serialize_map(Some(len))?;
         if let Some(version) = d.version {
             map.serialize_entry("version", version)?;
+        }
+        if let Some(value) = self.0.value {
+            map.serialize_entry("value", value)?;
         }
         map.serialize_entry("reason", d.reason.as_str())?;
         if let Some(bucket) = d.bucket {

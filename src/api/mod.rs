@@ -9,11 +9,14 @@ mod evaluate;
 mod events;
 mod extract;
 mod health;
+mod ofrep;
+mod ramp;
 mod reach;
 mod releases;
 mod sync;
 
 use crate::auth::Verifier;
+use crate::ramp::Ramps;
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
 use crate::stream::Streams;
@@ -27,6 +30,10 @@ pub use error::ApiError;
 pub struct AppState {
     /// Release operations (writes go through the store).
     pub releases: Releases,
+    /// Ramp operations.
+    pub ramps: Ramps,
+    /// This instance's id (the ramp lease holder name).
+    pub instance_id: String,
     /// What evaluation reads.
     pub snapshots: Arc<Snapshots>,
     /// Name of the store, for `/readyz`.
@@ -49,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .configure(health::configure)
+        .configure(ofrep::configure)
         .service(
             web::scope("/v1/envs/{env}")
                 .configure(evaluate::configure)
@@ -57,7 +65,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(sync::configure)
                 .configure(audit::configure)
                 .configure(events::configure)
-                .configure(reach::configure),
+                .configure(reach::configure)
+                .configure(ramp::configure),
         );
 }
 

@@ -120,7 +120,9 @@ async fn kill(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
+    let before = state.releases.get(&auth.env, &path.key).ok().and_then(|v| v.ramp);
     let view = state.releases.set_killed(&auth.env, &auth.actor(), &path.key, true, reason).await?;
+    state.ramps.killed(&auth.env, &before, &view, &auth.principal.sub);
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 

@@ -138,3 +138,46 @@ mod tests {
         assert!(parse_revision("-1").is_err());
     }
 }
+
+/// `--steps 1:10m,5:30m,100`: the ramp's steps as the API takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steps(pub Vec<(f64, Option<String>)>);
+
+/// Parses `percent[:hold]` items separated by commas; every item but the last needs a hold.
+pub fn parse_steps(text: &str) -> Result<Steps, String> {
+    let items: Vec<&str> = text.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if items.is_empty() {
+        return Err("give at least one step, e.g. 1:10m,5:30m,100".into());
+    }
+    let mut steps = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let (percent, hold) = match item.split_once(':') {
+            Some((p, h)) => (p, Some(h.to_owned())),
+            None => (*item, None),
+        };
+        let percent: f64 = percent.parse().map_err(|_| format!("`{item}`: `{percent}` is not a percent"))?;
+        if hold.is_none() && i + 1 < items.len() {
+            return Err(format!("`{item}`: every step but the last needs a hold, e.g. {percent}:10m"));
+        }
+        if let Some(h) = &hold {
+            humantime::parse_duration(h).map_err(|e| format!("`{item}`: hold `{h}`: {e}"))?;
+        }
+        steps.push((percent, hold));
+    }
+    Ok(Steps(steps))
+}
+
+#[cfg(test)]
+mod steps_tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_as_percent_and_hold() {
+        let steps = parse_steps("1:10m, 5:30m,100").expect("valid");
+        assert_eq!(steps.0, vec![(1.0, Some("10m".into())), (5.0, Some("30m".into())), (100.0, None)]);
+        assert!(parse_steps("1,5").is_err());
+        assert!(parse_steps("1:soon,5").is_err());
+        assert!(parse_steps("x:1m,5").is_err());
+        assert!(parse_steps("").is_err());
+    }
+}

@@ -172,6 +172,19 @@ impl CohortClient {
         self.call(Method::POST, &["unkill-all"], Some(&body), None).await
     }
 
+    /// `POST /v1/envs/{env}/releases/{key}/ramp` (and its sub-actions) or
+    /// `…/promote`: answers the release.
+    pub async fn ramp_action(&self, key: &str, path: &[&str], body: &Value) -> Result<Reply<ReleaseView>, ClientError> {
+        let mut segments = vec!["releases", key];
+        segments.extend_from_slice(path);
+        self.call(Method::POST, &segments, Some(body), None).await
+    }
+
+    /// `GET /v1/envs/{env}/releases/{key}/ramp`
+    pub async fn ramp_status(&self, key: &str) -> Result<Reply<Value>, ClientError> {
+        self.call(Method::GET, &["releases", key, "ramp"], None, None).await
+    }
+
     /// `GET /v1/envs/{env}/reach?revision=N`
     pub async fn reach(&self, revision: u64) -> Result<Reply<Reach>, ClientError> {
         let mut url = self.url(&["reach"])?;

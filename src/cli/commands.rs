@@ -12,7 +12,7 @@ use super::args::PercentArg;
 use super::client::{ClientError, CohortClient, Reply};
 use super::output;
 use super::{
-    ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, KillArgs, ReleaseCmd,
+    ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, KillArgs, RampCmd, ReleaseCmd,
 };
 
 /// Why a client command failed.
@@ -76,6 +76,7 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
             let reply = client.unkill_all().await?;
             Ok(show(json, &reply, output::render_environment_state))
         }
+        ClientCommand::Ramp(cmd) => ramp(&client, json, cmd).await,
         ClientCommand::Audit { release, limit, before } => {
             let reply = client.audit(release.as_deref(), limit, before).await?;
             Ok(show(json, &reply, output::render_audit))
@@ -112,6 +113,72 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
             Ok(if json { output::render_json(&body) } else { format!("deleted {key} from {}\n", args.env) })
         }
     }
+}
+
+async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String, CliError> {
+    let reason_body = |reason: Option<String>| reason.map_or_else(|| json!({}), |r| json!({ "reason": r }));
+    let (key, reply) = match cmd {
+        RampCmd::Status { key } => {
+            let reply = client.ramp_status(&key).await?;
+            return Ok(if json { output::render_json(&reply.body) } else { output::render_ramp_status(&reply.value) });
+        }
+        RampCmd::Start { key, candidate, steps, max_error_rate_increase, max_error_rate, min_samples, confidence } => {
+            let steps: Vec<Value> = steps
+                .0
+                .into_iter()
+                .map(|(percent, hold)| match hold {
+                    Some(hold) => json!({"percent": percent, "hold": hold}),
+                    None => json!({"percent": percent}),
+                })
+                .collect();
+            let mut guard = json!({
+                "max_error_rate_increase": max_error_rate_increase,
+                "min_samples": min_samples,
+                "confidence": confidence,
+            });
+            if let Some(max) = max_error_rate {
+                guard["max_error_rate"] = json!(max);
+            }
+            let body = json!({"candidate": candidate, "steps": steps, "guard": guard});
+            let reply = client.ramp_action(&key, &["ramp"], &body).await?;
+            (key, reply)
+        }
+        RampCmd::Pause { key, reason } => {
+            let reply = client.ramp_action(&key, &["ramp", "pause"], &reason_body(reason)).await?;
+            (key, reply)
+        }
+        RampCmd::Resume { key } => {
+            let reply = client.ramp_action(&key, &["ramp", "resume"], &json!({})).await?;
+            (key, reply)
+        }
+        RampCmd::Abort { key, reason } => {
+            let reply = client.ramp_action(&key, &["ramp", "abort"], &reason_body(reason)).await?;
+            (key, reply)
+        }
+        RampCmd::Promote { key, candidate } => {
+            let body = candidate.map_or_else(|| json!({}), |c| json!({ "candidate": c }));
+            let reply = client.ramp_action(&key, &["promote"], &body).await?;
+            (key, reply)
+        }
+    };
+    if json {
+        return Ok(output::render_json(&reply.body));
+    }
+    let ramp = &reply.body["ramp"];
+    Ok(match ramp["state"].as_str() {
+        Some(state) => format!(
+            "{key}: ramp of {} {state} at step {} ({}) — revision {}\n",
+            ramp["candidate"].as_str().unwrap_or("?"),
+            ramp["step"],
+            output::allocation_summary(&reply.value),
+            reply.value.revision
+        ),
+        None => format!(
+            "{key}: baseline is now {} — revision {}\n",
+            reply.value.baseline().unwrap_or("?"),
+            reply.value.revision
+        ),
+    })
 }
 
 async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<String, CliError> {

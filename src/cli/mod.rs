@@ -100,6 +100,9 @@ pub enum ClientCommand {
     },
     /// Turn the environment kill switch off
     UnkillAll,
+    /// Automatic ramps
+    #[command(subcommand)]
+    Ramp(RampCmd),
     /// Show the audit log, newest first
     Audit {
         /// only this release's entries
@@ -111,6 +114,69 @@ pub enum ClientCommand {
         /// only entries below this revision (the next page)
         #[arg(long)]
         before: Option<u64>,
+    },
+}
+
+/// `cohort ramp …`
+#[derive(clap::Subcommand, Debug)]
+pub enum RampCmd {
+    /// Start a ramp: `--steps 1:10m,5:30m,25:1h,100` (percent:hold, the last without hold)
+    Start {
+        /// release key
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        key: String,
+        /// the version to ramp
+        #[arg(long)]
+        candidate: String,
+        /// percent:hold steps, comma separated
+        #[arg(long, value_parser = args::parse_steps)]
+        steps: args::Steps,
+        /// largest tolerated error-rate increase over the baseline (0.01 = one point)
+        #[arg(long, default_value_t = 0.01)]
+        max_error_rate_increase: f64,
+        /// largest tolerated candidate error rate
+        #[arg(long)]
+        max_error_rate: Option<f64>,
+        /// outcomes each side needs before a step may pass
+        #[arg(long, default_value_t = 500)]
+        min_samples: u64,
+        /// confidence of the guard's test
+        #[arg(long, default_value_t = 0.99)]
+        confidence: f64,
+    },
+    /// Show a ramp: steps, progress, the guard's current rates
+    Status {
+        /// release key
+        key: String,
+    },
+    /// Pause a running ramp
+    Pause {
+        /// release key
+        key: String,
+        /// why
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused ramp (the current hold starts over)
+    Resume {
+        /// release key
+        key: String,
+    },
+    /// Abort a ramp: the candidate goes back to 0 %
+    Abort {
+        /// release key
+        key: String,
+        /// why
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Make the candidate the baseline (allocation cleared)
+    Promote {
+        /// release key
+        key: String,
+        /// which candidate, when there is no ramp and several candidates
+        #[arg(long)]
+        candidate: Option<String>,
     },
 }
 

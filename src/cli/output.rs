@@ -474,3 +474,60 @@ pub fn render_reach(reach: &Reach, elapsed: std::time::Duration) -> String {
     }
     out
 }
+
+/// `cohort ramp status`: the steps with a progress bar, and the guard's current rates.
+pub fn render_ramp_status(status: &Value) -> String {
+    let mut out = String::new();
+    let state = status["state"].as_str().unwrap_or("?");
+    let step = status["step"].as_u64().unwrap_or(0) as usize;
+    let _ = writeln!(
+        out,
+        "{}: ramp of {} is {state}{} — at {} (revision {})",
+        status["release"].as_str().unwrap_or("?"),
+        status["candidate"].as_str().unwrap_or("?"),
+        status["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
+        format_percent(status["percent"].as_f64().unwrap_or(0.0)),
+        status["revision"],
+    );
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(vec!["", "STEP", "PERCENT", "HOLD", ""]);
+    let steps = status["steps"].as_array().cloned().unwrap_or_default();
+    for (i, s) in steps.iter().enumerate() {
+        let percent = s["buckets"].as_u64().unwrap_or(0) as f64 / THOUSANDTHS;
+        let bar_len = ((percent / 100.0) * 20.0).round() as usize;
+        let bar = format!("{}{}", "█".repeat(bar_len), "·".repeat(20 - bar_len.min(20)));
+        let marker = match i.cmp(&step) {
+            std::cmp::Ordering::Less => "✓",
+            std::cmp::Ordering::Equal => "▶",
+            std::cmp::Ordering::Greater => " ",
+        };
+        let hold = s["hold_ms"].as_u64().map_or_else(
+            || "-".to_owned(),
+            |ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string(),
+        );
+        table.add_row(vec![marker.to_owned(), (i + 1).to_string(), format_percent(percent), hold, bar]);
+    }
+    let _ = writeln!(out, "{table}");
+    let live = &status["live"];
+    let rate = |errors: &Value, total: &Value| match (errors.as_u64(), total.as_u64()) {
+        (Some(e), Some(t)) if t > 0 => format!("{:.3}% of {t}", e as f64 * 100.0 / t as f64),
+        _ => "no data".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "guard: {} — candidate {}, baseline {}, z {} (critical {:.3})",
+        live["verdict"].as_str().unwrap_or("?"),
+        rate(&live["candidate_errors"], &live["candidate_samples"]),
+        rate(&live["baseline_errors"], &live["baseline_samples"]),
+        live["z"].as_f64().map_or_else(|| "n/a".to_owned(), |z| format!("{z:.3}")),
+        live["z_critical"].as_f64().unwrap_or(0.0),
+    );
+    if let Some(next) = status["next_transition_ms"].as_u64() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(next);
+        let _ = writeln!(out, "next step check: {}", humantime::format_rfc3339_seconds(time));
+    }
+    out
+}

@@ -16,6 +16,15 @@ pub enum Action {
     Unkill,
     KillAll,
     UnkillAll,
+    RampStart,
+    RampAdvance,
+    RampExtend,
+    RampPause,
+    RampResume,
+    RampRollback,
+    RampAbort,
+    RampComplete,
+    Promote,
 }
 
 impl Action {
@@ -30,6 +39,15 @@ impl Action {
             Action::Unkill => "unkill",
             Action::KillAll => "kill-all",
             Action::UnkillAll => "unkill-all",
+            Action::RampStart => "ramp-start",
+            Action::RampAdvance => "ramp-advance",
+            Action::RampExtend => "ramp-extend",
+            Action::RampPause => "ramp-pause",
+            Action::RampResume => "ramp-resume",
+            Action::RampRollback => "ramp-rollback",
+            Action::RampAbort => "ramp-abort",
+            Action::RampComplete => "ramp-complete",
+            Action::Promote => "promote",
         }
     }
 
@@ -44,6 +62,15 @@ impl Action {
             Action::Unkill,
             Action::KillAll,
             Action::UnkillAll,
+            Action::RampStart,
+            Action::RampAdvance,
+            Action::RampExtend,
+            Action::RampPause,
+            Action::RampResume,
+            Action::RampRollback,
+            Action::RampAbort,
+            Action::RampComplete,
+            Action::Promote,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

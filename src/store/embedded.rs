@@ -243,6 +243,11 @@ impl Store for EmbeddedStore {
         Ok(counts)
     }
 
+    async fn try_lease(&self, _name: &str, _holder: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        // One process owns the data file: it always drives.
+        Ok(true)
+    }
+
     async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
         state.acks.entry(env.clone()).or_default().insert(ack.sdk_id.clone(), ack.clone());

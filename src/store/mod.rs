@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten.
     async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError>;
 
+    /// Takes or renews the lease `name` for `holder` for `ttl`; true when `holder` has
+    /// it. One instance at a time drives ramps through it.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Makes anything held only in memory durable (the embedded store's outcome
     /// counts); called on shutdown.
     async fn flush(&self) -> Result<(), StoreError> {

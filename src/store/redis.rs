@@ -84,6 +84,20 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', audit_maxlen, id, 'time_ms', time_ms,
 return {'ok', tostring(rev)}
 "#;
 
+/// Take or renew a lease: the holder renews its own; anyone takes a free one.
+const LEASE_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// Connection settings for [`RedisStore::connect`].
 #[derive(Clone)]
 pub struct RedisOptions {
@@ -416,6 +430,18 @@ impl Store for RedisStore {
             }));
         }
         Ok(counts)
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut conn = self.manager.clone();
+        let held: i64 = Script::new(LEASE_SCRIPT)
+            .key(format!("{}:lease:{name}", self.options.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
     }
 
     async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError> {

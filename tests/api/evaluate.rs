@@ -97,7 +97,7 @@ async fn omitting_releases_evaluates_every_release_and_unknown_ones_say_so() {
     let d = app.decision("nowhere", "a", json!({"targetingKey": "u1"})).await;
     assert_eq!(d["error"], "FLAG_NOT_FOUND", "an unknown environment has no releases");
     let d = app.decision("production", "a", json!({"country": "NZ"})).await;
-    assert_eq!(d, json!({"version": "v1", "reason": "ERROR", "error": "TARGETING_KEY_MISSING"}));
+    assert_eq!(d, json!({"version": "v1", "value": "v1", "reason": "ERROR", "error": "TARGETING_KEY_MISSING"}));
 }
 
 #[tokio::test]
@@ -112,7 +112,7 @@ async fn kill_switches_serve_the_baseline_at_once() {
     assert_eq!((body["killed"].clone(), body["kill_reason"].clone()), (json!(true), json!("errors up")));
     assert_eq!(
         app.decision("production", "checkout", ctx.clone()).await,
-        json!({"version": "v1", "reason": "DISABLED"})
+        json!({"version": "v1", "value": "v1", "reason": "DISABLED"})
     );
     let r = app.post(&app.env_url("production", "/releases/checkout/unkill"), &json!({})).await;
     assert_eq!(r.status(), StatusCode::OK);

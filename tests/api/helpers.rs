@@ -89,6 +89,8 @@ pub fn test_settings(backend: &Backend<'_>) -> (Settings, Option<TempDir>) {
     settings.store.follow_block_ms = 500;
     settings.store.command_timeout_ms = 1_000;
     settings.auth.hs256_secret = Secret::new(TEST_SECRET);
+    settings.ramp.tick_ms = 20;
+    settings.ramp.lease_ms = 1_000;
     if let Backend::Redis { prefix, .. } = backend {
         settings.store.redis_prefix = prefix.to_string();
     }
@@ -109,9 +111,18 @@ pub async fn spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Setti
 /// Restarts an embedded-store app on `dir` and on `port` — a port an earlier app of the
 /// same test got from the OS — retrying while the old listener is still closing.
 pub async fn respawn_embedded_on(dir: &Path, port: u16) -> TestApp {
+    respawn_embedded_on_with(dir, port, |_| {}).await
+}
+
+/// [`respawn_embedded_on`] with the settings adjusted by `adjust`.
+pub async fn respawn_embedded_on_with(dir: &Path, port: u16, adjust: impl Fn(&mut Settings)) -> TestApp {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match try_spawn_app_with(Backend::EmbeddedAt(dir), |s| s.server.port = port).await {
+        let adjusted = |s: &mut Settings| {
+            adjust(s);
+            s.server.port = port;
+        };
+        match try_spawn_app_with(Backend::EmbeddedAt(dir), adjusted).await {
             Ok(app) => return app,
             Err(StartError::Bind { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -159,6 +170,13 @@ impl TestApp {
     /// (background tasks stopped, store flushed).
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+
+    /// Stops the server at once (no grace for in-flight requests), like a crash of the
+    /// HTTP side, and waits for the background tasks to end.
+    pub async fn kill(self) {
+        self.handle.stop(false).await;
         let _ = self.task.await;
     }
 

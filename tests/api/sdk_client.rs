@@ -62,6 +62,89 @@ async fn an_sdk_client_gets_ready_and_evaluates_locally_like_the_server() {
     }
 }
 
+/// Releases that exercise every step of the evaluation order.
+fn varied_releases() -> Vec<Value> {
+    vec![
+        json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 30}}),
+        json!({"key": "search", "versions": ["v1", "v2", "v3"], "salt": "search-2024",
+               "allocation": {"v2": 20.5, "v3": 12.125}}),
+        json!({"key": "pricing", "versions": ["v1", "v2", "v3"], "allocation": {"v2": 40},
+               "overrides": {"user-7": "v3", "user-4242": "v2"},
+               "rules": [{"when": [{"attr": "country", "op": "in", "values": ["NZ"]},
+                                   {"attr": "plan", "op": "eq", "values": ["pro"]}], "serve": "v3"}],
+               "audience": [{"attr": "app_version", "op": "semver_gte", "values": ["2.4.0"]}]}),
+        json!({"key": "tenants", "versions": ["v1", "v2"], "unit": "tenant_id", "allocation": {"v2": 50}}),
+    ]
+}
+
+/// Unit `i`'s context: a user, mostly with a country, a plan and an app version, and
+/// a tenant for two thirds of them.
+fn varied_context(i: usize) -> Value {
+    let mut ctx = json!({"targetingKey": format!("user-{i}")});
+    ctx["country"] = json!(["NZ", "US", "FR", "DE", "JP"][i % 5]);
+    ctx["plan"] = json!(["free", "pro"][i % 2]);
+    if i % 7 != 0 {
+        ctx["app_version"] = json!(["2.3.9", "2.4.0", "3.0.1"][i % 3]);
+    }
+    if i % 3 != 0 {
+        ctx["tenant_id"] = json!(format!("tenant-{}", i % 97));
+    }
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sdk_client_decides_exactly_like_the_server_for_ten_thousand_units() {
+    use futures_util::StreamExt;
+    const UNITS: usize = 10_000;
+    let app = spawn_app(Backend::Embedded).await;
+    let releases = varied_releases();
+    for release in &releases {
+        assert_eq!(app.create_release("production", release.clone()).await.status(), StatusCode::CREATED);
+    }
+    let keys: Vec<&str> = releases.iter().filter_map(|r| r["key"].as_str()).collect();
+    let client = sdk(&app.address, "production").build().expect("client");
+    assert!(client.wait_ready(DEADLINE).await);
+    assert!(eventually(DEADLINE, || async { client.revision() == releases.len() as u64 }).await, "all releases");
+
+    // One request per unit for every release, a few in flight at a time.
+    let url = app.env_url("production", "/evaluate");
+    let answers: Vec<(usize, Value)> = futures_util::stream::iter(0..UNITS)
+        .map(|i| {
+            let request = app.client.post(&url).json(&json!({"context": varied_context(i), "releases": keys}));
+            async move {
+                let response = request.send().await.expect("sent");
+                assert_eq!(response.status(), StatusCode::OK);
+                (i, response.json::<Value>().await.expect("json"))
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(answers.len(), UNITS);
+
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for (i, answer) in answers {
+        assert_eq!(answer["revision"], client.revision(), "same configuration");
+        let ctx: Context = serde_json::from_value(varied_context(i)).expect("context");
+        for key in &keys {
+            let server = &answer["results"][*key];
+            let local = client.version(key, &ctx, "default");
+            let what = format!("unit {i}, release {key}: server {server}, local {local:?}");
+            assert_eq!(server["version"], local.version(), "{what}");
+            assert_eq!(server["reason"], local.reason.as_str(), "{what}");
+            assert_eq!(server["bucket"], json!(local.bucket), "{what}");
+            assert_eq!(server["error"], json!(local.error.map(|e| e.as_str())), "{what}");
+            *seen.entry(format!("{}/{}", local.reason.as_str(), local.version())).or_default() += 1;
+        }
+    }
+    // Every branch of the evaluation order was taken.
+    for expected in
+        ["SPLIT/v1", "SPLIT/v2", "SPLIT/v3", "TARGETING_MATCH/v3", "TARGETING_MATCH/v2", "DEFAULT/v1", "ERROR/v1"]
+    {
+        assert!(seen.contains_key(expected), "{expected} in {seen:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_release_the_client_does_not_know_gives_the_default_with_flag_not_found() {
     let app = spawn_app(Backend::Embedded).await;

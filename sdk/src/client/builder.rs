@@ -1,15 +1,18 @@
-//! Configuring a [`Client`]: where the service is, how to follow it, what to start from.
+//! Configuring a [`Client`]: where the service is, how to follow it, what to start from,
+//! how outcomes are reported and how stale a configuration may get.
 
-use super::Client;
-use super::ack;
 use super::bootstrap::Bootstrap;
+use super::flush::Flusher;
+use super::outcomes::Outcomes;
 use super::state::Shared;
 use super::sync::SyncTask;
+use super::{Client, Parts, ack, freshness};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How the client follows changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +80,16 @@ pub struct ClientBuilder {
     bootstrap: Option<Bootstrap>,
     settings: Settings,
     sdk_id: Option<String>,
+    max_staleness: Option<Duration>,
+    reporting: Reporting,
+}
+
+/// How `track` reports outcomes.
+#[derive(Debug, Clone, Copy)]
+struct Reporting {
+    flush_interval: Duration,
+    flush_size: u64,
+    max_pairs: usize,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -87,6 +100,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("env", &self.env)
             .field("bootstrap", &self.bootstrap)
             .field("settings", &self.settings)
+            .field("max_staleness", &self.max_staleness)
+            .field("reporting", &self.reporting)
             .finish_non_exhaustive()
     }
 }
@@ -103,12 +118,13 @@ pub(crate) struct Settings {
     pub(crate) backoff_max: Duration,
 }
 
-/// The two URLs of an environment.
+/// The URLs of an environment the client talks to.
 #[derive(Debug, Clone)]
 pub(crate) struct Urls {
     pub(crate) snapshot: Url,
     pub(crate) stream: Url,
     pub(crate) ack: Url,
+    pub(crate) events: Url,
 }
 
 impl ClientBuilder {
@@ -119,6 +135,8 @@ impl ClientBuilder {
             token,
             bootstrap: None,
             sdk_id: None,
+            max_staleness: None,
+            reporting: Reporting { flush_interval: Duration::from_secs(10), flush_size: 10_000, max_pairs: 10_000 },
             settings: Settings {
                 mode: SyncMode::Stream,
                 poll_interval: Duration::from_secs(15),
@@ -202,6 +220,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Turns on the staleness limit (off by default): when the client has heard
+    /// nothing from the service — no event, no heartbeat, no successful poll — for
+    /// longer than `limit`, every known release serves its baseline with reason
+    /// [`Reason::Stale`](crate::Reason::Stale), until the service is heard again. The
+    /// clock starts when the client is built (a bootstrap counts as nothing heard).
+    /// Keep it well above the server's heartbeat interval (`server.sse_heartbeat_ms`,
+    /// 15 s by default) — and, in poll mode, above the poll interval — or a healthy
+    /// but quiet client turns stale.
+    #[must_use]
+    pub fn max_staleness(mut self, limit: Duration) -> Self {
+        self.max_staleness = Some(limit.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// How often tracked outcomes are reported (default 10 s). Ramp guards read them
+    /// per minute, so more often buys little.
+    #[must_use]
+    pub fn outcome_flush_interval(mut self, interval: Duration) -> Self {
+        self.reporting.flush_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Reports early once this many outcomes are pending (default 10,000).
+    #[must_use]
+    pub fn outcome_flush_size(mut self, outcomes: u64) -> Self {
+        self.reporting.flush_size = outcomes.max(1);
+        self
+    }
+
+    /// Most distinct (release, version) pairs counted between two reports (default
+    /// 10,000); outcomes of further pairs are dropped and counted
+    /// ([`Client::dropped_outcomes`]). Bounds `track`'s memory whatever the
+    /// application does and however long the service is unreachable.
+    #[must_use]
+    pub fn max_outcome_pairs(mut self, pairs: usize) -> Self {
+        self.reporting.max_pairs = pairs;
+        self
+    }
+
     /// Builds the client and starts its background task; returns at once, with the
     /// bootstrap (if any) already in use. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, BuildError> {
@@ -215,10 +272,20 @@ impl ClientBuilder {
             .default_headers(headers)
             .connect_timeout(self.settings.connect_timeout)
             .build()?;
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(self.max_staleness));
         if let Some(bootstrap) = &self.bootstrap {
             shared.install(bootstrap.load()?);
         }
+        let outcomes = Arc::new(Outcomes::new(self.reporting.max_pairs, self.reporting.flush_size));
+        let (shutdown, stop) = watch::channel(false);
+        let flusher = Flusher {
+            outcomes: Arc::clone(&outcomes),
+            http: http.clone(),
+            url: urls.events.clone(),
+            interval: self.reporting.flush_interval,
+            timeout: self.settings.request_timeout,
+        };
+        let flusher = runtime.spawn(flusher.run(stop));
         let ack = runtime.spawn(ack::run(
             http.clone(),
             urls.ack.clone(),
@@ -227,13 +294,18 @@ impl ClientBuilder {
             ACK_HEARTBEAT,
             self.settings.request_timeout,
         ));
+        let mut tasks = vec![ack.abort_handle()];
+        if let Some(limit) = self.max_staleness {
+            tasks.push(runtime.spawn(freshness::watchdog(Arc::downgrade(&shared), limit)).abort_handle());
+        }
         let task = SyncTask::new(self.settings, urls, http, Arc::clone(&shared));
-        let handle = runtime.spawn(task.run());
-        Ok(Client::start(shared, vec![handle.abort_handle(), ack.abort_handle()]))
+        tasks.push(runtime.spawn(task.run()).abort_handle());
+        Ok(Client::start(Parts { shared, outcomes, tasks, flusher, shutdown }))
     }
 }
 
-/// `{base}/v1/envs/{env}/snapshot` and `…/stream`, keeping any path prefix of `base`.
+/// `{base}/v1/envs/{env}/snapshot`, `…/stream`, `…/ack` and `…/events`, keeping any
+/// path prefix of `base`.
 fn urls(base: &str, env: &str) -> Result<Urls, BuildError> {
     let invalid = |reason: &str| BuildError::InvalidUrl { url: base.to_owned(), reason: reason.to_owned() };
     let valid_env = !env.is_empty()
@@ -256,7 +328,7 @@ fn urls(base: &str, env: &str) -> Result<Urls, BuildError> {
             .extend(["v1", "envs", env, leaf]);
         Ok(url)
     };
-    Ok(Urls { snapshot: url("snapshot")?, stream: url("stream")?, ack: url("ack")? })
+    Ok(Urls { snapshot: url("snapshot")?, stream: url("stream")?, ack: url("ack")?, events: url("events")? })
 }
 
 #[cfg(test)]

@@ -15,10 +15,16 @@
 //! releases on one consistent configuration, [`Client::snapshot`] gives the snapshot
 //! itself.
 //!
+//! [`Client::track`] counts outcomes per (release, version) in memory; a flusher task
+//! reports them in batches to `POST /v1/envs/{env}/events`, where ramp guards read
+//! them. [`Client::close`] sends what is left. With a `max_staleness`, a client that
+//! has heard nothing from the service for that long serves every baseline with reason
+//! [`Reason::Stale`] until it hears again.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), cohort_sdk::client::BuildError> {
 //! use cohort_sdk::Context;
-//! use cohort_sdk::client::Client;
+//! use cohort_sdk::client::{Client, Outcome};
 //! use std::time::Duration;
 //!
 //! let client = Client::builder("http://127.0.0.1:8080", "production", "an-eval-token")
@@ -28,6 +34,8 @@
 //! let ctx = Context::with_targeting_key("user-42");
 //! let checkout = client.version("checkout", &ctx, "v1");
 //! println!("serve {} ({})", checkout.version(), checkout.reason.as_str());
+//! client.track("checkout", &ctx, Outcome::Ok);
+//! client.close().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -35,6 +43,10 @@
 mod ack;
 mod bootstrap;
 mod builder;
+mod evaluation;
+mod flush;
+mod freshness;
+mod outcomes;
 mod poll;
 mod sse;
 mod state;
@@ -42,20 +54,23 @@ mod sync;
 mod wire;
 
 pub use builder::{BuildError, ClientBuilder, SyncMode};
+pub use evaluation::Evaluation;
+pub use outcomes::Outcome;
 
-use crate::compile::MAX_VERSION_LEN;
 use crate::context::Context;
-use crate::decision::{Decision, ErrorCode, Reason};
+use crate::decision::{Decision, Reason};
 use crate::snapshot::Snapshot;
+use outcomes::Outcomes;
 use state::Shared;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
-/// A cohort client for one environment. Cheap to clone (all clones share one snapshot
-/// and one background task); the task stops when the last clone is dropped.
+/// A cohort client for one environment. Cheap to clone (all clones share one snapshot,
+/// one set of outcome counters and one set of background tasks); the tasks stop when
+/// the last clone is dropped, or at [`Client::close`].
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -63,7 +78,22 @@ pub struct Client {
 
 struct Inner {
     shared: Arc<Shared>,
+    outcomes: Arc<Outcomes>,
+    /// Sync, acknowledgements, staleness watchdog.
     tasks: Vec<AbortHandle>,
+    /// The outcome flusher: told to stop by `shutdown`, then awaited, by `close`.
+    flusher: Mutex<Option<JoinHandle<()>>>,
+    flusher_abort: AbortHandle,
+    shutdown: watch::Sender<bool>,
+}
+
+/// What `ClientBuilder::build` starts.
+pub(crate) struct Parts {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) outcomes: Arc<Outcomes>,
+    pub(crate) tasks: Vec<AbortHandle>,
+    pub(crate) flusher: JoinHandle<()>,
+    pub(crate) shutdown: watch::Sender<bool>,
 }
 
 impl Drop for Inner {
@@ -71,6 +101,7 @@ impl Drop for Inner {
         for task in &self.tasks {
             task.abort();
         }
+        self.flusher_abort.abort();
     }
 }
 
@@ -81,28 +112,109 @@ impl Client {
         ClientBuilder::new(base_url.into(), env.into(), token.into())
     }
 
-    pub(crate) fn start(shared: Arc<Shared>, tasks: Vec<AbortHandle>) -> Self {
-        Client { inner: Arc::new(Inner { shared, tasks }) }
+    pub(crate) fn start(parts: Parts) -> Self {
+        let Parts { shared, outcomes, tasks, flusher, shutdown } = parts;
+        let flusher_abort = flusher.abort_handle();
+        Client {
+            inner: Arc::new(Inner {
+                shared,
+                outcomes,
+                tasks,
+                flusher: Mutex::new(Some(flusher)),
+                flusher_abort,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The decision for `release`, staleness applied: the configuration's, or the
+    /// baseline with reason `STALE`.
+    #[inline(always)]
+    fn decide<'s>(&self, snapshot: &'s Snapshot, release: &str, ctx: &Context) -> Decision<'s> {
+        if self.inner.shared.freshness().is_stale() {
+            stale(snapshot, release)
+        } else {
+            snapshot.evaluate(release, ctx)
+        }
     }
 
     /// Which version of `release` the unit in `ctx` gets, evaluated locally. A release
     /// this client does not know (yet) answers `default` with reason `ERROR` and error
-    /// `FLAG_NOT_FOUND`. No lock, no allocation, no I/O.
+    /// `FLAG_NOT_FOUND`; past the `max_staleness` limit, every known release answers
+    /// its baseline with reason `STALE`. No lock, no allocation, no I/O.
     #[inline]
     pub fn version<'a>(&self, release: &str, ctx: &Context, default: &'a str) -> Evaluation<'a> {
         let snapshot = self.inner.shared.load();
+        if self.inner.shared.freshness().is_stale() {
+            return Evaluation::new(stale(&snapshot, release), default, snapshot.revision());
+        }
         Evaluation::new(snapshot.evaluate(release, ctx), default, snapshot.revision())
     }
 
     /// For two-version releases (a feature behind a flag): true when the unit gets a
-    /// candidate, false for the baseline and for a release this client does not know.
+    /// candidate, false for the baseline (stale included) and for a release this
+    /// client does not know.
     #[inline]
     pub fn is_enabled(&self, release: &str, ctx: &Context) -> bool {
-        self.snapshot().evaluate(release, ctx).is_candidate()
+        let snapshot = self.inner.shared.load();
+        self.decide(&snapshot, release, ctx).is_candidate()
+    }
+
+    /// Counts an outcome of serving `release` to the unit in `ctx`, for the version
+    /// this client serves that unit now (what [`Client::version`] answers). Counted in
+    /// memory and reported in batches; never waits for I/O. A release this client
+    /// does not know is not counted (there is no version to count it for).
+    ///
+    /// When the configuration may have changed since the version was served (a long
+    /// request across a kill), [`Client::track_served`] counts the version actually
+    /// served instead.
+    #[inline]
+    pub fn track(&self, release: &str, ctx: &Context, outcome: Outcome) {
+        let snapshot = self.inner.shared.load();
+        if let Some(version) = self.decide(&snapshot, release, ctx).version {
+            self.inner.outcomes.record(release, version, outcome);
+        }
+    }
+
+    /// Counts an outcome for the version `served` says (an answer of
+    /// [`Client::version`] for `release`). Not counted: the caller's default of an
+    /// unknown release, and a release this client does not know now.
+    #[inline]
+    pub fn track_served(&self, release: &str, served: &Evaluation<'_>, outcome: Outcome) {
+        if served.version_index.is_none() || self.inner.shared.load().get(release).is_none() {
+            return;
+        }
+        self.inner.outcomes.record(release, served.version(), outcome);
+    }
+
+    /// Outcomes lost since the client was built: tracked while
+    /// `max_outcome_pairs` (release, version) pairs were already pending, refused by the
+    /// service, undeliverable at [`Client::close`], or tracked after it. Each loss is
+    /// also logged (a `warn` line per flush that found new ones).
+    pub fn dropped_outcomes(&self) -> u64 {
+        self.inner.outcomes.dropped()
+    }
+
+    /// Stops following the service and reports the outcomes still pending; returns
+    /// once that report is delivered or has failed (bounded by the request timeout).
+    /// Call it on shutdown: dropping the client does not flush. Afterwards every clone
+    /// keeps answering from the last snapshot, and tracking only counts drops. A
+    /// second call returns at once.
+    pub async fn close(&self) {
+        let flusher = self.inner.flusher.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        for task in &self.inner.tasks {
+            task.abort();
+        }
+        self.inner.shutdown.send_replace(true);
+        if let Some(flusher) = flusher {
+            // Only an abort (the runtime shutting down) ends it otherwise.
+            let _ = flusher.await;
+        }
     }
 
     /// The snapshot in use now, to evaluate several releases against one consistent
-    /// configuration. Hold it briefly: it keeps that configuration alive.
+    /// configuration. Hold it briefly: it keeps that configuration alive. Evaluating on
+    /// it directly does not apply the staleness limit: check [`Client::is_stale`].
     #[inline]
     pub fn snapshot(&self) -> SnapshotRef {
         SnapshotRef(self.inner.shared.load())
@@ -116,6 +228,12 @@ impl Client {
     /// True once a snapshot is in use (from the service or the bootstrap).
     pub fn is_ready(&self) -> bool {
         self.inner.shared.is_ready()
+    }
+
+    /// True while the `max_staleness` limit is exceeded: every decision is then the
+    /// baseline with reason `STALE`. Always false without a limit.
+    pub fn is_stale(&self) -> bool {
+        self.inner.shared.freshness().is_stale()
     }
 
     /// Waits until a snapshot is in use — from the service, or the bootstrap, which
@@ -132,9 +250,30 @@ impl Client {
     }
 }
 
+/// The decision while stale: the baseline of a known release, not found otherwise.
+/// Out of line: the hot path only tests the flag.
+#[cold]
+#[inline(never)]
+fn stale<'s>(snapshot: &'s Snapshot, release: &str) -> Decision<'s> {
+    match snapshot.get(release).and_then(|r| r.release().baseline()) {
+        Some(baseline) => Decision {
+            version: Some(baseline),
+            version_index: Some(0),
+            reason: Reason::Stale,
+            bucket: None,
+            error: None,
+        },
+        None => Decision::NOT_FOUND,
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("revision", &self.revision()).field("ready", &self.is_ready()).finish()
+        f.debug_struct("Client")
+            .field("revision", &self.revision())
+            .field("ready", &self.is_ready())
+            .field("stale", &self.is_stale())
+            .finish()
     }
 }
 
@@ -149,112 +288,5 @@ impl Deref for SnapshotRef {
     #[inline]
     fn deref(&self) -> &Snapshot {
         &self.0
-    }
-}
-
-/// One answer of [`Client::version`], owning everything it says. Version names are at
-/// most 64 bytes (checked when a release is compiled), so the served one is copied
-/// inline: making an answer allocates nothing, holds no snapshot and needs no second
-/// lookup to name the version.
-#[derive(Clone, Copy)]
-pub struct Evaluation<'a> {
-    version: Served<'a>,
-    revision: u64,
-    /// Index of the version served in the release's versions (0 = baseline); `None`
-    /// when the release is unknown and the caller's default applies.
-    pub version_index: Option<usize>,
-    /// Why this version.
-    pub reason: Reason,
-    /// The unit's bucket (`0..100000`), when the split decided.
-    pub bucket: Option<u32>,
-    /// Set when `reason` is [`Reason::Error`].
-    pub error: Option<ErrorCode>,
-}
-
-#[derive(Clone, Copy)]
-enum Served<'a> {
-    Release(InlineName),
-    Default(&'a str),
-}
-
-/// A version name copied out of the snapshot.
-#[derive(Clone, Copy)]
-struct InlineName {
-    len: u8,
-    bytes: [u8; MAX_VERSION_LEN],
-}
-
-impl InlineName {
-    #[inline]
-    fn new(name: &str) -> Option<Self> {
-        let len = u8::try_from(name.len()).ok().filter(|&len| usize::from(len) <= MAX_VERSION_LEN)?;
-        let mut bytes = [0; MAX_VERSION_LEN];
-        bytes[..name.len()].copy_from_slice(name.as_bytes());
-        Some(InlineName { len, bytes })
-    }
-
-    #[inline]
-    fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).ok()
-    }
-}
-
-impl<'a> Evaluation<'a> {
-    #[inline]
-    fn new(decision: Decision<'_>, default: &'a str, revision: u64) -> Self {
-        let Decision { version, version_index, reason, bucket, error } = decision;
-        let version = match version.and_then(InlineName::new) {
-            Some(name) => Served::Release(name),
-            None => Served::Default(default),
-        };
-        Evaluation { version, revision, version_index, reason, bucket, error }
-    }
-
-    /// The version to serve: the release's, or the caller's default when the release
-    /// is unknown.
-    #[inline]
-    pub fn version(&self) -> &str {
-        match &self.version {
-            Served::Release(name) => name.as_str().unwrap_or_default(),
-            Served::Default(default) => default,
-        }
-    }
-
-    /// True when a candidate (not the baseline) is served.
-    #[inline]
-    pub fn is_candidate(&self) -> bool {
-        matches!(self.version_index, Some(i) if i > 0)
-    }
-
-    /// The revision of the configuration this answer comes from.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
-
-    /// The same answer as the evaluation core's [`Decision`] (version `None` when the
-    /// release is unknown).
-    pub fn decision(&self) -> Decision<'_> {
-        Decision {
-            version: match &self.version {
-                Served::Release(name) => name.as_str(),
-                Served::Default(_) => None,
-            },
-            version_index: self.version_index,
-            reason: self.reason,
-            bucket: self.bucket,
-            error: self.error,
-        }
-    }
-}
-
-impl std::fmt::Debug for Evaluation<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Evaluation")
-            .field("version", &self.version())
-            .field("reason", &self.reason)
-            .field("bucket", &self.bucket)
-            .field("error", &self.error)
-            .field("revision", &self.revision)
-            .finish()
     }
 }

@@ -14,12 +14,16 @@ impl SyncTask {
         }
         let response = request.send().await?;
         match response.status() {
-            StatusCode::NOT_MODIFIED => Ok(false),
+            StatusCode::NOT_MODIFIED => {
+                self.shared.freshness().heard();
+                Ok(false)
+            }
             StatusCode::OK => {
                 let body = response.bytes().await?;
                 let data =
                     serde_json::from_slice(&body).map_err(|source| SyncError::Json { what: "snapshot", source })?;
                 self.install(data);
+                self.shared.freshness().heard();
                 Ok(true)
             }
             status => Err(SyncError::Status(status)),

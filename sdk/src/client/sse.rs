@@ -7,6 +7,7 @@ use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The header that tells the server which revision the client has.
@@ -27,8 +28,21 @@ impl SyncTask {
         if response.status() != StatusCode::OK {
             return Err(SyncError::Status(response.status()));
         }
+        // An open stream counts as word from the service: what this client missed is
+        // the first thing on it.
+        self.shared.freshness().heard();
+        let shared = Arc::clone(&self.shared);
         let bytes = with_idle_timeout(response.bytes_stream(), self.settings.idle_timeout);
-        let mut events = std::pin::pin!(bytes.inspect(|chunk| *heard |= chunk.is_ok()).eventsource());
+        let mut events = std::pin::pin!(
+            bytes
+                .inspect(|chunk| {
+                    if chunk.is_ok() {
+                        *heard = true;
+                        shared.freshness().heard();
+                    }
+                })
+                .eventsource()
+        );
         while let Some(event) = events.next().await {
             let event = event.map_err(|error| match error {
                 EventStreamError::Transport(error) => error,

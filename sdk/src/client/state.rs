@@ -1,9 +1,11 @@
 //! What the background task and every clone of the client share: the snapshot in use
-//! (swapped atomically) and the watches that announce it.
+//! (swapped atomically), the watches that announce it, and how fresh it is.
 
+use super::freshness::Freshness;
 use crate::snapshot::Snapshot;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The snapshot in use and its announcements. Only the background task (and the
@@ -12,16 +14,25 @@ pub(crate) struct Shared {
     snapshot: ArcSwap<Snapshot>,
     revision: watch::Sender<u64>,
     ready: watch::Sender<bool>,
+    freshness: Freshness,
 }
 
 impl Shared {
-    /// Empty until the first snapshot: every release is unknown.
-    pub(crate) fn new() -> Self {
+    /// Empty until the first snapshot: every release is unknown. `max_staleness` as
+    /// the builder was given it (`None`: off).
+    pub(crate) fn new(max_staleness: Option<Duration>) -> Self {
         Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             revision: watch::Sender::new(0),
             ready: watch::Sender::new(false),
+            freshness: Freshness::new(max_staleness),
         }
+    }
+
+    /// When the service was last heard from.
+    #[inline]
+    pub(crate) fn freshness(&self) -> &Freshness {
+        &self.freshness
     }
 
     #[inline]

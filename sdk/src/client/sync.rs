@@ -42,7 +42,7 @@ pub(crate) struct SyncTask {
     pub(super) settings: Settings,
     pub(super) urls: Urls,
     pub(super) http: reqwest::Client,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     /// The revision of the snapshot in use when it came from the service, so that the
     /// stream can resume from it and polls can send it as `If-None-Match`. `None` while
     /// the client runs on nothing or on the bootstrap (which may come from elsewhere),

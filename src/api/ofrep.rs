@@ -1,0 +1,273 @@
+//! The OFREP routes (`/ofrep/v1/…`, OpenFeature Remote Evaluation Protocol 0.3):
+//! single-flag and bulk evaluation, and the change notifications the bulk answer
+//! advertises in `eventStreams`. OFREP paths name no environment: it is the token's
+//! `env` (a `*` token names one in the `X-Cohort-Env` header). Failures use OFREP's
+//! bodies, not cohort's `{"error": …}`, because OFREP clients parse them.
+
+use super::auth::{Eval, Policy, principal};
+use super::{ApiError, AppState, resource};
+use crate::auth::{AuthError, EnvScope};
+use crate::ofrep::{self, Bulk, FlagError};
+use crate::store::{EnvName, InvalidEnvName};
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
+use cohort_sdk::Context;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/ofrep/v1/evaluate/flags/{key}").post(evaluate_flag))
+        .service(resource("/ofrep/v1/evaluate/flags").post(evaluate_flags))
+        .service(resource("/ofrep/v1/events").get(events));
+}
+
+/// The header a `*` token names its environment in.
+pub const ENV_HEADER: &str = "x-cohort-env";
+
+/// Largest request body: a context is a handful of attributes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Why an OFREP request failed; each maps to the status and body OFREP specifies.
+#[derive(Debug, thiserror::Error)]
+pub enum OfrepError {
+    /// The body is not the JSON of an evaluation request.
+    #[error("{0}")]
+    Parse(String),
+    /// The body is JSON but has no usable `context`.
+    #[error("{0}")]
+    InvalidContext(String),
+    /// Flag not found, or the context lacks the release's unit.
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    /// No valid token, or one that does not allow this.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A `*` token without `X-Cohort-Env`.
+    #[error(
+        "this token is valid in every environment (`env: *`) and OFREP paths name none: use a token for one environment, or name it in the X-Cohort-Env header"
+    )]
+    EnvironmentRequired,
+    /// `X-Cohort-Env` is not an environment name.
+    #[error("X-Cohort-Env: {0}")]
+    InvalidEnvironment(#[from] InvalidEnvName),
+    /// A bug.
+    #[error("internal error: {0}")]
+    General(String),
+}
+
+impl OfrepError {
+    fn status(&self) -> StatusCode {
+        match self {
+            OfrepError::Parse(_)
+            | OfrepError::InvalidContext(_)
+            | OfrepError::InvalidEnvironment(_)
+            | OfrepError::Flag(FlagError::TargetingKeyMissing { .. }) => StatusCode::BAD_REQUEST,
+            OfrepError::Flag(FlagError::NotFound(_)) => StatusCode::NOT_FOUND,
+            OfrepError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            OfrepError::Auth(_) => StatusCode::UNAUTHORIZED,
+            OfrepError::EnvironmentRequired => StatusCode::FORBIDDEN,
+            OfrepError::General(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OFREP's `errorCode`, for the statuses whose body carries one (400 and 404).
+    fn error_code(&self) -> Option<&'static str> {
+        match self {
+            OfrepError::Parse(_) => Some("PARSE_ERROR"),
+            OfrepError::InvalidContext(_) => Some("INVALID_CONTEXT"),
+            OfrepError::InvalidEnvironment(_) => Some("GENERAL"),
+            OfrepError::Flag(e) => Some(e.code()),
+            OfrepError::Auth(_) | OfrepError::EnvironmentRequired | OfrepError::General(_) => None,
+        }
+    }
+}
+
+impl From<ApiError> for OfrepError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Auth(e) => OfrepError::Auth(e),
+            other => OfrepError::General(other.to_string()),
+        }
+    }
+}
+
+/// An [`OfrepError`] with the flag it is about (single-flag route), as a response.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failure {
+    key: Option<String>,
+    error: OfrepError,
+}
+
+impl Failure {
+    fn bulk(error: OfrepError) -> Self {
+        Failure { key: None, error }
+    }
+
+    fn flag(key: &str) -> impl Fn(OfrepError) -> Failure + '_ {
+        move |error| Failure { key: Some(key.to_owned()), error }
+    }
+}
+
+/// `generalErrorResponse`, also used for 401 and 403 (OFREP leaves their body open).
+#[derive(Serialize)]
+struct Details {
+    #[serde(rename = "errorDetails")]
+    error_details: String,
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.error.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::warn!(error = %self.error, "OFREP request failed");
+        }
+        let mut response = HttpResponse::build(status);
+        if let OfrepError::Auth(e) = &self.error
+            && status == StatusCode::UNAUTHORIZED
+        {
+            response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", e.code())));
+        }
+        match self.error.error_code() {
+            Some(code) => response.json(ofrep::Failure {
+                key: self.key.as_deref(),
+                error_code: code,
+                error_details: self.error.to_string(),
+            }),
+            None => response.json(Details { error_details: self.error.to_string() }),
+        }
+    }
+}
+
+/// An OFREP request whose token allows `P`, and the environment it is for: the token's
+/// `env`, or for a `*` token the `X-Cohort-Env` header.
+pub struct OfrepAuthorized<P> {
+    /// The environment evaluated.
+    pub env: EnvName,
+    _policy: PhantomData<P>,
+}
+
+impl<P: Policy> FromRequest for OfrepAuthorized<P> {
+    type Error = Failure;
+    type Future = Ready<Result<Self, Failure>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = environment::<P>(req).map(|env| OfrepAuthorized { env, _policy: PhantomData });
+        ready(result.map_err(|error| Failure { key: req.match_info().get("key").map(str::to_owned), error }))
+    }
+}
+
+fn environment<P: Policy>(req: &HttpRequest) -> Result<EnvName, OfrepError> {
+    let principal = principal(req)?;
+    let named = match req.headers().get(ENV_HEADER) {
+        Some(value) => Some(EnvName::parse(value.to_str().unwrap_or_default())?),
+        None => None,
+    };
+    let env = match (named, &principal.env) {
+        (Some(env), _) => env,
+        (None, EnvScope::One(env)) => env.clone(),
+        (None, EnvScope::Any) => return Err(OfrepError::EnvironmentRequired),
+    };
+    // A one-environment token naming another environment in the header is refused here.
+    principal.authorize_any(P::SCOPES, &env)?;
+    Ok(env)
+}
+
+#[derive(Deserialize)]
+struct EvaluationRequest {
+    #[serde(default)]
+    context: Option<Context>,
+}
+
+/// Reads `{"context": {...}}`: bad JSON is `PARSE_ERROR`, a context that is not an
+/// object `INVALID_CONTEXT`; no context at all is an empty one.
+async fn read_context(mut payload: web::Payload) -> Result<Context, OfrepError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| OfrepError::Parse(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(OfrepError::Parse(format!("the request body is larger than {MAX_BODY_BYTES} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let request: EvaluationRequest = serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() {
+            OfrepError::InvalidContext(format!("the request body must be {{\"context\": {{...}}}}: {e}"))
+        } else {
+            OfrepError::Parse(format!("the request body is not valid JSON: {e}"))
+        }
+    })?;
+    // OFREP requires `context`, but real clients send `{}` when the application gave
+    // none (the Python provider does); an empty context is what they mean.
+    Ok(request.context.unwrap_or_default())
+}
+
+fn json(mut response: HttpResponseBuilder, body: &impl Serialize) -> Result<HttpResponse, OfrepError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| OfrepError::General(e.to_string()))?;
+    Ok(response.content_type("application/json").body(bytes))
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+async fn evaluate_flag(
+    state: web::Data<AppState>,
+    auth: OfrepAuthorized<Eval>,
+    key: web::Path<String>,
+    body: web::Payload,
+) -> Result<HttpResponse, Failure> {
+    let fail = Failure::flag(&key);
+    let context = read_context(body).await.map_err(&fail)?;
+    let current = state.snapshots.get(&auth.env).unwrap_or_default();
+    let evaluation = ofrep::evaluate(&current.snapshot, &key, &context).map_err(|e| fail(e.into()))?;
+    json(HttpResponse::Ok(), &evaluation).map_err(fail)
+}
+
+/// `POST /ofrep/v1/evaluate/flags`: every flag, `ETag` per revision and context, 304 on
+/// `If-None-Match`.
+async fn evaluate_flags(
+    state: web::Data<AppState>,
+    auth: OfrepAuthorized<Eval>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, Failure> {
+    let context = read_context(body).await.map_err(Failure::bulk)?;
+    let current = state.snapshots.get(&auth.env).unwrap_or_default();
+    let tag = EntityTag::new_strong(ofrep::bulk_etag(&auth.env, current.revision(), &context));
+    let unchanged = match req.get_header::<IfNoneMatch>() {
+        Some(IfNoneMatch::Any) => true,
+        Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&tag)),
+        None => false,
+    };
+    if unchanged {
+        return Ok(HttpResponse::NotModified().insert_header(ETag(tag)).finish());
+    }
+    let events_url = {
+        let info = req.connection_info();
+        format!("{}://{}/ofrep/v1/events", info.scheme(), info.host())
+    };
+    let bulk = Bulk { env: &auth.env, snapshot: &current.snapshot, context: &context, events_url: &events_url };
+    let mut response = HttpResponse::Ok();
+    response.insert_header(ETag(tag)).insert_header(CacheControl(vec![CacheDirective::NoCache]));
+    json(response, &bulk).map_err(Failure::bulk)
+}
+
+/// `GET /ofrep/v1/events`: OFREP `refetchEvaluation` events (Server-Sent Events).
+async fn events(state: web::Data<AppState>, auth: OfrepAuthorized<Eval>, req: HttpRequest) -> HttpResponse {
+    let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+    let subscription = state.streams.subscribe(&auth.env, last_event_id);
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .insert_header(("x-accel-buffering", "no"))
+        // Like cohort's own stream: it ends only when the client must reconnect.
+        .force_close()
+        .streaming(ofrep::refetch_events(subscription, Arc::clone(&state.snapshots), auth.env))
+}

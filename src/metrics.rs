@@ -1,0 +1,135 @@
+//! Prometheus metrics (`GET /metrics`), with the `prometheus` crate. Counters are
+//! process-wide statics so any layer can count without threading a handle through;
+//! gauges that describe state (SSE subscribers, ramps) are filled in at scrape time
+//! from the snapshot rather than kept in step on every change.
+
+use crate::snapshots::Snapshots;
+use crate::stream::Streams;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::LazyLock;
+
+/// Every metric cohort exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Evaluations served over HTTP, by release, version and reason.
+    pub evaluations: IntCounterVec,
+    /// HTTP request latency by route pattern, method and status class.
+    pub http_seconds: HistogramVec,
+    /// Connected SSE subscribers by environment.
+    pub sse_subscribers: IntGaugeVec,
+    /// Store failures seen by the API, by kind.
+    pub store_errors: IntCounterVec,
+    /// Ramp state per release (1 for the current state).
+    pub ramp_state: IntGaugeVec,
+    /// Ramp step index per release.
+    pub ramp_step: IntGaugeVec,
+    /// Candidate share (percent) per ramping release.
+    pub ramp_percent: IntGaugeVec,
+    /// Guard verdicts that led to transitions.
+    pub guard_verdicts: IntCounterVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("cohort".into()), None)?;
+    let evaluations = IntCounterVec::new(
+        Opts::new("evaluations_total", "Evaluations served over HTTP"),
+        &["release", "version", "reason"],
+    )?;
+    let http_seconds = HistogramVec::new(
+        HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]),
+        &["route", "method", "status"],
+    )?;
+    let sse_subscribers =
+        IntGaugeVec::new(Opts::new("sse_subscribers", "Connected SSE subscribers"), &["environment"])?;
+    let store_errors =
+        IntCounterVec::new(Opts::new("store_errors_total", "Store failures seen by the API"), &["kind"])?;
+    let ramp_state = IntGaugeVec::new(
+        Opts::new("ramp_state", "1 for the ramp's current state"),
+        &["environment", "release", "state"],
+    )?;
+    let ramp_step = IntGaugeVec::new(Opts::new("ramp_step", "Current ramp step index"), &["environment", "release"])?;
+    let ramp_percent = IntGaugeVec::new(
+        Opts::new("ramp_candidate_buckets", "Candidate share in bucket units (1000 = 1 %)"),
+        &["environment", "release"],
+    )?;
+    let guard_verdicts =
+        IntCounterVec::new(Opts::new("guard_verdicts_total", "Guard verdicts behind ramp transitions"), &["verdict"])?;
+    for collector in [
+        Box::new(evaluations.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(http_seconds.clone()),
+        Box::new(sse_subscribers.clone()),
+        Box::new(store_errors.clone()),
+        Box::new(ramp_state.clone()),
+        Box::new(ramp_step.clone()),
+        Box::new(ramp_percent.clone()),
+        Box::new(guard_verdicts.clone()),
+    ] {
+        registry.register(collector)?;
+    }
+    Ok(Metrics {
+        registry,
+        evaluations,
+        http_seconds,
+        sse_subscribers,
+        store_errors,
+        ramp_state,
+        ramp_step,
+        ramp_percent,
+        guard_verdicts,
+    })
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| match build() {
+    Ok(metrics) => metrics,
+    // Only a programming error (a duplicate or malformed name) gets here.
+    Err(e) => panic!("metric definitions are invalid: {e}"),
+});
+
+/// Renders the Prometheus text format, refreshing the state gauges first.
+pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, prometheus::Error> {
+    let m = &*METRICS;
+    m.ramp_state.reset();
+    m.ramp_step.reset();
+    m.ramp_percent.reset();
+    for env in snapshots.environments() {
+        let name = env.as_str();
+        m.sse_subscribers.with_label_values(&[name]).set(streams.subscribers(&env) as i64);
+        let Some(snapshot) = snapshots.get(&env) else { continue };
+        for release in snapshot.snapshot.releases() {
+            let Some(ramp) = &release.release().ramp else { continue };
+            m.ramp_state.with_label_values(&[name, release.key(), ramp.state.as_str()]).set(1);
+            m.ramp_step.with_label_values(&[name, release.key()]).set(ramp.step as i64);
+            let share = release.release().allocation.get(&ramp.candidate).copied().unwrap_or(0);
+            m.ramp_percent.with_label_values(&[name, release.key()]).set(i64::from(share));
+        }
+    }
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&m.registry.gather(), &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Middleware: observes every request's latency by route pattern (never the raw path,
+/// which would explode the label set), method and status class.
+pub async fn observe(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let response = next.call(req).await?;
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    METRICS
+        .http_seconds
+        .with_label_values(&[route.as_str(), method.as_str(), status])
+        .observe(started.elapsed().as_secs_f64());
+    Ok(response)
+}

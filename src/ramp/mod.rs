@@ -1,0 +1,368 @@
+//! Automatic ramps (DESIGN.md "Ramps and guards"): a plan of steps walked by the
+//! driver, each step guarded by candidate-vs-baseline error rates. All state lives in
+//! the release (so restarts and several instances are safe) and every transition is one
+//! compare-and-set with its audit entry; [`driver`] runs on every instance but only the
+//! lease holder drives.
+
+pub mod driver;
+pub mod guard;
+pub mod plan;
+pub mod tick;
+
+use crate::events::current_minute;
+use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
+use crate::snapshots::Snapshots;
+use crate::store::{Action, EnvName, StoreError, WriteMeta};
+use crate::webhooks::{WebhookEvent, Webhooks};
+use cohort_sdk::{GuardFigures, Ramp, RampState};
+use guard::{Assessment, Sample};
+use plan::RampRequest;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tick::Transition;
+
+/// The actor the driver writes as.
+pub const DRIVER_ACTOR: &str = "cohort:ramp";
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Ramp operations: the API's and the driver's.
+#[derive(Clone)]
+pub struct Ramps {
+    releases: Releases,
+    snapshots: Arc<Snapshots>,
+    webhooks: Webhooks,
+}
+
+/// `GET …/ramp`: the ramp plus the guard's live figures and the next transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct RampStatus {
+    pub release: String,
+    pub revision: u64,
+    #[serde(flatten)]
+    pub ramp: Ramp,
+    /// The candidate's share now, in percent.
+    pub percent: f64,
+    /// When the current hold ends (ms since the epoch), while running.
+    pub next_transition_ms: Option<u64>,
+    /// The guard over the current step's window, computed now.
+    pub live: GuardFigures,
+}
+
+fn conflict(message: impl Into<String>) -> ReleaseError {
+    ReleaseError::Conflict(message.into())
+}
+
+fn figures(assessment: &Assessment, baseline: Sample, candidate: Sample, at_ms: u64) -> GuardFigures {
+    GuardFigures {
+        verdict: assessment.verdict.as_str().to_owned(),
+        baseline_samples: baseline.total,
+        baseline_errors: baseline.errors,
+        candidate_samples: candidate.total,
+        candidate_errors: candidate.errors,
+        z: assessment.z.filter(|z| z.is_finite()),
+        z_critical: assessment.z_critical,
+        at_ms,
+    }
+}
+
+impl Ramps {
+    /// Ramp operations over `releases`, announcing transitions to `webhooks`.
+    pub fn new(releases: Releases, snapshots: Arc<Snapshots>, webhooks: Webhooks) -> Self {
+        Ramps { releases, snapshots, webhooks }
+    }
+
+    fn notify(&self, env: &EnvName, view: &ReleaseView, event: &str, actor: &str) {
+        let ramp = view.ramp.as_ref().and_then(|r| serde_json::to_value(r).ok()).unwrap_or_default();
+        self.webhooks.notify(WebhookEvent {
+            event: event.to_owned(),
+            environment: env.to_string(),
+            release: view.key.clone(),
+            revision: view.revision,
+            actor: actor.to_owned(),
+            at_ms: now_ms(),
+            ramp,
+        });
+    }
+
+    /// Starts a ramp: the candidate goes to the first step's share at once.
+    pub async fn start(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        request: RampRequest,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let now = now_ms();
+        let meta = WriteMeta::now(&actor.0, Action::RampStart, None);
+        let view = self
+            .releases
+            .modify(env, key, None, meta, |release| {
+                if release.killed {
+                    return Err(conflict("the release is killed; unkill it before ramping"));
+                }
+                if let Some(r) = release.ramp.as_ref().filter(|r| !r.state.is_finished()) {
+                    return Err(conflict(format!("a ramp of `{}` is already {}", r.candidate, r.state.as_str())));
+                }
+                let ramp = plan::build(release, request.clone(), now)
+                    .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })?;
+                release.allocation.insert(ramp.candidate.clone(), ramp.steps[0].buckets);
+                release.ramp = Some(ramp);
+                Ok(())
+            })
+            .await?;
+        self.notify(env, &view, "started", &actor.0);
+        Ok(view)
+    }
+
+    /// Pauses a running ramp (people, alerting systems).
+    pub async fn pause(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        reason: Option<String>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let meta = WriteMeta::now(&actor.0, Action::RampPause, reason.clone());
+        let view = self
+            .releases
+            .modify(env, key, None, meta, |release| {
+                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to pause"))?;
+                if ramp.state != RampState::Running {
+                    return Err(conflict(format!("the ramp is {}, not running", ramp.state.as_str())));
+                }
+                ramp.state = RampState::Paused;
+                ramp.reason = Some(reason.clone().unwrap_or_else(|| "paused".to_owned()));
+                Ok(())
+            })
+            .await?;
+        self.notify(env, &view, "paused", &actor.0);
+        Ok(view)
+    }
+
+    /// Resumes a paused ramp; the current step's hold starts over.
+    pub async fn resume(&self, env: &EnvName, actor: &Actor, key: &str) -> Result<ReleaseView, ReleaseError> {
+        let now = now_ms();
+        let meta = WriteMeta::now(&actor.0, Action::RampResume, None);
+        let view = self
+            .releases
+            .modify(env, key, None, meta, |release| {
+                if release.killed {
+                    return Err(conflict("the release is killed; unkill it before resuming"));
+                }
+                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to resume"))?;
+                if ramp.state != RampState::Paused {
+                    return Err(conflict(format!("the ramp is {}, not paused", ramp.state.as_str())));
+                }
+                ramp.state = RampState::Running;
+                ramp.reason = None;
+                ramp.step_started_ms = now;
+                ramp.extensions = 0;
+                Ok(())
+            })
+            .await?;
+        self.notify(env, &view, "resumed", &actor.0);
+        Ok(view)
+    }
+
+    /// Aborts a ramp: the candidate goes back to 0 %.
+    pub async fn abort(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        reason: Option<String>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let meta = WriteMeta::now(&actor.0, Action::RampAbort, reason.clone());
+        let view = self
+            .releases
+            .modify(env, key, None, meta, |release| {
+                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to abort"))?;
+                if ramp.state.is_finished() {
+                    return Err(conflict(format!("the ramp is already {}", ramp.state.as_str())));
+                }
+                ramp.state = RampState::Aborted;
+                ramp.reason = Some(reason.clone().unwrap_or_else(|| "aborted".to_owned()));
+                let candidate = ramp.candidate.clone();
+                release.allocation.insert(candidate, 0);
+                Ok(())
+            })
+            .await?;
+        self.notify(env, &view, "aborted", &actor.0);
+        Ok(view)
+    }
+
+    /// Makes the candidate (the ramp's, or `candidate`) the baseline; allocation cleared.
+    pub async fn promote(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        candidate: Option<String>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let meta = WriteMeta::now(&actor.0, Action::Promote, None);
+        let view = self
+            .releases
+            .modify(env, key, None, meta, |release| {
+                let chosen = match (&candidate, &release.ramp) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(ramp)) => ramp.candidate.clone(),
+                    (None, None) if release.versions.len() == 2 => release.versions[1].clone(),
+                    (None, None) => return Err(conflict("several candidates and no ramp: say which to promote")),
+                };
+                let index = release
+                    .versions
+                    .iter()
+                    .position(|v| *v == chosen)
+                    .filter(|&i| i > 0)
+                    .ok_or_else(|| conflict(format!("`{chosen}` is not a candidate of this release")))?;
+                let promoted = release.versions.remove(index);
+                release.versions.insert(0, promoted);
+                release.allocation.clear();
+                release.ramp = None;
+                Ok(())
+            })
+            .await?;
+        self.notify(env, &view, "promoted", &actor.0);
+        Ok(view)
+    }
+
+    /// Tells webhooks that a kill froze a running ramp.
+    pub fn killed(&self, env: &EnvName, before: &Option<Ramp>, after: &ReleaseView, actor: &str) {
+        let was_running = before.as_ref().is_some_and(|r| r.state == RampState::Running);
+        let now_paused = after.ramp.as_ref().is_some_and(|r| r.state == RampState::Paused);
+        if was_running && now_paused {
+            self.notify(env, after, "killed", actor);
+        }
+    }
+
+    /// The ramp of `key` as this instance serves it, with the guard computed now.
+    pub async fn status(&self, env: &EnvName, key: &str) -> Result<RampStatus, ReleaseError> {
+        let view = self.releases.get(env, key)?;
+        let ramp = view.ramp.clone().ok_or_else(|| StoreError::NotFound(format!("{key} has no ramp")))?;
+        let baseline = view.versions.first().cloned().unwrap_or_default();
+        let now = now_ms();
+        let (assessment, b, c) = self.assess(env, key, &baseline, &ramp, now).await?;
+        let percent = view.allocation.get(&ramp.candidate).copied().unwrap_or(0.0);
+        let next = (ramp.state == RampState::Running).then(|| tick::hold_end(&ramp)).flatten();
+        Ok(RampStatus {
+            release: key.to_owned(),
+            revision: view.revision,
+            live: figures(&assessment, b, c, now),
+            ramp,
+            percent,
+            next_transition_ms: next,
+        })
+    }
+
+    /// The guard over the current step's window (whole minutes, from the step's start).
+    async fn assess(
+        &self,
+        env: &EnvName,
+        key: &str,
+        baseline: &str,
+        ramp: &Ramp,
+        now: u64,
+    ) -> Result<(Assessment, Sample, Sample), ReleaseError> {
+        let from = ramp.step_started_ms / 60_000;
+        let to = current_minute().max(from);
+        let counts = self.releases.store().outcomes(env, key, from, to).await?;
+        let (mut b, mut c) = (Sample::default(), Sample::default());
+        for m in counts {
+            let side = if m.version == baseline {
+                &mut b
+            } else if m.version == ramp.candidate {
+                &mut c
+            } else {
+                continue;
+            };
+            side.total += m.ok + m.error;
+            side.errors += m.error;
+        }
+        let _ = now;
+        Ok((guard::assess(&ramp.guard, b, c), b, c))
+    }
+
+    /// One driver step for `key`: assess, decide, and apply the transition (if any) as a
+    /// compare-and-set at `revision`. Losing the compare-and-set means another instance
+    /// (or a person) changed the release first: nothing is applied twice.
+    pub(crate) async fn drive(&self, env: &EnvName, key: &str, revision: u64, now: u64) -> Result<(), ReleaseError> {
+        let Some(snapshot) = self.snapshots.get(env) else { return Ok(()) };
+        let Some(compiled) = snapshot.snapshot.get(key) else { return Ok(()) };
+        let release = compiled.release();
+        let Some(ramp) = release.ramp.as_ref().filter(|r| r.state == RampState::Running) else { return Ok(()) };
+        let baseline = release.baseline().unwrap_or_default().to_owned();
+        let (assessment, b, c) = self.assess(env, key, &baseline, ramp, now).await?;
+        let Some(transition) = tick::tick(ramp, now, &assessment) else { return Ok(()) };
+        let figures = figures(&assessment, b, c, now);
+        crate::metrics::METRICS.guard_verdicts.with_label_values(&[assessment.verdict.as_str()]).inc();
+        let (action, event) = match transition {
+            Transition::Advance { .. } => (Action::RampAdvance, "advanced"),
+            Transition::Complete => (Action::RampComplete, "completed"),
+            Transition::RollBack => (Action::RampRollback, "rolled_back"),
+            Transition::Extend => (Action::RampExtend, "extended"),
+            Transition::PauseForData => (Action::RampPause, "paused"),
+        };
+        let reason = format!(
+            "guard {}: candidate {}/{} errors, baseline {}/{}, z {} vs {:.3}",
+            figures.verdict,
+            c.errors,
+            c.total,
+            b.errors,
+            b.total,
+            figures.z.map_or_else(|| "n/a".to_owned(), |z| format!("{z:.3}")),
+            figures.z_critical,
+        );
+        let meta = WriteMeta::now(DRIVER_ACTOR, action, Some(reason));
+        let result = self
+            .releases
+            .modify(env, key, Some(revision), meta, |release| {
+                let Some(ramp) = release.ramp.as_mut() else { return Err(conflict("ramp gone")) };
+                ramp.guard_figures = Some(figures.clone());
+                let candidate = ramp.candidate.clone();
+                match transition {
+                    Transition::Advance { to } => {
+                        ramp.step = to;
+                        ramp.step_started_ms = now;
+                        ramp.extensions = 0;
+                        let step = &ramp.steps[to];
+                        if to + 1 == ramp.steps.len() && step.hold_ms.is_none() {
+                            ramp.state = RampState::Completed;
+                        }
+                        let buckets = step.buckets;
+                        release.allocation.insert(candidate, buckets);
+                    }
+                    Transition::Complete => ramp.state = RampState::Completed,
+                    Transition::RollBack => {
+                        ramp.state = RampState::RolledBack;
+                        ramp.reason = Some("guard: candidate error rate regressed".to_owned());
+                        release.allocation.insert(candidate, 0);
+                    }
+                    Transition::Extend => ramp.extensions += 1,
+                    Transition::PauseForData => {
+                        ramp.state = RampState::Paused;
+                        ramp.reason = Some("insufficient_data".to_owned());
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(view) => {
+                let event = match (transition, view.ramp.as_ref().map(|r| r.state)) {
+                    (Transition::Advance { .. }, Some(RampState::Completed)) => "completed",
+                    _ => event,
+                };
+                tracing::info!(%env, release = %key, event, revision = view.revision, "ramp transition");
+                self.notify(env, &view, event, DRIVER_ACTOR);
+                Ok(())
+            }
+            // Someone else moved first; the next tick looks again.
+            Err(ReleaseError::Store(StoreError::RevisionMismatch { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
