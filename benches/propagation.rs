@@ -68,7 +68,11 @@ fn main() -> BenchResult<()> {
         }
         println!("(first three: from the kill's HTTP response; \"req\": from sending its request;");
         for (name, s) in &rows {
-            println!(" {name}: {} of {} events arrived before the response, counted as 0)", s.early, s.from_response.len());
+            println!(
+                " {name}: {} of {} events arrived before the response, counted as 0)",
+                s.early,
+                s.from_response.len()
+            );
         }
         Ok(())
     })
@@ -115,8 +119,7 @@ async fn measure(writer: &App, on: &App, subscribers: usize, rounds: usize) -> B
     let token = mint("bench-sdk", "eval")?;
     let mut readers = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let request =
-            http.get(on.env_url("/stream")).header(ACCEPT, "text/event-stream").bearer_auth(&token).send();
+        let request = http.get(on.env_url("/stream")).header(ACCEPT, "text/event-stream").bearer_auth(&token).send();
         readers.push(tokio::spawn(read_events(request, Arc::clone(&ready), receipts.clone())));
     }
     drop(receipts);
@@ -126,12 +129,18 @@ async fn measure(writer: &App, on: &App, subscribers: usize, rounds: usize) -> B
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let sent = Instant::now();
-        let response = writer.client.post(writer.env_url(&format!("/releases/bench-{round}/kill"))).json(&json!({})).send().await?;
+        let response = writer
+            .client
+            .post(writer.env_url(&format!("/releases/bench-{round}/kill")))
+            .json(&json!({}))
+            .send()
+            .await?;
         let answered = Instant::now();
         if !response.status().is_success() {
             return Err(format!("kill answered {}", response.status()).into());
         }
-        let revision = response.json::<Value>().await?["revision"].as_u64().ok_or("no revision in the kill's answer")?;
+        let revision =
+            response.json::<Value>().await?["revision"].as_u64().ok_or("no revision in the kill's answer")?;
         let mut arrived: HashMap<u64, usize> = HashMap::new();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         while arrived.get(&revision).copied().unwrap_or(0) < subscribers {

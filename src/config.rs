@@ -22,6 +22,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Ramp driver.
     pub ramp: RampSettings,
+    /// Fleets.
+    pub fleet: FleetSettings,
     /// Webhook receivers of ramp transitions.
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
@@ -83,6 +85,13 @@ pub struct RampSettings {
     pub tick_ms: u64,
     /// How long the driving instance's lease lasts without renewal.
     pub lease_ms: u64,
+}
+
+/// Fleet settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FleetSettings {
+    /// A node whose last heartbeat is older than this is gone.
+    pub node_ttl_ms: u64,
 }
 
 /// One webhook receiver.

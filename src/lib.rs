@@ -3,11 +3,13 @@
 //! The evaluation core and model live in `cohort-sdk`; this crate adds storage, sync
 //! between instances, the HTTP API and the command line.
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod fleet;
 pub mod metrics;
 pub mod ofrep;
 pub mod ramp;

@@ -27,8 +27,35 @@ enum Command {
     /// Tokens
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Deploy agent of one fleet node: heartbeats, deploys its assignment, reports it
+    Agent(AgentArgs),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Fleet name
+    #[arg(long)]
+    fleet: String,
+    /// This node's id (e.g. $(hostname))
+    #[arg(long)]
+    node: String,
+    /// Deploy command run with `sh -c`; `{version}` is replaced by the assigned version
+    #[arg(long)]
+    exec: String,
+    /// Health command run with `sh -c` before each heartbeat; exit 0 = healthy
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Release to follow (default: the fleet's only release)
+    #[arg(long)]
+    release: Option<String>,
+    /// Heartbeat interval
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: std::time::Duration,
+    /// Version running now, if known
+    #[arg(long)]
+    running: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +114,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(TokenCmd::Mint(args)) => mint(args, &cli.client.env),
+        Command::Agent(args) => agent(args, cli.client, cli.token_file),
         Command::Client(command) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -103,6 +131,46 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(cli::run(cli.client, command, token))
+        }
+    }
+}
+
+fn agent(args: AgentArgs, client: ClientArgs, token_file: Option<PathBuf>) -> ExitCode {
+    cohort::telemetry::init(&cohort::config::LogSettings {
+        level: "info".into(),
+        format: cohort::config::LogFormat::Text,
+    });
+    let token = match Settings::client_token(token_file.as_deref()) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
+    let settings = cohort::agent::AgentSettings {
+        url: client.url,
+        env: client.env,
+        fleet: args.fleet,
+        node: args.node,
+        token,
+        exec: args.exec,
+        health_cmd: args.health_cmd,
+        release: args.release,
+        interval: args.interval,
+        running: args.running,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cohort::agent::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

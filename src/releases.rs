@@ -71,6 +71,12 @@ pub struct ReleaseInput {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// Rolling deployments: the fleet whose nodes this release assigns (unit `node_id`).
+    #[serde(default)]
+    pub fleet: Option<String>,
+    /// Rolling deployments: an exact node count for the candidate.
+    #[serde(default)]
+    pub fleet_nodes: Option<u32>,
 }
 
 /// A release as the API shows it: allocation in percent, plus its revision.
@@ -92,6 +98,10 @@ pub struct ReleaseView {
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<cohort_sdk::Ramp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_nodes: Option<u32>,
     pub revision: u64,
 }
 
@@ -113,6 +123,8 @@ impl ReleaseView {
             kill_reason: release.kill_reason.clone(),
             description: release.description.clone(),
             ramp: release.ramp.clone(),
+            fleet: release.fleet.clone(),
+            fleet_nodes: release.fleet_nodes,
             revision,
         }
     }
@@ -144,6 +156,7 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
         (None, None) => return Err(ReleaseError::invalid("key", "a release needs a key")),
     };
     let mut release = Release::new(&key, input.versions);
+    let unit_given = input.unit.is_some();
     if let Some(unit) = input.unit {
         release.unit = unit;
     }
@@ -160,6 +173,27 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     release.audience = input.audience;
     release.values = input.values;
     release.description = input.description.unwrap_or_default();
+    if let Some(fleet) = input.fleet {
+        if !crate::fleet::valid_name(&fleet) {
+            return Err(ReleaseError::invalid("fleet", "1 to 128 of letters, digits, `-`, `_`, `.`"));
+        }
+        if release.versions.len() != 2 {
+            return Err(ReleaseError::invalid("versions", "a fleet release has a baseline and one candidate"));
+        }
+        if !release.overrides.is_empty() {
+            return Err(ReleaseError::invalid(
+                "overrides",
+                "a fleet release's overrides are its node batches, set by cohort",
+            ));
+        }
+        if !unit_given {
+            release.unit = "node_id".to_owned();
+        }
+        release.fleet = Some(fleet);
+        release.fleet_nodes = input.fleet_nodes;
+    } else if input.fleet_nodes.is_some() {
+        return Err(ReleaseError::invalid("fleet_nodes", "only for fleet releases"));
+    }
     validate(release)
 }
 
@@ -190,6 +224,11 @@ impl Releases {
     /// Operations over `store`, keeping `snapshots` current.
     pub fn new(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
         Releases { store, snapshots }
+    }
+
+    /// The snapshots this instance serves.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
     }
 
     /// The store (for domain modules that write beside releases, like outcomes).
@@ -245,6 +284,9 @@ impl Releases {
             release.killed = current.0.killed;
             release.kill_reason = current.0.kill_reason;
             release.ramp = current.0.ramp;
+            if release.fleet.is_some() && release.fleet == current.0.fleet {
+                release.overrides = current.0.overrides;
+            }
         }
         let meta = WriteMeta::now(&actor.0, Action::Update, None);
         let change = self.write(env, Write::Update { release: release.clone(), expected }, &meta).await?;

@@ -4,6 +4,7 @@ use crate::api::{self, AppState};
 use crate::auth::Verifier;
 use crate::auth::secret::{self, Source};
 use crate::config::{Settings, StoreKind};
+use crate::fleet::Fleets;
 use crate::ramp::Ramps;
 use crate::ramp::driver::Driver;
 use crate::releases::Releases;
@@ -159,7 +160,8 @@ impl Application {
         );
         let releases = Releases::new(Arc::clone(&store), Arc::clone(&snapshots));
         let (webhooks, dispatcher) = webhooks::channel(settings.webhooks.clone());
-        let ramps = Ramps::new(releases.clone(), Arc::clone(&snapshots), webhooks);
+        let fleets = Fleets::new(releases.clone(), Duration::from_millis(settings.fleet.node_ttl_ms.max(1)));
+        let ramps = Ramps::new(releases.clone(), Arc::clone(&snapshots), webhooks, fleets);
         let holder = format!("{}-{}-{:08x}", store.kind(), std::process::id(), rand::random::<u32>());
         let driver = Driver::new(
             ramps.clone(),

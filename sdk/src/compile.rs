@@ -133,6 +133,8 @@ impl CompiledRelease {
                 ));
             }
             let start = (index as u32 - 1) * width;
+            // Fleet releases assign exact batches through overrides, never by hash.
+            let share = if release.fleet.is_some() { 0 } else { share };
             slots[index - 1] = (start, start + share);
         }
 

@@ -62,6 +62,16 @@ pub struct Release {
     /// The automatic ramp, when one was started (evaluation ignores it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp: Option<crate::ramp::Ramp>,
+    /// For rolling deployments: the fleet whose nodes this release assigns. The server
+    /// turns the candidate's share into exact batches of live nodes, written as
+    /// `overrides` (node id → version); the hash split is off for fleet releases, so a
+    /// node not yet assigned gets the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+    /// For fleet releases: an exact number of nodes for the candidate (instead of a
+    /// percent of the fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_nodes: Option<u32>,
 }
 
 fn default_unit() -> String {
@@ -95,6 +105,8 @@ impl Release {
             kill_reason: None,
             description: String::new(),
             ramp: None,
+            fleet: None,
+            fleet_nodes: None,
         }
     }
 

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct RampStep {
     /// Share in bucket units (1000 = 1 %).
     pub buckets: u32,
+    /// For fleet releases: an exact node count instead of a share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
     /// How long to hold before moving on; `None` on the last step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_ms: Option<u64>,
@@ -107,4 +110,11 @@ pub struct Ramp {
     /// The guard's latest figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard_figures: Option<GuardFigures>,
+    /// Fleet ramps: how long a batch may take to run the candidate healthily before the
+    /// ramp pauses with `progress_deadline_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_ms: Option<u64>,
+    /// Fleet ramps: most nodes moved to the candidate in one batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
 }

@@ -8,6 +8,7 @@ pub mod error;
 mod evaluate;
 mod events;
 mod extract;
+mod fleets;
 mod health;
 mod ofrep;
 mod ramp;
@@ -66,7 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(audit::configure)
                 .configure(events::configure)
                 .configure(reach::configure)
-                .configure(ramp::configure),
+                .configure(ramp::configure)
+                .configure(fleets::configure),
         );
 }
 

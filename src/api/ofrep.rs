@@ -3,15 +3,19 @@
 //! advertises in `eventStreams`. OFREP paths name no environment: it is the token's
 //! `env` (a `*` token names one in the `X-Cohort-Env` header). Failures use OFREP's
 //! bodies, not cohort's `{"error": …}`, because OFREP clients parse them.
+//!
+//! The event stream takes its token from the URL as well as from the header: browsers'
+//! `EventSource` cannot send headers, so a browser's bulk answer advertises a URL
+//! carrying its own (client-side, already public) token.
 
-use super::auth::{Eval, Policy, principal};
+use super::auth::{Eval, Policy, bearer, principal};
 use super::{ApiError, AppState, resource};
-use crate::auth::{AuthError, EnvScope};
+use crate::auth::{AuthError, EnvScope, Principal, Scope};
 use crate::ofrep::{self, Bulk, FlagError};
 use crate::store::{EnvName, InvalidEnvName};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
+use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use cohort_sdk::Context;
 use futures_util::StreamExt;
@@ -161,13 +165,68 @@ impl<P: Policy> FromRequest for OfrepAuthorized<P> {
     type Future = Ready<Result<Self, Failure>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = environment::<P>(req).map(|env| OfrepAuthorized { env, _policy: PhantomData });
+        let result = principal(req)
+            .map_err(OfrepError::from)
+            .and_then(|principal| environment(req, &principal, P::SCOPES))
+            .map(|env| OfrepAuthorized { env, _policy: PhantomData });
         ready(result.map_err(|error| Failure { key: req.match_info().get("key").map(str::to_owned), error }))
     }
 }
 
-fn environment<P: Policy>(req: &HttpRequest) -> Result<EnvName, OfrepError> {
-    let principal = principal(req)?;
+/// A request for the OFREP event stream with an `eval` token, from the `Authorization`
+/// header or — because a browser's `EventSource` cannot send headers — the `token`
+/// query parameter of the URL the bulk answer advertised.
+pub struct OfrepStreamAuthorized {
+    /// The environment followed.
+    pub env: EnvName,
+}
+
+impl FromRequest for OfrepStreamAuthorized {
+    type Error = Failure;
+    type Future = Ready<Result<Self, Failure>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = stream_principal(req)
+            .and_then(|principal| environment(req, &principal, Eval::SCOPES))
+            .map(|env| OfrepStreamAuthorized { env });
+        ready(result.map_err(Failure::bulk))
+    }
+}
+
+fn stream_principal(req: &HttpRequest) -> Result<Arc<Principal>, OfrepError> {
+    match query_token(req.query_string()) {
+        Some(token) if !req.headers().contains_key(header::AUTHORIZATION) => {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| OfrepError::General("application state is not registered".into()))?;
+            Ok(state.verifier.verify(token)?)
+        }
+        _ => Ok(principal(req)?),
+    }
+}
+
+fn query_token(query: &str) -> Option<&str> {
+    query.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|token| !token.is_empty())
+}
+
+/// The event stream URL the bulk answer advertises. A browser (it sends `Origin`)
+/// gets its own token in it, as its `EventSource` cannot send headers; that token is
+/// already in the page. Other clients send their headers and get a URL without it.
+fn events_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    let mut url = format!("{}://{}/ofrep/v1/events", info.scheme(), info.host());
+    let url_safe = |t: &str| t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    if req.headers().contains_key(header::ORIGIN)
+        && let Ok(token) = bearer(req)
+        && url_safe(token)
+    {
+        url.push_str("?token=");
+        url.push_str(token);
+    }
+    url
+}
+
+fn environment(req: &HttpRequest, principal: &Principal, scopes: &[Scope]) -> Result<EnvName, OfrepError> {
     let named = match req.headers().get(ENV_HEADER) {
         Some(value) => Some(EnvName::parse(value.to_str().unwrap_or_default())?),
         None => None,
@@ -178,7 +237,7 @@ fn environment<P: Policy>(req: &HttpRequest) -> Result<EnvName, OfrepError> {
         (None, EnvScope::Any) => return Err(OfrepError::EnvironmentRequired),
     };
     // A one-environment token naming another environment in the header is refused here.
-    principal.authorize_any(P::SCOPES, &env)?;
+    principal.authorize_any(scopes, &env)?;
     Ok(env)
 }
 
@@ -249,10 +308,7 @@ async fn evaluate_flags(
     if unchanged {
         return Ok(HttpResponse::NotModified().insert_header(ETag(tag)).finish());
     }
-    let events_url = {
-        let info = req.connection_info();
-        format!("{}://{}/ofrep/v1/events", info.scheme(), info.host())
-    };
+    let events_url = events_url(&req);
     let bulk = Bulk { env: &auth.env, snapshot: &current.snapshot, context: &context, events_url: &events_url };
     let mut response = HttpResponse::Ok();
     response.insert_header(ETag(tag)).insert_header(CacheControl(vec![CacheDirective::NoCache]));
@@ -260,7 +316,7 @@ async fn evaluate_flags(
 }
 
 /// `GET /ofrep/v1/events`: OFREP `refetchEvaluation` events (Server-Sent Events).
-async fn events(state: web::Data<AppState>, auth: OfrepAuthorized<Eval>, req: HttpRequest) -> HttpResponse {
+async fn events(state: web::Data<AppState>, auth: OfrepStreamAuthorized, req: HttpRequest) -> HttpResponse {
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
     let subscription = state.streams.subscribe(&auth.env, last_event_id);
     HttpResponse::Ok()

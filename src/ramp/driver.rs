@@ -70,6 +70,9 @@ impl Driver {
     /// One pass over every running ramp.
     pub async fn tick_once(&self) {
         for env in self.snapshots.environments() {
+            if let Err(error) = self.ramps.fleets().reconcile(&env).await {
+                tracing::warn!(%env, %error, "fleet reconcile failed; retrying next tick");
+            }
             let Some(snapshot) = self.snapshots.get(&env) else { continue };
             for release in snapshot.snapshot.releases() {
                 let running = release.release().ramp.as_ref().is_some_and(|r| r.state == RampState::Running);

@@ -5,11 +5,13 @@
 //! lease holder drives.
 
 pub mod driver;
+mod fleet;
 pub mod guard;
 pub mod plan;
 pub mod tick;
 
 use crate::events::current_minute;
+use crate::fleet::Fleets;
 use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::Snapshots;
 use crate::store::{Action, EnvName, StoreError, WriteMeta};
@@ -35,6 +37,7 @@ pub struct Ramps {
     releases: Releases,
     snapshots: Arc<Snapshots>,
     webhooks: Webhooks,
+    fleets: Fleets,
 }
 
 /// `GET …/ramp`: the ramp plus the guard's live figures and the next transition.
@@ -71,8 +74,13 @@ fn figures(assessment: &Assessment, baseline: Sample, candidate: Sample, at_ms: 
 
 impl Ramps {
     /// Ramp operations over `releases`, announcing transitions to `webhooks`.
-    pub fn new(releases: Releases, snapshots: Arc<Snapshots>, webhooks: Webhooks) -> Self {
-        Ramps { releases, snapshots, webhooks }
+    pub fn new(releases: Releases, snapshots: Arc<Snapshots>, webhooks: Webhooks, fleets: Fleets) -> Self {
+        Ramps { releases, snapshots, webhooks, fleets }
+    }
+
+    /// Fleet operations (the driver reconciles node batches each tick).
+    pub fn fleets(&self) -> &Fleets {
+        &self.fleets
     }
 
     fn notify(&self, env: &EnvName, view: &ReleaseView, event: &str, actor: &str) {
@@ -109,7 +117,13 @@ impl Ramps {
                 }
                 let ramp = plan::build(release, request.clone(), now)
                     .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })?;
-                release.allocation.insert(ramp.candidate.clone(), ramp.steps[0].buckets);
+                match ramp.steps[0].nodes {
+                    Some(nodes) => release.fleet_nodes = Some(nodes),
+                    None => {
+                        release.fleet_nodes = None;
+                        release.allocation.insert(ramp.candidate.clone(), ramp.steps[0].buckets);
+                    }
+                }
                 release.ramp = Some(ramp);
                 Ok(())
             })
@@ -188,6 +202,7 @@ impl Ramps {
                 ramp.reason = Some(reason.clone().unwrap_or_else(|| "aborted".to_owned()));
                 let candidate = ramp.candidate.clone();
                 release.allocation.insert(candidate, 0);
+                release.fleet_nodes = None;
                 Ok(())
             })
             .await?;
@@ -294,6 +309,9 @@ impl Ramps {
         let Some(compiled) = snapshot.snapshot.get(key) else { return Ok(()) };
         let release = compiled.release();
         let Some(ramp) = release.ramp.as_ref().filter(|r| r.state == RampState::Running) else { return Ok(()) };
+        if release.fleet.is_some() {
+            return self.drive_fleet(env, key, release, ramp, revision, now).await;
+        }
         let baseline = release.baseline().unwrap_or_default().to_owned();
         let (assessment, b, c) = self.assess(env, key, &baseline, ramp, now).await?;
         let Some(transition) = tick::tick(ramp, now, &assessment) else { return Ok(()) };

@@ -14,13 +14,23 @@ pub struct RampRequest {
     /// The guard; defaults are conservative.
     #[serde(default)]
     pub guard: Option<GuardRequest>,
+    /// Fleet ramps: how long a batch may take to converge (e.g. `10m`).
+    #[serde(default)]
+    pub progress_deadline: Option<String>,
+    /// Fleet ramps: most nodes moved in one batch.
+    #[serde(default)]
+    pub max_unavailable: Option<u32>,
 }
 
 /// `{"percent": 5, "hold": "30m"}`; the last step may omit `hold`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepRequest {
-    pub percent: f64,
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// Fleet releases: an exact node count instead of a percent.
+    #[serde(default)]
+    pub nodes: Option<u32>,
     #[serde(default)]
     pub hold: Option<String>,
 }
@@ -96,24 +106,43 @@ pub fn build(release: &Release, request: RampRequest, now_ms: u64) -> Result<Ram
     let width = slot_width(release.versions.len() - 1);
     let mut steps = Vec::with_capacity(request.steps.len());
     let last = request.steps.len() - 1;
+    let fleet = release.fleet.is_some();
+    let mut previous_nodes: Option<u32> = None;
     for (i, step) in request.steps.iter().enumerate() {
-        let field = format!("steps[{i}]");
-        let buckets = percent_to_buckets(step.percent)
-            .ok_or_else(|| err(format!("{field}.percent"), "a percent between 0 and 100 with at most 3 decimals"))?;
-        if buckets == 0 {
-            return Err(err(format!("{field}.percent"), "steps must be above 0 %"));
-        }
-        if buckets > width {
-            return Err(err(
-                format!("{field}.percent"),
-                format!("{}% exceeds the candidate's slot of {}%", step.percent, f64::from(width) / 1000.0),
-            ));
-        }
-        if let Some(previous) = steps.last().map(|s: &RampStep| s.buckets)
-            && buckets <= previous
-        {
-            return Err(err(format!("{field}.percent"), "percents must rise from step to step"));
-        }
+        let field = format!("{field_steps}[{i}]", field_steps = "steps");
+        let (buckets, nodes) = match (step.percent, step.nodes) {
+            (Some(percent), None) => {
+                let buckets = percent_to_buckets(percent).ok_or_else(|| {
+                    err(format!("{field}.percent"), "a percent between 0 and 100 with at most 3 decimals")
+                })?;
+                if buckets == 0 {
+                    return Err(err(format!("{field}.percent"), "steps must be above 0 %"));
+                }
+                if buckets > width {
+                    return Err(err(
+                        format!("{field}.percent"),
+                        format!("{percent}% exceeds the candidate's slot of {}%", f64::from(width) / 1000.0),
+                    ));
+                }
+                if let Some(previous) = steps.last().map(|s: &RampStep| s.buckets).filter(|b| *b > 0)
+                    && buckets <= previous
+                {
+                    return Err(err(format!("{field}.percent"), "percents must rise from step to step"));
+                }
+                (buckets, None)
+            }
+            (None, Some(nodes)) if fleet => {
+                if nodes == 0 || previous_nodes.is_some_and(|p| nodes <= p) {
+                    return Err(err(format!("{field}.nodes"), "node counts must be above 0 and rise"));
+                }
+                previous_nodes = Some(nodes);
+                (0, Some(nodes))
+            }
+            (None, Some(_)) => {
+                return Err(err(format!("{field}.nodes"), "node counts are for fleet releases; use a percent"));
+            }
+            _ => return Err(err(field.clone(), "give either `percent` or (fleet releases) `nodes`")),
+        };
         let hold_ms = match (&step.hold, i == last) {
             (Some(text), _) => {
                 let ms = parse_hold(text).filter(|ms| (1..=MAX_HOLD_MS).contains(ms)).ok_or_else(|| {
@@ -124,7 +153,7 @@ pub fn build(release: &Release, request: RampRequest, now_ms: u64) -> Result<Ram
             (None, true) => None,
             (None, false) => return Err(err(format!("{field}.hold"), "every step but the last needs a hold")),
         };
-        steps.push(RampStep { buckets, hold_ms });
+        steps.push(RampStep { buckets, nodes, hold_ms });
     }
     let g = request.guard.unwrap_or_default();
     if !(0.0..1.0).contains(&g.max_error_rate_increase) {
@@ -145,6 +174,21 @@ pub fn build(release: &Release, request: RampRequest, now_ms: u64) -> Result<Ram
         min_samples: g.min_samples,
         confidence: g.confidence,
     };
+    let progress_deadline_ms = match &request.progress_deadline {
+        Some(text) => Some(
+            parse_hold(text)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| err("progress_deadline", format!("`{text}` is not a duration like 10m")))?,
+        ),
+        None if fleet => Some(10 * 60_000),
+        None => None,
+    };
+    if !fleet && (request.progress_deadline.is_some() || request.max_unavailable.is_some()) {
+        return Err(err("progress_deadline", "progress_deadline and max_unavailable are for fleet releases"));
+    }
+    if request.max_unavailable == Some(0) {
+        return Err(err("max_unavailable", "at least 1"));
+    }
     let state = if steps.len() == 1 && steps[0].hold_ms.is_none() { RampState::Completed } else { RampState::Running };
     Ok(Ramp {
         candidate: request.candidate,
@@ -156,6 +200,8 @@ pub fn build(release: &Release, request: RampRequest, now_ms: u64) -> Result<Ram
         extensions: 0,
         reason: None,
         guard_figures: None,
+        progress_deadline_ms,
+        max_unavailable: request.max_unavailable,
     })
 }
 
@@ -166,8 +212,13 @@ mod tests {
     fn request(steps: &[(f64, Option<&str>)]) -> RampRequest {
         RampRequest {
             candidate: "v2".into(),
-            steps: steps.iter().map(|(p, h)| StepRequest { percent: *p, hold: h.map(str::to_owned) }).collect(),
+            steps: steps
+                .iter()
+                .map(|(p, h)| StepRequest { percent: Some(*p), nodes: None, hold: h.map(str::to_owned) })
+                .collect(),
             guard: None,
+            progress_deadline: None,
+            max_unavailable: None,
         }
     }
 
@@ -176,8 +227,8 @@ mod tests {
         let release = Release::new("r", ["v1", "v2"]);
         let ramp =
             build(&release, request(&[(1.0, Some("10m")), (5.0, Some("30s")), (100.0, None)]), 7).expect("valid");
-        assert_eq!(ramp.steps[0], RampStep { buckets: 1_000, hold_ms: Some(600_000) });
-        assert_eq!(ramp.steps[2], RampStep { buckets: 100_000, hold_ms: None });
+        assert_eq!(ramp.steps[0], RampStep { buckets: 1_000, nodes: None, hold_ms: Some(600_000) });
+        assert_eq!(ramp.steps[2], RampStep { buckets: 100_000, nodes: None, hold_ms: None });
         assert_eq!((ramp.state, ramp.step, ramp.step_started_ms), (RampState::Running, 0, 7));
 
         let field = |r: RampRequest| build(&release, r, 0).unwrap_err().field;

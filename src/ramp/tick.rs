@@ -60,9 +60,9 @@ mod tests {
         Ramp {
             candidate: "v2".into(),
             steps: vec![
-                RampStep { buckets: 1_000, hold_ms: Some(100) },
-                RampStep { buckets: 5_000, hold_ms: Some(100) },
-                RampStep { buckets: 100_000, hold_ms: None },
+                RampStep { buckets: 1_000, nodes: None, hold_ms: Some(100) },
+                RampStep { buckets: 5_000, nodes: None, hold_ms: Some(100) },
+                RampStep { buckets: 100_000, nodes: None, hold_ms: None },
             ],
             guard: RampGuard { max_error_rate_increase: 0.01, max_error_rate: None, min_samples: 10, confidence: 0.99 },
             state: RampState::Running,
@@ -71,6 +71,8 @@ mod tests {
             extensions,
             reason: None,
             guard_figures: None,
+            progress_deadline_ms: None,
+            max_unavailable: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub enum Action {
     RampAbort,
     RampComplete,
     Promote,
+    FleetAssign,
 }
 
 impl Action {
@@ -48,6 +49,7 @@ impl Action {
             Action::RampAbort => "ramp-abort",
             Action::RampComplete => "ramp-complete",
             Action::Promote => "promote",
+            Action::FleetAssign => "fleet-assign",
         }
     }
 
@@ -71,6 +73,7 @@ impl Action {
             Action::RampAbort,
             Action::RampComplete,
             Action::Promote,
+            Action::FleetAssign,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -10,8 +10,8 @@
 use super::apply::apply;
 use super::outcomes::{field, split_field};
 use super::{
-    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount, SdkAck, Store,
-    StoreError, Write, WriteMeta,
+    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, NodeReport, OUTCOME_TTL_SECS, OutcomeCount, SdkAck,
+    Store, StoreError, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,8 @@ struct State {
     history: HashMap<EnvName, VecDeque<Change>>,
     /// SDK acknowledgements: liveness data, deliberately not persisted.
     acks: HashMap<EnvName, HashMap<String, SdkAck>>,
+    /// Fleet heartbeats, also liveness data: (environment, fleet) → node → report.
+    nodes: HashMap<(EnvName, String), HashMap<String, NodeReport>>,
 }
 
 /// The embedded store.
@@ -98,7 +100,7 @@ impl EmbeddedStore {
         };
         Ok(EmbeddedStore {
             path,
-            state: Mutex::new(State { data, history: HashMap::new(), acks: HashMap::new() }),
+            state: Mutex::new(State { data, history: HashMap::new(), acks: HashMap::new(), nodes: HashMap::new() }),
             written: watch::channel(0).0,
             audit_retention: audit_retention.max(1),
         })
@@ -241,6 +243,21 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn heartbeat(&self, env: &EnvName, fleet: &str, report: &NodeReport) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        state.nodes.entry((env.clone(), fleet.to_owned())).or_default().insert(report.node.clone(), report.clone());
+        Ok(())
+    }
+
+    async fn fleet_nodes(&self, env: &EnvName, fleet: &str, since_ms: u64) -> Result<Vec<NodeReport>, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(nodes) = state.nodes.get_mut(&(env.clone(), fleet.to_owned())) else { return Ok(Vec::new()) };
+        nodes.retain(|_, n| n.seen_ms >= since_ms);
+        let mut live: Vec<NodeReport> = nodes.values().cloned().collect();
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(live)
     }
 
     async fn try_lease(&self, _name: &str, _holder: &str, _ttl: Duration) -> Result<bool, StoreError> {

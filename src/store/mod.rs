@@ -8,6 +8,7 @@
 mod apply;
 mod audit;
 pub mod embedded;
+mod nodes;
 mod outcomes;
 pub mod redis;
 mod sdks;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use audit::{Action, AuditEntry, AuditQuery, WriteMeta};
 pub use embedded::EmbeddedStore;
+pub use nodes::NodeReport;
 pub use outcomes::{MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount};
 pub use redis::RedisStore;
 pub use sdks::SdkAck;
@@ -192,6 +194,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every SDK acknowledgement of `env` seen at or after `since_ms`; older ones are
     /// forgotten.
     async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError>;
+
+    /// Records a fleet node's heartbeat (replacing its previous one).
+    async fn heartbeat(&self, env: &EnvName, fleet: &str, report: &NodeReport) -> Result<(), StoreError>;
+
+    /// The nodes of `fleet` that reported at or after `since_ms`; older ones are
+    /// forgotten.
+    async fn fleet_nodes(&self, env: &EnvName, fleet: &str, since_ms: u64) -> Result<Vec<NodeReport>, StoreError>;
 
     /// Takes or renews the lease `name` for `holder` for `ttl`; true when `holder` has
     /// it. One instance at a time drives ramps through it.

@@ -15,8 +15,8 @@
 
 use super::outcomes::{field, split_field};
 use super::{
-    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount,
-    SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
+    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, MinuteCounts, NodeReport, OUTCOME_TTL_SECS,
+    OutcomeCount, SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -430,6 +430,42 @@ impl Store for RedisStore {
             }));
         }
         Ok(counts)
+    }
+
+    async fn heartbeat(&self, env: &EnvName, fleet: &str, report: &NodeReport) -> Result<(), StoreError> {
+        let json = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = self.key(env, &format!("fleet:{fleet}"));
+        let mut conn = self.manager.clone();
+        // One hash per fleet; stale nodes are filtered by `seen_ms` and removed on read,
+        // and a whole fleet that stops reporting expires with its key.
+        redis::pipe()
+            .hset(&key, &report.node, json)
+            .ignore()
+            .expire(&key, 24 * 3_600)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn fleet_nodes(&self, env: &EnvName, fleet: &str, since_ms: u64) -> Result<Vec<NodeReport>, StoreError> {
+        let key = self.key(env, &format!("fleet:{fleet}"));
+        let mut conn = self.manager.clone();
+        let all: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.map_err(unavailable)?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (node, json) in all {
+            match serde_json::from_str::<NodeReport>(&json) {
+                Ok(report) if report.seen_ms >= since_ms => live.push(report),
+                _ => gone.push(node),
+            }
+        }
+        if !gone.is_empty() {
+            let _: Result<(), _> = redis::cmd("HDEL").arg(&key).arg(&gone).query_async(&mut conn).await;
+        }
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(live)
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {

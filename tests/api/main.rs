@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod evaluate;
 mod events;
+mod fleets;
 mod helpers;
 mod instances;
 mod ofrep;

@@ -331,7 +331,7 @@ async fn ofrep_failures_have_ofrep_shapes_and_statuses() {
     let cases: Vec<(&str, String, &str, StatusCode, Option<&str>)> = vec![
         (single, eval_token(), "{not json", StatusCode::BAD_REQUEST, Some("PARSE_ERROR")),
         (single, eval_token(), "", StatusCode::BAD_REQUEST, Some("PARSE_ERROR")),
-        (single, eval_token(), r#"{"ctx": {}}"#, StatusCode::BAD_REQUEST, Some("INVALID_CONTEXT")),
+        (single, eval_token(), r#"{"context": null, "x": 1}"#, StatusCode::BAD_REQUEST, Some("TARGETING_KEY_MISSING")),
         (single, eval_token(), r#"{"context": "user-1"}"#, StatusCode::BAD_REQUEST, Some("INVALID_CONTEXT")),
         (
             single,
@@ -341,7 +341,13 @@ async fn ofrep_failures_have_ofrep_shapes_and_statuses() {
             Some("TARGETING_KEY_MISSING"),
         ),
         ("/ofrep/v1/evaluate/flags", eval_token(), "[", StatusCode::BAD_REQUEST, Some("PARSE_ERROR")),
-        ("/ofrep/v1/evaluate/flags", eval_token(), "{}", StatusCode::BAD_REQUEST, Some("INVALID_CONTEXT")),
+        (
+            "/ofrep/v1/evaluate/flags",
+            eval_token(),
+            r#"{"context": [1]}"#,
+            StatusCode::BAD_REQUEST,
+            Some("INVALID_CONTEXT"),
+        ),
         (single, "not-a-token".into(), "{}", StatusCode::UNAUTHORIZED, None),
         (single, token("reader", ENV, "read"), "{}", StatusCode::FORBIDDEN, None),
         (single, token("admin", "*", "admin"), "{}", StatusCode::FORBIDDEN, None),
@@ -387,4 +393,39 @@ async fn the_environment_comes_from_the_token_or_for_a_wildcard_token_from_a_hea
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "a one-environment token cannot name another");
     let r = send(token("admin", "*", "admin"), Some("Not An Env")).await.expect("sent");
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_browser_gets_an_event_stream_url_it_can_open_without_headers() {
+    let app = spawn_app(crate::helpers::Backend::Embedded).await;
+    given_typed_flags(&app).await;
+    let token = eval_token();
+    let bulk = client_with(&token)
+        .post(app.url("/ofrep/v1/evaluate/flags"))
+        .header("Origin", "https://shop.example")
+        .json(&json!({"context": {"targetingKey": "u-1"}}))
+        .send()
+        .await
+        .expect("sent");
+    let body: Value = bulk.json().await.expect("json");
+    let url = body["eventStreams"][0]["url"].as_str().expect("url").to_owned();
+    assert_eq!(url, format!("{}?token={token}", app.url("/ofrep/v1/events")), "an EventSource sends no headers");
+
+    let plain = reqwest::Client::new();
+    let stream = plain.get(&url).send().await.expect("connected");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let (_, data) = next_event(&mut stream.bytes_stream(), &mut String::new()).await;
+    assert_eq!(data["type"], "refetchEvaluation");
+
+    let anonymous = plain.get(app.url("/ofrep/v1/events")).send().await.expect("sent");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let forged = plain.get(app.url("/ofrep/v1/events?token=forged")).send().await.expect("sent");
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let reader =
+        plain.get(app.url(&format!("/ofrep/v1/events?token={}", token_for_reading()))).send().await.expect("sent");
+    assert_eq!(reader.status(), StatusCode::FORBIDDEN, "the stream needs eval");
+}
+
+fn token_for_reading() -> String {
+    token("reader", ENV, "read")
 }

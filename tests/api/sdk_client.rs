@@ -83,10 +83,10 @@ fn varied_context(i: usize) -> Value {
     let mut ctx = json!({"targetingKey": format!("user-{i}")});
     ctx["country"] = json!(["NZ", "US", "FR", "DE", "JP"][i % 5]);
     ctx["plan"] = json!(["free", "pro"][i % 2]);
-    if i % 7 != 0 {
+    if !i.is_multiple_of(7) {
         ctx["app_version"] = json!(["2.3.9", "2.4.0", "3.0.1"][i % 3]);
     }
-    if i % 3 != 0 {
+    if !i.is_multiple_of(3) {
         ctx["tenant_id"] = json!(format!("tenant-{}", i % 97));
     }
     ctx
