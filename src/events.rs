@@ -60,7 +60,7 @@ pub async fn record(store: &dyn Store, env: &EnvName, batch: Vec<OutcomeCount>) 
 }
 
 /// A version's totals over a window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VersionHealth {
     pub ok: u64,
     pub error: u64,

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const FLEET_ACTOR: &str = "cohort:fleet";
 
 /// A heartbeat as the API takes it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub healthy: bool,
@@ -69,7 +69,7 @@ pub fn assignment(release: &Release, live: &[NodeReport]) -> BTreeMap<String, St
 }
 
 /// A node in `GET …/fleets/{fleet}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     #[serde(flatten)]
     pub report: NodeReport,

@@ -38,7 +38,7 @@ pub async fn acknowledge(
 }
 
 /// How far a revision has reached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reach {
     /// The revision asked about.
     pub revision: u64,

@@ -36,7 +36,7 @@ impl ReleaseError {
 }
 
 /// A release as the API takes it: allocation in percent (at most three decimals).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseInput {
     /// Required on create; on replace it may be omitted but must match the path.
@@ -59,11 +59,13 @@ pub struct ReleaseInput {
     /// Unit value → version.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
-    /// Targeting rules.
+    /// Targeting rules: `{"when": [conditions], "serve": version}`.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub rules: Vec<Rule>,
-    /// Split audience.
+    /// Split audience: `{"attr", "op", "values"}` conditions.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub audience: Vec<Condition>,
     /// Version → typed value (boolean, string, number or object; one type).
     #[serde(default)]
@@ -80,7 +82,7 @@ pub struct ReleaseInput {
 }
 
 /// A release as the API shows it: allocation in percent, plus its revision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReleaseView {
     pub key: String,
     pub versions: Vec<String>,
@@ -89,7 +91,9 @@ pub struct ReleaseView {
     pub bucketing: String,
     pub allocation: BTreeMap<String, f64>,
     pub overrides: BTreeMap<String, String>,
+    #[schema(value_type = Vec<Object>)]
     pub rules: Vec<Rule>,
+    #[schema(value_type = Vec<Object>)]
     pub audience: Vec<Condition>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, serde_json::Value>,
@@ -97,6 +101,7 @@ pub struct ReleaseView {
     pub kill_reason: Option<String>,
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub ramp: Option<cohort_sdk::Ramp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,
@@ -131,7 +136,7 @@ impl ReleaseView {
 }
 
 /// The environment's kill state as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnvView {
     pub environment: String,
     pub revision: u64,

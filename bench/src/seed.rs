@@ -22,19 +22,19 @@ pub fn key(i: usize) -> String {
 /// two candidates, every 10th a country rule, every 25th an app-version audience and
 /// every 50th an override, so evaluation walks every step of the order.
 pub fn release(i: usize) -> Value {
-    let mut body = if i % 4 == 0 {
+    let mut body = if i.is_multiple_of(4) {
         json!({"key": key(i), "versions": ["v1", "v2", "v3"], "allocation": {"v2": 5, "v3": 0.5}})
     } else {
         json!({"key": key(i), "versions": ["v1", "v2"], "allocation": {"v2": 5 + (i % 20)}})
     };
     body["description"] = json!(format!("benchmark release {i}"));
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         body["rules"] = json!([{"when": [{"attr": "country", "op": "in", "values": ["NZ", "AU"]}], "serve": "v2"}]);
     }
-    if i % 25 == 0 {
+    if i.is_multiple_of(25) {
         body["audience"] = json!([{"attr": "app_version", "op": "semver_gte", "values": ["2.0.0"]}]);
     }
-    if i % 50 == 0 {
+    if i.is_multiple_of(50) {
         body["overrides"] = json!({"qa-user-1": "v2"});
     }
     body

@@ -61,9 +61,7 @@ fn executable_from_cargo_messages(stdout: &str) -> Option<PathBuf> {
 /// A random HS256 secret (hex of 32 bytes from the kernel).
 pub fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("reading /dev/urandom")?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -232,7 +230,8 @@ impl Cohort {
 pub async fn start_baseline(dir: &Path, cpu: usize, workers: usize) -> anyhow::Result<Process> {
     let me = std::env::current_exe().context("locating cohort-bench itself")?;
     let port = crate::sys::free_port()?;
-    let args: Vec<String> = vec!["baseline".into(), "--port".into(), port.to_string(), "--workers".into(), workers.to_string()];
+    let args: Vec<String> =
+        vec!["baseline".into(), "--port".into(), port.to_string(), "--workers".into(), workers.to_string()];
     spawn(Launch {
         name: "baseline",
         cpu,

@@ -64,7 +64,8 @@ pub fn check_cpus(server: usize, client: usize) -> anyhow::Result<usize> {
 
 /// Resident memory of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     parse_vm_rss(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 

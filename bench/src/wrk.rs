@@ -17,14 +17,19 @@ pub struct Request {
     pub body: Option<String>,
 }
 
-/// A Lua string literal: long brackets never need escaping unless the text holds them.
+/// A Lua long-bracket string literal: no escaping, at the smallest level whose closing
+/// bracket first appears where the literal ends.
 fn lua_string(text: &str) -> String {
     let mut level = 0;
-    while text.contains(&format!("]{}]", "=".repeat(level))) {
+    loop {
+        let eq = "=".repeat(level);
+        let close = format!("]{eq}]");
+        let literal = format!("{text}{close}");
+        if literal.find(&close) == Some(text.len()) {
+            return format!("[{eq}[{literal}");
+        }
         level += 1;
     }
-    let eq = "=".repeat(level);
-    format!("[{eq}[{text}]{eq}]")
 }
 
 /// The script cycling through `requests` (at least one).
@@ -33,9 +38,10 @@ pub fn script(requests: &[Request]) -> String {
     lua.push_str("function init(args)\n");
     for (k, request) in requests.iter().enumerate() {
         lua.push_str("  requests[");
-        let _ = write!(lua, "{}] = wrk.format({}, {}, {{", k + 1, lua_string(request.method), lua_string(&request.path));
+        let _ =
+            write!(lua, "{}] = wrk.format({}, {}, {{", k + 1, lua_string(request.method), lua_string(&request.path));
         for (name, value) in &request.headers {
-            let _ = write!(lua, "[{}] = {}, ", lua_string(name), lua_string(value));
+            let _ = write!(lua, "[ {} ] = {}, ", lua_string(name), lua_string(value));
         }
         let body = request.body.as_deref().map_or_else(|| "nil".to_owned(), lua_string);
         let _ = writeln!(lua, "}}, {body})");
@@ -104,13 +110,13 @@ pub fn parse(text: &str) -> anyhow::Result<Report> {
                 report.requests_per_sec = value.parse().with_context(|| format!("Requests/sec {value:?}"))?;
                 saw_rps = true;
             }
-            (Some(count), Some("requests")) => report.requests = count.parse().with_context(|| format!("requests {count:?}"))?,
+            (Some(count), Some("requests")) => {
+                report.requests = count.parse().with_context(|| format!("requests {count:?}"))?
+            }
             (Some("Socket"), Some("errors:")) => {
                 // "Socket errors: connect 0, read 0, write 0, timeout 0"
-                report.socket_errors = line
-                    .split(',')
-                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                    .sum();
+                report.socket_errors =
+                    line.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum();
             }
             (Some("Non-2xx"), _) => {
                 let count = line.rsplit(' ').next().unwrap_or_default();
@@ -198,7 +204,9 @@ Transfer/sec:     14.01MB
         };
         let lua = script(&[request.clone(), Request { body: None, ..request }]);
         assert!(lua.contains(r#"[=[{"a":"]]"}]=]"#), "{lua}");
-        assert!(lua.contains("requests[2] = wrk.format([[POST]], [[/v1/envs/production/evaluate]], {[[Authorization]] = [[Bearer t]], }, nil)"), "{lua}");
+        assert!(lua.contains("requests[2] = wrk.format([[POST]], [[/v1/envs/production/evaluate]], {[ [[Authorization]] ] = [[Bearer t]], }, nil)"), "{lua}");
         assert!(lua.contains("i = i % n + 1"));
+        assert_eq!(lua_string("a]"), "[=[a]]=]");
+        assert_eq!(lua_string("x]=]y"), "[[x]=]y]]");
     }
 }

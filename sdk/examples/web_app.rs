@@ -63,7 +63,12 @@ async fn respond(client: Client, mut socket: TcpStream) {
     let request = String::from_utf8_lossy(&request[..n]);
     let target =
         request.lines().next().and_then(|line| line.strip_prefix("GET ")).and_then(|rest| rest.split(' ').next());
-    let (status, version, body) = match target.and_then(|t| t.strip_prefix('/')).map(|t| t.trim_start_matches('?')) {
+    let query = target.and_then(|t| match t.split_once('?') {
+        Some(("/", query)) => Some(query),
+        None if t == "/" => Some(""),
+        _ => None,
+    });
+    let (status, version, body) = match query {
         Some(query) => {
             let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
             let user = param("user").unwrap_or("anonymous");

@@ -108,10 +108,8 @@ impl Ramps {
                                 r.allocation.insert(candidate, buckets);
                             }
                         }
-                        if completes {
-                            if let Some(ramp) = r.ramp.as_mut() {
-                                ramp.state = RampState::Completed;
-                            }
+                        if completes && let Some(ramp) = r.ramp.as_mut() {
+                            ramp.state = RampState::Completed;
                         }
                     }
                     Step::RollBack => {

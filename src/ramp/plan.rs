@@ -4,7 +4,7 @@ use cohort_sdk::{Ramp, RampGuard, RampState, RampStep, Release, percent_to_bucke
 use serde::Deserialize;
 
 /// `POST …/ramp`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RampRequest {
     /// The version to ramp.
@@ -23,7 +23,7 @@ pub struct RampRequest {
 }
 
 /// `{"percent": 5, "hold": "30m"}`; the last step may omit `hold`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepRequest {
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct StepRequest {
 }
 
 /// The guard's settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardRequest {
     #[serde(default = "default_increase")]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A node's latest heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeReport {
     /// The node id (the fleet release's unit value).
     pub node: String,

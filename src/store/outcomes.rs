@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const OUTCOME_TTL_SECS: u64 = 2 * 24 * 3_600;
 
 /// Counts for one (release, version) in one report or one minute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutcomeCount {
     /// Release key.
     pub release: String,
@@ -20,7 +20,7 @@ pub struct OutcomeCount {
 }
 
 /// One minute's counts for one version of a release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MinuteCounts {
     /// Minutes since the Unix epoch.
     pub minute: u64,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The latest acknowledgement from one SDK instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SdkAck {
     /// The SDK instance's id (stable for its process lifetime).
     pub sdk_id: String,

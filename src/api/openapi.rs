@@ -1,0 +1,158 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the whole HTTP API, generated from
+//! the handlers' `#[utoipa::path]` annotations and the request/response types. The
+//! repository's `openapi.json` is this document; a test keeps the two equal.
+//!
+//! The errors every authenticated route can answer (bad environment, 401, 403, store
+//! failures) are added here in one place rather than repeated on each handler; each
+//! handler lists only the statuses particular to it.
+
+use super::resource;
+use super::{audit, environment, evaluate, events, fleets, health, ofrep, ramp, reach, releases, sync};
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use std::sync::OnceLock;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/openapi.json").get(serve));
+}
+
+/// cohort's error body: `{"error": {"code", "message"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// One error: a stable machine-readable `code` and a message for people.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// e.g. `invalid_json`, `missing_token`, `release_not_found`, `store_unavailable`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cohort",
+        description = "Release service for canary releases and rolling deployments. Every route but \
+                       `/healthz`, `/readyz`, `/metrics` and `/openapi.json` needs a bearer JWT \
+                       (`Authorization: Bearer <token>`) whose `scope` allows it and whose `env` \
+                       is the route's environment (or `*`)."
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        serve,
+        ofrep::evaluate_flag,
+        ofrep::evaluate_flags,
+        ofrep::events,
+        evaluate::evaluate,
+        environment::show,
+        environment::kill_all,
+        environment::unkill_all,
+        releases::list,
+        releases::create,
+        releases::get,
+        releases::replace,
+        releases::delete,
+        releases::set_allocation,
+        releases::kill,
+        releases::unkill,
+        ramp::status,
+        ramp::start,
+        ramp::pause,
+        ramp::resume,
+        ramp::abort,
+        ramp::promote,
+        events::post_events,
+        events::health,
+        reach::ack,
+        reach::get_reach,
+        sync::snapshot,
+        sync::stream,
+        audit::audit,
+        fleets::list,
+        fleets::heartbeat,
+        fleets::assignment,
+    ),
+    components(schemas(ErrorBody, ofrep::OfrepFailure, ofrep::OfrepDetails)),
+    modifiers(&CommonResponses),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+/// The document, built once.
+pub fn document() -> &'static Document {
+    static DOCUMENT: OnceLock<Document> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// The document as the checked-in `openapi.json` holds it: pretty JSON, one newline.
+pub fn document_json() -> String {
+    let mut text = document().to_pretty_json().expect("the OpenAPI document serialises");
+    text.push('\n');
+    text
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
+)]
+async fn serve() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(document_json())
+}
+
+/// Adds the bearer scheme and the responses every authenticated route shares.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                if path.starts_with("/v1/") {
+                    add_errors(operation, "ErrorBody", &COHORT_ERRORS);
+                } else if path.starts_with("/ofrep/") {
+                    add_errors(operation, "OfrepDetails", &OFREP_ERRORS);
+                }
+            }
+        }
+    }
+}
+
+const COHORT_ERRORS: [(&str, &str); 5] = [
+    ("400", "Malformed request: environment name, header, query or path value"),
+    ("401", "No valid bearer token (`WWW-Authenticate` names the reason)"),
+    ("403", "The token's scope or environment does not allow this"),
+    ("500", "A bug or corrupt data"),
+    ("503", "The store is unavailable; nothing was written"),
+];
+
+const OFREP_ERRORS: [(&str, &str); 3] = [
+    ("401", "No valid bearer token"),
+    ("403", "The token does not allow evaluation in this environment, or names none"),
+    ("500", "A bug (`GENERAL`)"),
+];
+
+fn add_errors(operation: &mut Operation, schema: &str, errors: &[(&str, &str)]) {
+    for (status, description) in errors {
+        operation.responses.responses.entry((*status).to_owned()).or_insert_with(|| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name(schema))).build();
+            RefOr::T(ResponseBuilder::new().description(*description).content("application/json", content).build())
+        });
+    }
+}
