@@ -9,7 +9,8 @@ use crate::{Placement, client, seed, sys};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -34,6 +35,11 @@ pub struct HttpArgs {
     /// Distinct requests (contexts/releases) each route cycles through
     #[arg(long, default_value_t = 1_000)]
     variants: usize,
+    /// Also record a `perf` CPU profile (cpu-clock, DWARF call graphs) of the server
+    /// during each measured run, into this directory (the profiler's own cost shows in
+    /// the figures of such a run: profile and measure separately)
+    #[arg(long)]
+    perf_dir: Option<PathBuf>,
 }
 
 /// One measured route.
@@ -42,6 +48,9 @@ struct Row {
     report: Report,
     /// Server CPU time over wall time during the measured run (1.0 = one core busy).
     cpu_share: f64,
+    /// Server CPU time per request, in microseconds: unlike requests/s, it barely moves
+    /// when other processes take turns on the server's core.
+    cpu_us_per_request: f64,
 }
 
 /// Server CPU time (user + system) of `pid`, from `/proc/<pid>/stat`.
@@ -70,6 +79,7 @@ fn measure(
     let url = format!("http://{}/", process.addr);
     let load = Load {
         cpu: args.placement.client_cpu,
+        nice: args.placement.nice,
         threads: args.wrk_threads,
         connections: args.connections,
         duration: Duration::from_secs(args.warmup),
@@ -77,18 +87,43 @@ fn measure(
     if args.warmup > 0 {
         wrk::run(&url, &script, load)?;
     }
+    let profiler = match &args.perf_dir {
+        Some(perf_dir) => Some(start_perf(perf_dir, &script, process.pid(), args)?),
+        None => None,
+    };
     let before = cpu_time(process.pid())?;
     let report = wrk::run(&url, &script, Load { duration: Duration::from_secs(args.duration), ..load })?;
     let used = cpu_time(process.pid())?.saturating_sub(before);
+    if let Some(mut profiler) = profiler {
+        profiler.wait().context("waiting for perf")?;
+    }
     let cpu_share = used.as_secs_f64() / args.duration.max(1) as f64;
+    let cpu_us_per_request = used.as_secs_f64() * 1e6 / report.requests.max(1) as f64;
     eprintln!(
-        "  {name}: {:.0} req/s, p50 {}, p99 {}, server CPU {:.0} %",
+        "  {name}: {:.0} req/s, p50 {}, p99 {}, server CPU {:.0} %, {cpu_us_per_request:.1} µs CPU/request",
         report.requests_per_sec,
         show(report.p50),
         show(report.p99),
         cpu_share * 100.0
     );
-    Ok(Row { name, report, cpu_share })
+    Ok(Row { name, report, cpu_share, cpu_us_per_request })
+}
+
+/// `perf record` of `pid` for the measured run, on the load generator's core.
+fn start_perf(perf_dir: &Path, script: &Path, pid: u32, args: &HttpArgs) -> anyhow::Result<Child> {
+    std::fs::create_dir_all(perf_dir).with_context(|| format!("creating {}", perf_dir.display()))?;
+    let stem = script.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let output = perf_dir.join(format!("{stem}.perf.data"));
+    sys::pinned(args.placement.client_cpu, 0, "perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,8192", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&output)
+        .args(["--", "sleep"])
+        .arg(args.duration.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting perf record")
 }
 
 fn show(d: Duration) -> String {
@@ -183,13 +218,13 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
 
     eprintln!("baseline (before) ...");
     {
-        let baseline = runtime.block_on(server::start_baseline(dir.path(), p.server_cpu, p.workers))?;
+        let baseline = runtime.block_on(server::start_baseline(dir.path(), p))?;
         rows.push(measure("baseline before", &baseline, &baseline_requests(), dir.path(), args)?);
     }
 
     eprintln!("cohort serve: seeding {} releases ...", args.releases);
     {
-        let cohort = runtime.block_on(Cohort::start(&bin, dir.path(), p.server_cpu, p.workers))?;
+        let cohort = runtime.block_on(Cohort::start(&bin, dir.path(), p))?;
         let write = cohort.mint("write")?;
         let eval = cohort.mint("eval")?;
         let took = runtime.block_on(seed::seed(cohort.process.addr, &write, args.releases))?;
@@ -218,7 +253,7 @@ pub fn run(args: &HttpArgs) -> anyhow::Result<()> {
 
     eprintln!("baseline (after) ...");
     {
-        let baseline = runtime.block_on(server::start_baseline(dir.path(), p.server_cpu, p.workers))?;
+        let baseline = runtime.block_on(server::start_baseline(dir.path(), p))?;
         rows.push(measure("baseline after", &baseline, &baseline_requests(), dir.path(), args)?);
     }
 
@@ -236,10 +271,11 @@ fn print_table(args: &HttpArgs, rows: &[Row], skipped: &[&str]) {
     let baseline = baselines.iter().sum::<f64>() / baselines.len().max(1) as f64;
     println!();
     println!(
-        "cohort-bench http: {}; server and wrk pinned to cores {} and {}; {} worker(s); {} releases; wrk -t{} -c{} -d{}s after {} s warm-up",
+        "cohort-bench http: {}; server and wrk pinned to cores {} and {} (nice {}); {} worker(s); {} releases; wrk -t{} -c{} -d{}s after {} s warm-up",
         sys::machine(),
         args.placement.server_cpu,
         args.placement.client_cpu,
+        args.placement.nice,
         args.placement.workers,
         args.releases,
         args.wrk_threads,
@@ -248,27 +284,38 @@ fn print_table(args: &HttpArgs, rows: &[Row], skipped: &[&str]) {
         args.warmup
     );
     println!();
-    println!("| route | requests/s | p50 | p99 | vs baseline | server CPU | non-2xx/3xx | socket errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let baseline_cpu = {
+        let costs: Vec<f64> =
+            rows.iter().filter(|r| r.name.starts_with("baseline")).map(|r| r.cpu_us_per_request).collect();
+        costs.iter().sum::<f64>() / costs.len().max(1) as f64
+    };
+    println!(
+        "| route | requests/s | p50 | p99 | vs baseline | server CPU | CPU µs/request | vs baseline (CPU) | non-2xx/3xx | socket errors |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let r = &row.report;
         println!(
-            "| {} | {:.0} | {} | {} | {:.0} % | {:.0} % | {} | {} |",
+            "| {} | {:.0} | {} | {} | {:.0} % | {:.0} % | {:.1} | {:.0} % | {} | {} |",
             row.name,
             r.requests_per_sec,
             show(r.p50),
             show(r.p99),
             100.0 * r.requests_per_sec / baseline.max(1.0),
             100.0 * row.cpu_share,
+            row.cpu_us_per_request,
+            100.0 * baseline_cpu / row.cpu_us_per_request.max(1e-9),
             r.bad_status,
             r.socket_errors
         );
     }
     for name in skipped {
-        println!("| {name} | (route not available) | | | | | | |");
+        println!("| {name} | (route not available) | | | | | | | | |");
     }
     println!();
-    println!("vs baseline: against the mean of the two baseline runs ({baseline:.0} req/s). A 304 counts as success.");
+    println!(
+        "vs baseline: requests/s against the mean of the two baseline runs ({baseline:.0} req/s); (CPU): the baseline's server CPU per request ({baseline_cpu:.1} µs) over the route's. A 304 counts as success."
+    );
     if let [before, after] = baselines[..] {
         let drift = (after - before).abs() / before.max(after).max(1.0);
         if drift > 0.10 {
@@ -279,7 +326,9 @@ fn print_table(args: &HttpArgs, rows: &[Row], skipped: &[&str]) {
         }
     }
     if rows.iter().any(|r| !r.name.starts_with("baseline") && r.cpu_share < 0.85) {
-        println!("note: a server below ~90 % CPU was not the bottleneck (the load generator or the machine was)");
+        println!(
+            "note: a server below ~90 % CPU shared its core with other processes (or wrk was the bottleneck): requests/s and latencies are disturbed; the CPU-per-request ratio holds up better"
+        );
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Placement {
     /// HTTP worker threads of the servers
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    /// Scheduling priority (nice) of the servers and the load generator; on a shared
+    /// machine, e.g. -10 keeps compilers from taking turns on the measured cores
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub nice: i32,
 }
 
 fn main() -> ExitCode {

@@ -3,7 +3,7 @@
 //! `taskset`) or the baseline, waiting until they answer, minting tokens, and stopping
 //! them (SIGTERM, then SIGKILL) when dropped.
 
-use crate::client;
+use crate::{Placement, client};
 use anyhow::{Context as _, bail};
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -138,6 +138,7 @@ impl Drop for Process {
 struct Launch<'a> {
     name: &'static str,
     cpu: usize,
+    nice: i32,
     program: &'a Path,
     args: Vec<String>,
     envs: Vec<(&'a str, &'a str)>,
@@ -148,12 +149,9 @@ struct Launch<'a> {
 
 /// Spawns a [`Launch`] and waits for readiness.
 async fn spawn(launch: Launch<'_>) -> anyhow::Result<Process> {
-    let Launch { name, cpu, program, args, envs, log, ready_path, port } = launch;
+    let Launch { name, cpu, nice, program, args, envs, log, ready_path, port } = launch;
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = Command::new("taskset")
-        .arg("-c")
-        .arg(cpu.to_string())
-        .arg(program)
+    let child = crate::sys::pinned(cpu, nice, program)
         .args(&args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
@@ -175,8 +173,8 @@ pub struct Cohort {
 }
 
 impl Cohort {
-    /// Starts `cohort serve` on a free loopback port, pinned to `cpu`, with `workers`.
-    pub async fn start(bin: &Path, data_dir: &Path, cpu: usize, workers: usize) -> anyhow::Result<Cohort> {
+    /// Starts `cohort serve` on a free loopback port, pinned where `placement` says.
+    pub async fn start(bin: &Path, data_dir: &Path, placement: &Placement) -> anyhow::Result<Cohort> {
         let secret = random_secret()?;
         let port = crate::sys::free_port()?;
         let args: Vec<String> = [
@@ -186,7 +184,7 @@ impl Cohort {
             "--port",
             &port.to_string(),
             "--workers",
-            &workers.to_string(),
+            &placement.workers.to_string(),
             "--data-dir",
             &data_dir.join("store").display().to_string(),
         ]
@@ -194,7 +192,8 @@ impl Cohort {
         .to_vec();
         let process = spawn(Launch {
             name: "cohort serve",
-            cpu,
+            cpu: placement.server_cpu,
+            nice: placement.nice,
             program: bin,
             args,
             envs: vec![("COHORT_AUTH__HS256_SECRET", secret.as_str())],
@@ -226,15 +225,16 @@ impl Cohort {
     }
 }
 
-/// Starts the baseline (this binary's `baseline` subcommand) pinned to `cpu`.
-pub async fn start_baseline(dir: &Path, cpu: usize, workers: usize) -> anyhow::Result<Process> {
+/// Starts the baseline (this binary's `baseline` subcommand) where `placement` says.
+pub async fn start_baseline(dir: &Path, placement: &Placement) -> anyhow::Result<Process> {
     let me = std::env::current_exe().context("locating cohort-bench itself")?;
     let port = crate::sys::free_port()?;
     let args: Vec<String> =
-        vec!["baseline".into(), "--port".into(), port.to_string(), "--workers".into(), workers.to_string()];
+        vec!["baseline".into(), "--port".into(), port.to_string(), "--workers".into(), placement.workers.to_string()];
     spawn(Launch {
         name: "baseline",
-        cpu,
+        cpu: placement.server_cpu,
+        nice: placement.nice,
         program: &me,
         args,
         envs: Vec::new(),

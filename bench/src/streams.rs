@@ -80,9 +80,10 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<()> {
     // Everything this process starts from here on (the runtime, the kill thread) stays
     // on the client core; the server is pinned to its own by taskset.
     sys::pin_current_thread(p.client_cpu)?;
+    sys::set_nice(p.nice)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let cohort = Cohort::start(&bin, dir.path(), p.server_cpu, p.workers).await?;
+        let cohort = Cohort::start(&bin, dir.path(), p).await?;
         let result = measure(args, &cohort, limit).await;
         if result.is_err() {
             eprintln!("server log (last lines):\n{}", cohort.process.log_tail());
@@ -438,10 +439,11 @@ impl Report<'_> {
         let n = self.args.subscribers;
         println!();
         println!(
-            "cohort-bench streams: {}; server on core {}, subscribers on core {}; {} worker(s); {} releases",
+            "cohort-bench streams: {}; server on core {}, subscribers on core {} (nice {}); {} worker(s); {} releases",
             sys::machine(),
             self.args.placement.server_cpu,
             self.args.placement.client_cpu,
+            self.args.placement.nice,
             self.args.placement.workers,
             self.args.releases
         );

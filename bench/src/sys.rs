@@ -50,9 +50,40 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `program` pinned to `cpu` (`taskset -c`), at priority `nice` (`nice -n`) unless 0.
+pub fn pinned(cpu: usize, nice: i32, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut command = if nice == 0 {
+        std::process::Command::new("taskset")
+    } else {
+        let mut command = std::process::Command::new("nice");
+        command.arg("-n").arg(nice.to_string()).arg("taskset");
+        command
+    };
+    command.arg("-c").arg(cpu.to_string()).arg(program);
+    command
+}
+
+/// Sets the calling thread's nice value (threads started afterwards inherit it).
+pub fn set_nice(nice: i32) -> anyhow::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    // SAFETY: setpriority takes plain integers; 0 names the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        bail!("cannot set nice {nice}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Cores online (not just those this thread may use: it may be pinned already).
+pub fn cpus_online() -> usize {
+    // SAFETY: sysconf only reads a constant.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1).max(1)
+}
+
 /// Checks that the two cores exist and differ.
 pub fn check_cpus(server: usize, client: usize) -> anyhow::Result<usize> {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = cpus_online();
     if server == client {
         bail!("the server and the load generator must run on different cores (both are {server})");
     }
@@ -76,7 +107,7 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 
 /// The machine, for the report: core count and the CPU model.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpus = cpus_online();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

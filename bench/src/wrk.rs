@@ -5,7 +5,6 @@
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// One request wrk may send: method, path, headers, body.
@@ -68,6 +67,7 @@ pub struct Report {
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub cpu: usize,
+    pub nice: i32,
     pub threads: usize,
     pub connections: usize,
     pub duration: Duration,
@@ -78,10 +78,7 @@ pub fn run(url: &str, script: &Path, load: Load) -> anyhow::Result<Report> {
     if !url.starts_with("http://127.0.0.1:") {
         bail!("refusing to load {url}: the harness only talks to 127.0.0.1");
     }
-    let output = Command::new("taskset")
-        .arg("-c")
-        .arg(load.cpu.to_string())
-        .arg("wrk")
+    let output = crate::sys::pinned(load.cpu, load.nice, "wrk")
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.duration.as_secs().max(1)))

@@ -2,8 +2,10 @@
 //! environment-wide kill switch.
 
 use super::auth::{Authorized, Kill, Read};
+use super::openapi::ErrorBody;
 use super::releases::{ReasonRequest, optional_json};
 use super::{ApiError, AppState, resource};
+use crate::releases::EnvView;
 use actix_web::{HttpResponse, web};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -12,10 +14,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/unkill-all").post(unkill_all));
 }
 
+/// The environment's revision and kill state.
+#[utoipa::path(get, path = "/v1/envs/{env}", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")),
+    responses((status = 200, description = "The environment", body = EnvView)))]
 async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
     HttpResponse::Ok().json(state.releases.environment(&auth.env))
 }
 
+/// Kills every release of the environment.
+#[utoipa::path(post, path = "/v1/envs/{env}/kill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The environment", body = EnvView),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn kill_all(
     state: web::Data<AppState>,
     auth: Authorized<Kill>,
@@ -25,6 +36,12 @@ async fn kill_all(
     Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&auth.env, &auth.actor(), true, reason).await?))
 }
 
+/// Lifts the environment's kill switch.
+#[utoipa::path(post, path = "/v1/envs/{env}/unkill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The environment", body = EnvView),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn unkill_all(
     state: web::Data<AppState>,
     auth: Authorized<Kill>,

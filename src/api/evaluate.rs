@@ -2,6 +2,7 @@
 //! in-memory snapshot (never the store).
 
 use super::auth::{Authorized, Eval};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
 use actix_web::{HttpResponse, web};
 use cohort_sdk::{Context, Resolved, Snapshot};
@@ -16,16 +17,48 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Most releases one request may name.
 const MAX_RELEASES: usize = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EvaluateRequest {
+    /// Attributes of the unit: `{"targetingKey": "user-42", "country": "NZ", …}`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     context: Context,
     /// Omitted: every release of the environment.
     #[serde(default)]
     releases: Option<Vec<String>>,
 }
 
+/// `{"revision", "results": {release: decision}}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `Response` serialises.
+struct EvaluateResponse {
+    revision: u64,
+    results: std::collections::BTreeMap<String, Decision>,
+}
+
+/// One release's decision.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `DecisionView` serialises.
+struct Decision {
+    /// Absent when the release cannot be evaluated (see `error`).
+    version: Option<String>,
+    /// The version's typed value, or its name.
+    value: Option<serde_json::Value>,
+    /// `SPLIT`, `TARGETING_MATCH`, `OVERRIDE`, `DISABLED`, `DEFAULT`, `ERROR`, …
+    reason: String,
+    bucket: Option<u32>,
+    /// `FLAG_NOT_FOUND`, `TARGETING_KEY_MISSING`, …
+    error: Option<String>,
+}
+
+/// Evaluates some or all releases for one context, from the in-memory snapshot.
+#[utoipa::path(post, path = "/v1/envs/{env}/evaluate", tag = "evaluation", params(("env" = String, Path, description = "Environment name", example = "production")), request_body = EvaluateRequest,
+    responses(
+        (status = 200, description = "The decisions", body = EvaluateResponse),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn evaluate(
     state: web::Data<AppState>,
     auth: Authorized<Eval>,
@@ -63,7 +96,13 @@ impl Serialize for Response<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(Some(self.0.keys.len()))?;
                 for key in self.0.keys {
-                    map.serialize_entry(key, &DecisionView(self.0.snapshot.resolve(key, self.0.context)))?;
+                    let resolved = self.0.snapshot.resolve(key, self.0.context);
+                    let d = &resolved.decision;
+                    crate::metrics::METRICS
+                        .evaluations
+                        .with_label_values(&[key, d.version.unwrap_or("-"), d.reason.as_str()])
+                        .inc();
+                    map.serialize_entry(key, &DecisionView(resolved))?;
                 }
                 map.end()
             }

@@ -2,12 +2,13 @@
 //! `GET /v1/envs/{env}/releases/{key}/health` (what they add up to).
 
 use super::auth::{Authorized, Eval, Read};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
-use crate::events::{self, EventsError};
-use crate::store::OutcomeCount;
+use crate::events::{self, EventsError, VersionHealth};
+use crate::store::{MinuteCounts, OutcomeCount};
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/events").post(post_events)).service(resource("/releases/{key}/health").get(health));
@@ -23,13 +24,26 @@ impl From<EventsError> for ApiError {
 }
 
 /// A bare array of counts, or `{"events": [...]}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Report {
     Bare(Vec<OutcomeCount>),
     Wrapped { events: Vec<OutcomeCount> },
 }
 
+/// How many (release, version) counts were recorded.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Accepted {
+    accepted: usize,
+}
+
+/// Records outcome counts reported by SDKs.
+#[utoipa::path(post, path = "/v1/envs/{env}/events", tag = "events", params(("env" = String, Path, description = "Environment name", example = "production")), request_body = Report,
+    responses(
+        (status = 202, description = "Recorded", body = Accepted),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn post_events(
     state: web::Data<AppState>,
     auth: Authorized<Eval>,
@@ -39,12 +53,14 @@ async fn post_events(
         Report::Bare(batch) | Report::Wrapped { events: batch } => batch,
     };
     let recorded = events::record(state.releases.store(), &auth.env, batch).await?;
-    Ok(HttpResponse::Accepted().json(json!({"accepted": recorded})))
+    Ok(HttpResponse::Accepted().json(Accepted { accepted: recorded }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct HealthParams {
+    /// The window, 1 to 1440 minutes (default 10).
     minutes: Option<u64>,
 }
 
@@ -53,6 +69,18 @@ struct KeyPath {
     key: String,
 }
 
+/// Totals and error rates per version over a window, and the per-minute counts.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HealthReport {
+    release: String,
+    minutes: u64,
+    versions: BTreeMap<String, VersionHealth>,
+    per_minute: Vec<MinuteCounts>,
+}
+
+/// What the release's reported outcomes add up to.
+#[utoipa::path(get, path = "/v1/envs/{env}/releases/{key}/health", tag = "events", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), HealthParams),
+    responses((status = 200, description = "Totals per version", body = HealthReport)))]
 async fn health(
     state: web::Data<AppState>,
     auth: Authorized<Read>,
@@ -64,10 +92,5 @@ async fn health(
         return Err(ApiError::BadRequest("minutes must be 1 to 1440".into()));
     }
     let (versions, per_minute) = events::health(state.releases.store(), &auth.env, &path.key, minutes).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "release": path.key,
-        "minutes": minutes,
-        "versions": versions,
-        "per_minute": per_minute,
-    })))
+    Ok(HttpResponse::Ok().json(HealthReport { release: path.into_inner().key, minutes, versions, per_minute }))
 }

@@ -11,6 +11,7 @@ mod extract;
 mod fleets;
 mod health;
 mod ofrep;
+pub mod openapi;
 mod ramp;
 mod reach;
 mod releases;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .configure(health::configure)
         .configure(ofrep::configure)
+        .configure(openapi::configure)
         .service(
             web::scope("/v1/envs/{env}")
                 .configure(evaluate::configure)

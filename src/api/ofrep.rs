@@ -241,10 +241,63 @@ fn environment(req: &HttpRequest, principal: &Principal, scopes: &[Scope]) -> Re
     Ok(env)
 }
 
-#[derive(Deserialize)]
+/// OFREP's `evaluationRequest`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct EvaluationRequest {
+    /// The evaluation context: `{"targetingKey": "user-42", …}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Context>,
+}
+
+/// OFREP's `evaluationSuccess`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::Evaluation` serialises.
+struct OfrepEvaluation {
+    key: String,
+    /// The version's typed value, or its name.
+    value: Option<serde_json::Value>,
+    /// `SPLIT`, `TARGETING_MATCH`, `DISABLED`, `DEFAULT`, …
+    reason: String,
+    /// The version name.
+    variant: Option<String>,
+    /// `{"bucket"?, "revision"}`.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+}
+
+/// OFREP's `bulkEvaluationSuccess`: each flag an evaluation or a failure.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::Bulk` serialises.
+struct OfrepBulk {
+    #[schema(value_type = Vec<Object>)]
+    flags: Vec<serde_json::Value>,
+    /// `{"environment", "revision"}`.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    /// `[{"type": "sse", "url", "inactivityDelaySec"}]` (OFREP ADR-0008).
+    #[schema(rename = "eventStreams", value_type = Vec<Object>)]
+    event_streams: Vec<serde_json::Value>,
+}
+
+/// OFREP's error body for 400 and 404: `{"key"?, "errorCode", "errorDetails"}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::Failure` serialises.
+pub(super) struct OfrepFailure {
+    key: Option<String>,
+    /// `FLAG_NOT_FOUND`, `PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`, `GENERAL`.
+    #[schema(rename = "errorCode")]
+    error_code: String,
+    #[schema(rename = "errorDetails")]
+    error_details: String,
+}
+
+/// OFREP's `generalErrorResponse` (401, 403, 500).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `Details` serialises.
+pub(super) struct OfrepDetails {
+    #[schema(rename = "errorDetails")]
+    error_details: String,
 }
 
 /// Reads `{"context": {...}}`: bad JSON is `PARSE_ERROR`, a context that is not an
@@ -276,6 +329,14 @@ fn json(mut response: HttpResponseBuilder, body: &impl Serialize) -> Result<Http
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags/{key}", tag = "ofrep",
+    params(("key" = String, Path, description = "Flag (release) key", example = "checkout"), ("X-Cohort-Env" = Option<String>, Header, description = "The environment, for a token valid in every environment (`env: *`)", example = "production")),
+    request_body = EvaluationRequest,
+    responses(
+        (status = 200, description = "The evaluation", body = OfrepEvaluation),
+        (status = 400, description = "`PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`", body = OfrepFailure),
+        (status = 404, description = "`FLAG_NOT_FOUND`", body = OfrepFailure),
+    ))]
 async fn evaluate_flag(
     state: web::Data<AppState>,
     auth: OfrepAuthorized<Eval>,
@@ -291,6 +352,14 @@ async fn evaluate_flag(
 
 /// `POST /ofrep/v1/evaluate/flags`: every flag, `ETag` per revision and context, 304 on
 /// `If-None-Match`.
+#[utoipa::path(post, path = "/ofrep/v1/evaluate/flags", tag = "ofrep",
+    params(("X-Cohort-Env" = Option<String>, Header, description = "The environment, for a token valid in every environment (`env: *`)", example = "production"), ("If-None-Match" = Option<String>, Header, description = "A previous answer's ETag")),
+    request_body = EvaluationRequest,
+    responses(
+        (status = 200, description = "Every flag", body = OfrepBulk, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged", headers(("ETag" = String))),
+        (status = 400, description = "`PARSE_ERROR`, `INVALID_CONTEXT`", body = OfrepFailure),
+    ))]
 async fn evaluate_flags(
     state: web::Data<AppState>,
     auth: OfrepAuthorized<Eval>,
@@ -316,6 +385,9 @@ async fn evaluate_flags(
 }
 
 /// `GET /ofrep/v1/events`: OFREP `refetchEvaluation` events (Server-Sent Events).
+#[utoipa::path(get, path = "/ofrep/v1/events", tag = "ofrep",
+    params(("X-Cohort-Env" = Option<String>, Header, description = "The environment, for a token valid in every environment (`env: *`)", example = "production"), ("token" = Option<String>, Query, description = "The bearer token, for browsers' `EventSource`")),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 async fn events(state: web::Data<AppState>, auth: OfrepStreamAuthorized, req: HttpRequest) -> HttpResponse {
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
     let subscription = state.streams.subscribe(&auth.env, last_event_id);

@@ -1,10 +1,13 @@
 //! `/v1/envs/{env}/releases/{key}/ramp[/pause|/resume|/abort]` and `…/promote`.
 
 use super::auth::{Authorized, Read, Write};
+use super::openapi::ErrorBody;
 use super::releases::{ReasonRequest, optional_json};
 use super::{ApiError, AppState, resource};
 use crate::auth::Scope;
+use crate::ramp::RampStatus;
 use crate::ramp::plan::RampRequest;
+use crate::releases::ReleaseView;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
@@ -28,13 +31,21 @@ struct KeyPath {
     key: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PromoteRequest {
+    /// The version to promote; the ramp's candidate when omitted.
     #[serde(default)]
     candidate: Option<String>,
 }
 
+/// The ramp: state, step, next transition and the guard's live figures.
+#[utoipa::path(get, path = "/v1/envs/{env}/releases/{key}/ramp", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    responses(
+        (status = 200, description = "The ramp", body = RampStatus),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release has no ramp", body = ErrorBody),
+    ))]
 async fn status(
     state: web::Data<AppState>,
     auth: Authorized<Read>,
@@ -43,6 +54,15 @@ async fn status(
     Ok(HttpResponse::Ok().json(state.ramps.status(&auth.env, &path.key).await?))
 }
 
+/// Starts a ramp.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/ramp", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")), request_body = RampRequest,
+    responses(
+        (status = 201, description = "Started", body = ReleaseView),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release's state does not allow a ramp now", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or a plan that cannot run", body = ErrorBody),
+    ))]
 async fn start(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -53,6 +73,14 @@ async fn start(
     Ok(HttpResponse::Created().json(view))
 }
 
+/// Pauses a ramp (a `write` or `kill` token).
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/ramp/pause", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "Paused", body = ReleaseView),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The ramp's state does not allow this now", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn pause(
     state: web::Data<AppState>,
     auth: Authorized<Halt>,
@@ -63,6 +91,13 @@ async fn pause(
     Ok(HttpResponse::Ok().json(state.ramps.pause(&auth.env, &auth.actor(), &path.key, reason).await?))
 }
 
+/// Resumes a paused ramp.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/ramp/resume", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    responses(
+        (status = 200, description = "Resumed", body = ReleaseView),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The ramp's state does not allow this now", body = ErrorBody),
+    ))]
 async fn resume(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -71,6 +106,14 @@ async fn resume(
     Ok(HttpResponse::Ok().json(state.ramps.resume(&auth.env, &auth.actor(), &path.key).await?))
 }
 
+/// Aborts a ramp: the candidate goes back to 0 %.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/ramp/abort", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "Aborted", body = ReleaseView),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The ramp's state does not allow this now", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn abort(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -81,6 +124,15 @@ async fn abort(
     Ok(HttpResponse::Ok().json(state.ramps.abort(&auth.env, &auth.actor(), &path.key, reason).await?))
 }
 
+/// The candidate becomes the baseline; the allocation is cleared.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/promote", tag = "ramps", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    request_body(content = Option<PromoteRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "Promoted", body = ReleaseView),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or not a version", body = ErrorBody),
+    ))]
 async fn promote(
     state: web::Data<AppState>,
     auth: Authorized<Write>,

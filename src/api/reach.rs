@@ -2,8 +2,9 @@
 //! `GET /v1/envs/{env}/reach?revision=N` (how many connected SDKs have).
 
 use super::auth::{Authorized, Eval, Observe};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
-use crate::reach::{self, ReachError};
+use crate::reach::{self, Reach, ReachError};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -20,13 +21,20 @@ impl From<ReachError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Ack {
     sdk_id: String,
     revision: u64,
 }
 
+/// An SDK reports the revision it has applied.
+#[utoipa::path(post, path = "/v1/envs/{env}/ack", tag = "sdk", params(("env" = String, Path, description = "Environment name", example = "production")), request_body = Ack,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn ack(
     state: web::Data<AppState>,
     auth: Authorized<Eval>,
@@ -39,12 +47,17 @@ async fn ack(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ReachParams {
+    /// The environment revision asked about.
     revision: u64,
 }
 
+/// How many connected SDKs have applied a revision.
+#[utoipa::path(get, path = "/v1/envs/{env}/reach", tag = "sdk", params(("env" = String, Path, description = "Environment name", example = "production"), ReachParams),
+    responses((status = 200, description = "The reach", body = Reach)))]
 async fn get_reach(
     state: web::Data<AppState>,
     auth: Authorized<Observe>,

@@ -3,12 +3,13 @@
 
 use super::auth::{Authorized, Kill, Read, Write};
 use super::extract::{IfMatch, etag};
+use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
-use crate::releases::ReleaseInput;
+use crate::releases::{ReleaseInput, ReleaseView};
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/releases").get(list).post(create))
@@ -23,15 +24,17 @@ struct KeyPath {
     key: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AllocationRequest {
+    /// Candidate version → percent (0 to 100, at most three decimals).
     percent: BTreeMap<String, f64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReasonRequest {
+    /// Why, for the audit log.
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -47,17 +50,36 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Resu
     })
 }
 
-async fn list(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
-    let (view, releases) = state.releases.list(&auth.env);
-    HttpResponse::Ok().json(json!({
-        "environment": view.environment,
-        "revision": view.revision,
-        "kill_all": view.kill_all,
-        "kill_reason": view.kill_reason,
-        "releases": releases,
-    }))
+/// `GET …/releases`: the environment's kill state and every release.
+#[derive(Serialize, ToSchema)]
+struct ReleaseList {
+    environment: String,
+    revision: u64,
+    kill_all: bool,
+    kill_reason: Option<String>,
+    releases: Vec<ReleaseView>,
 }
 
+/// Every release of the environment.
+#[utoipa::path(get, path = "/v1/envs/{env}/releases", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production")),
+    responses((status = 200, description = "The releases", body = ReleaseList)))]
+async fn list(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
+    let (view, releases) = state.releases.list(&auth.env);
+    HttpResponse::Ok().json(ReleaseList {
+        environment: view.environment,
+        revision: view.revision,
+        kill_all: view.kill_all,
+        kill_reason: view.kill_reason,
+        releases,
+    })
+}
+
+/// One release; its `ETag` is its revision.
+#[utoipa::path(get, path = "/v1/envs/{env}/releases/{key}", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    responses(
+        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 404, description = "No such release", body = ErrorBody),
+    ))]
 async fn get(
     state: web::Data<AppState>,
     auth: Authorized<Read>,
@@ -67,6 +89,14 @@ async fn get(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
+/// Creates a release.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production")), request_body = ReleaseInput,
+    responses(
+        (status = 201, description = "Created", body = ReleaseView, headers(("ETag" = String), ("Location" = String))),
+        (status = 409, description = "A release with this key exists", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or an invalid release", body = ErrorBody),
+    ))]
 async fn create(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -79,6 +109,18 @@ async fn create(
         .json(view))
 }
 
+/// Replaces a release; needs `If-Match`.
+#[utoipa::path(put, path = "/v1/envs/{env}/releases/{key}", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), ("If-Match" = Option<String>, Header, description = "The release's revision (its ETag), e.g. `\"7\"`")),
+    request_body = ReleaseInput,
+    responses(
+        (status = 200, description = "Replaced", body = ReleaseView, headers(("ETag" = String))),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = ErrorBody),
+        (status = 428, description = "`If-Match` is missing", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or an invalid release", body = ErrorBody),
+    ))]
 async fn replace(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -91,6 +133,14 @@ async fn replace(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
+/// Deletes a release (`If-Match` optional).
+#[utoipa::path(delete, path = "/v1/envs/{env}/releases/{key}", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), ("If-Match" = Option<String>, Header, description = "The release's revision (its ETag), e.g. `\"7\"`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = ErrorBody),
+    ))]
 async fn delete(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -101,6 +151,17 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Sets the candidates' percents (`If-Match` optional).
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/allocation", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), ("If-Match" = Option<String>, Header, description = "The release's revision (its ETag), e.g. `\"7\"`")),
+    request_body = AllocationRequest,
+    responses(
+        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 412, description = "`If-Match` is stale", body = ErrorBody),
+        (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or an invalid release", body = ErrorBody),
+    ))]
 async fn set_allocation(
     state: web::Data<AppState>,
     auth: Authorized<Write>,
@@ -113,6 +174,14 @@ async fn set_allocation(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
+/// Kills a release: everyone gets the baseline.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/kill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn kill(
     state: web::Data<AppState>,
     auth: Authorized<Kill>,
@@ -126,6 +195,14 @@ async fn kill(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
+/// Lifts a release's kill switch.
+#[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/unkill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
+    request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
+    responses(
+        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 404, description = "No such release", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+    ))]
 async fn unkill(
     state: web::Data<AppState>,
     auth: Authorized<Kill>,

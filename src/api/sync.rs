@@ -14,6 +14,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The header a reconnecting `EventSource` sends with the last `id:` it saw.
 const LAST_EVENT_ID: &str = "last-event-id";
 
+/// The environment's whole configuration; `ETag` = revision, 304 on `If-None-Match`.
+#[utoipa::path(get, path = "/v1/envs/{env}/snapshot", tag = "sdk",
+    params(("env" = String, Path, description = "Environment name", example = "production"), ("If-None-Match" = Option<String>, Header, description = "A revision's ETag")),
+    responses(
+        (status = 200, description = "The snapshot (cohort-sdk's `SnapshotData`)", body = Object, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` revision", headers(("ETag" = String))),
+    ))]
 async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
     let tag = EntityTag::new_strong(current.revision().to_string());
@@ -27,6 +34,10 @@ async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpR
     if unchanged { response.finish() } else { response.json(current.snapshot.to_data()) }
 }
 
+/// Server-Sent Events: the snapshot, then every change; `Last-Event-ID` resumes.
+#[utoipa::path(get, path = "/v1/envs/{env}/stream", tag = "sdk",
+    params(("env" = String, Path, description = "Environment name", example = "production"), ("Last-Event-ID" = Option<String>, Header, description = "The last revision seen")),
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 async fn stream(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
     let subscription = state.streams.subscribe(&auth.env, last_event_id(&req));
     HttpResponse::Ok()

@@ -68,7 +68,7 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
             let mut out = show(json, &reply, output::render_environment_state);
             if wait {
                 let revision = reply.value.revision;
-                out.push_str(&wait_for_reach(&client, revision, started, wait_timeout).await?);
+                out = with_reach(out, wait_for_reach(&client, revision, started, wait_timeout).await)?;
             }
             Ok(out)
         }
@@ -186,9 +186,19 @@ async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<Strin
     let reply = client.kill(&args.key, args.reason.as_deref()).await?;
     let mut out = show(json, &reply, output::render_killed);
     if args.wait {
-        out.push_str(&wait_for_reach(client, reply.value.revision, started, args.wait_timeout).await?);
+        out = with_reach(out, wait_for_reach(client, reply.value.revision, started, args.wait_timeout).await)?;
     }
     Ok(out)
+}
+
+/// Appends the reach report to what the kill printed, also when the wait timed out (the
+/// on-call engineer must still see that the kill itself happened).
+fn with_reach(out: String, reach: Result<String, CliError>) -> Result<String, CliError> {
+    match reach {
+        Ok(report) => Ok(out + &report),
+        Err(CliError::NotConfirmed { report }) => Err(CliError::NotConfirmed { report: out + &report }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Polls `reach` until every connected SDK has applied `revision` or `timeout` passes;

@@ -9,6 +9,7 @@ mod fleets;
 mod helpers;
 mod instances;
 mod ofrep;
+mod openapi;
 mod openfeature_provider;
 mod persistence;
 mod ramps;

@@ -375,4 +375,5 @@ async fn ramps_are_driven_from_the_command_line_and_show_in_metrics() {
     );
     assert!(text.contains(r#"cohort_ramp_candidate_buckets{environment="production",release="checkout"} 2000"#));
     assert!(text.contains(r#"route="/v1/envs/{env}/evaluate""#), "latency by route pattern");
+    assert!(text.contains(r#"cohort_evaluations_total{reason="SPLIT",release="checkout",version="#), "{text}");
 }

@@ -78,6 +78,7 @@ async fn kill_wait_names_the_sdks_that_have_not_applied_it() {
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("applied by 1/2 connected SDKs"), "{all}");
     assert!(all.contains("web-stuck") && !all.contains("web-live"), "{all}");
+    assert!(all.contains("KILL-ALL ON"), "the kill itself is reported even when unconfirmed: {all}");
     assert_eq!(
         live.version("checkout", &cohort_sdk::Context::with_targeting_key("u"), "v1").reason,
         cohort_sdk::Reason::Disabled

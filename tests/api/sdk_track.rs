@@ -1,5 +1,6 @@
 //! `Client::track` against a real server: outcomes are counted for the version each unit
-//! is served, reach `GET …/health` in batches, are flushed by `close()`, and a full
+//! is served, reach `GET …/health` in batches, are flushed by `close()` (and when the
+//! last clone is dropped), and a full
 //! outcome table (or an unreachable service) drops outcomes and counts them instead of
 //! growing or blocking.
 
@@ -87,6 +88,22 @@ async fn close_reports_the_outcomes_still_pending() {
     client.close().await;
     let answer = client.version("checkout", &user(1), "v1");
     assert_eq!(answer.version(), "v2", "a closed client still answers from its snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_clone_reports_pending_outcomes_in_the_background() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 100.0).await;
+    let client = sdk(&app.address).outcome_flush_interval(Duration::from_secs(3_600)).build().expect("client");
+    assert!(client.wait_ready(DEADLINE).await);
+    let clone = client.clone();
+    for i in 0..5 {
+        clone.track("checkout", &user(i), Outcome::Error);
+    }
+    drop(clone);
+    drop(client);
+    let expected = BTreeMap::from([("v2".to_owned(), (0, 5))]);
+    assert!(eventually(DEADLINE, || async { health(&app, "checkout").await == expected }).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,13 +294,12 @@ impl ClientBuilder {
             ACK_HEARTBEAT,
             self.settings.request_timeout,
         ));
-        let mut tasks = vec![ack.abort_handle()];
-        if let Some(limit) = self.max_staleness {
-            tasks.push(runtime.spawn(freshness::watchdog(Arc::downgrade(&shared), limit)).abort_handle());
-        }
+        let watchdog = self
+            .max_staleness
+            .map(|limit| runtime.spawn(freshness::watchdog(Arc::downgrade(&shared), limit)).abort_handle());
         let task = SyncTask::new(self.settings, urls, http, Arc::clone(&shared));
-        tasks.push(runtime.spawn(task.run()).abort_handle());
-        Ok(Client::start(Parts { shared, outcomes, tasks, flusher, shutdown }))
+        let tasks = vec![ack.abort_handle(), runtime.spawn(task.run()).abort_handle()];
+        Ok(Client::start(Parts { shared, outcomes, tasks, watchdog, flusher, shutdown }))
     }
 }
 

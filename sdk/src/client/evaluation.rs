@@ -4,10 +4,10 @@
 use crate::compile::MAX_VERSION_LEN;
 use crate::decision::{Decision, ErrorCode, Reason};
 
-/// One answer of [`Client::version`], owning everything it says. Version names are at
-/// most 64 bytes (checked when a release is compiled), so the served one is copied
-/// inline: making an answer allocates nothing, holds no snapshot and needs no second
-/// lookup to name the version.
+/// One answer of [`Client::version`](super::Client::version), owning everything it
+/// says. Version names are at most 64 bytes (checked when a release is compiled), so
+/// the served one is copied inline: making an answer allocates nothing, holds no
+/// snapshot and needs no second lookup to name the version.
 #[derive(Clone, Copy)]
 pub struct Evaluation<'a> {
     version: Served<'a>,

@@ -69,8 +69,9 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
 /// A cohort client for one environment. Cheap to clone (all clones share one snapshot,
-/// one set of outcome counters and one set of background tasks); the tasks stop when
-/// the last clone is dropped, or at [`Client::close`].
+/// one set of outcome counters and one set of background tasks). [`Client::close`]
+/// stops following the service and reports pending outcomes; dropping the last clone
+/// does the same in the background, without waiting.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -79,11 +80,14 @@ pub struct Client {
 struct Inner {
     shared: Arc<Shared>,
     outcomes: Arc<Outcomes>,
-    /// Sync, acknowledgements, staleness watchdog.
+    /// Sync and acknowledgements: stopped by `close`.
     tasks: Vec<AbortHandle>,
-    /// The outcome flusher: told to stop by `shutdown`, then awaited, by `close`.
+    /// The staleness watchdog, if any: it runs until the last clone goes, so a closed
+    /// client with a `max_staleness` still turns stale.
+    watchdog: Option<AbortHandle>,
+    /// The outcome flusher: told to stop by `shutdown` (it reports a last time), and
+    /// awaited by `close`.
     flusher: Mutex<Option<JoinHandle<()>>>,
-    flusher_abort: AbortHandle,
     shutdown: watch::Sender<bool>,
 }
 
@@ -92,16 +96,19 @@ pub(crate) struct Parts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) outcomes: Arc<Outcomes>,
     pub(crate) tasks: Vec<AbortHandle>,
+    pub(crate) watchdog: Option<AbortHandle>,
     pub(crate) flusher: JoinHandle<()>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(&self.watchdog) {
             task.abort();
         }
-        self.flusher_abort.abort();
+        // The flusher reports what is pending and ends (bounded by the request
+        // timeout); it is cancelled with the runtime if that goes first.
+        self.shutdown.send_replace(true);
     }
 }
 
@@ -113,17 +120,9 @@ impl Client {
     }
 
     pub(crate) fn start(parts: Parts) -> Self {
-        let Parts { shared, outcomes, tasks, flusher, shutdown } = parts;
-        let flusher_abort = flusher.abort_handle();
+        let Parts { shared, outcomes, tasks, watchdog, flusher, shutdown } = parts;
         Client {
-            inner: Arc::new(Inner {
-                shared,
-                outcomes,
-                tasks,
-                flusher: Mutex::new(Some(flusher)),
-                flusher_abort,
-                shutdown,
-            }),
+            inner: Arc::new(Inner { shared, outcomes, tasks, watchdog, flusher: Mutex::new(Some(flusher)), shutdown }),
         }
     }
 
@@ -197,9 +196,9 @@ impl Client {
 
     /// Stops following the service and reports the outcomes still pending; returns
     /// once that report is delivered or has failed (bounded by the request timeout).
-    /// Call it on shutdown: dropping the client does not flush. Afterwards every clone
-    /// keeps answering from the last snapshot, and tracking only counts drops. A
-    /// second call returns at once.
+    /// Call it on shutdown. Afterwards every clone keeps answering from the last
+    /// snapshot (turning stale after `max_staleness`, if set), and tracking only
+    /// counts drops. A second call returns at once.
     pub async fn close(&self) {
         let flusher = self.inner.flusher.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         for task in &self.inner.tasks {
