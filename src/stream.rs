@@ -75,10 +75,14 @@ struct Subscriber {
     tx: mpsc::Sender<Bytes>,
 }
 
+/// Size of the slices the initial frames are written in.
+const SLICE: usize = 4_096;
+
 /// One subscriber's stream: the frames to send first, then whatever the fan-out hands
 /// it, with heartbeats while idle. Dropping it unregisters the subscriber.
 pub struct Subscription {
     initial: VecDeque<Bytes>,
+    started: bool,
     rx: mpsc::Receiver<Bytes>,
     heartbeat: Interval,
     _registration: Registration,
@@ -123,12 +127,25 @@ impl Streams {
         };
         // Built outside the lock: everything after `current` reaches the channel, so
         // these frames and the fan-out's never overlap nor leave a gap.
-        let initial = if closed { VecDeque::new() } else { self.shared.initial_frames(env, &current, last_event_id) };
+        let initial: VecDeque<Bytes> = if closed {
+            VecDeque::new()
+        } else {
+            // Hand the initial frames (a whole snapshot can be megabytes) to actix in 4 KiB
+            // zero-copy slices: actix-http copies each chunk into a per-connection write
+            // buffer it never shrinks (actix/actix-web#3367), so one large chunk would pin
+            // snapshot-sized memory per subscriber for the life of the connection.
+            self.shared
+                .initial_frames(env, &current, last_event_id)
+                .into_iter()
+                .flat_map(|f| (0..f.len()).step_by(SLICE).map(move |i| f.slice(i..(i + SLICE).min(f.len()))))
+                .collect()
+        };
         let period = self.shared.settings.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Subscription {
             initial,
+            started: false,
             rx,
             heartbeat,
             _registration: Registration { shared: Arc::clone(&self.shared), env: env.clone(), id },
@@ -288,6 +305,11 @@ impl Subscription {
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
         futures_util::stream::unfold(self, |mut sub| async move {
             if let Some(frame) = sub.initial.pop_front() {
+                // Let actix flush between slices so its write buffer stays small.
+                if sub.started {
+                    tokio::task::yield_now().await;
+                }
+                sub.started = true;
                 return Some((Ok(frame), sub));
             }
             tokio::select! {

@@ -6,11 +6,13 @@
 //! ```text
 //! cargo run --release -p cohort-bench -- http
 //! cargo run --release -p cohort-bench -- streams --subscribers 10000
+//! cargo run --release -p cohort-bench -- profile     # instructions/request, callgrind
 //! ```
 
 mod baseline;
 mod client;
 mod http_run;
+mod profile;
 mod seed;
 mod server;
 mod streams;
@@ -34,6 +36,8 @@ enum Command {
     Http(http_run::HttpArgs),
     /// N SSE subscribers on one instance, then a kill: RSS growth and propagation times
     Streams(streams::StreamArgs),
+    /// Instructions per request of each route and of the baseline, under callgrind
+    Profile(profile::ProfileArgs),
     /// The baseline server alone: actix-web, one route answering 20 bytes of JSON
     Baseline(baseline::BaselineArgs),
 }
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Http(args) => http_run::run(&args),
         Command::Streams(args) => streams::run(&args),
+        Command::Profile(args) => profile::run(&args),
         Command::Baseline(args) => baseline::run(&args),
     };
     match result {

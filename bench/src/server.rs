@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 /// The environment every benchmark uses.
 pub const ENV: &str = "production";
-/// How long a server may take to answer its first request.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to answer its first request (valgrind takes a while).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The workspace root (this crate lives in `bench/`).
 fn workspace_root() -> PathBuf {
@@ -141,6 +141,8 @@ struct Launch<'a> {
     nice: i32,
     program: &'a Path,
     args: Vec<String>,
+    /// A command that runs the program (e.g. `valgrind --tool=callgrind`), or empty.
+    wrapper: &'a [String],
     envs: Vec<(&'a str, &'a str)>,
     log: PathBuf,
     ready_path: &'a str,
@@ -149,9 +151,17 @@ struct Launch<'a> {
 
 /// Spawns a [`Launch`] and waits for readiness.
 async fn spawn(launch: Launch<'_>) -> anyhow::Result<Process> {
-    let Launch { name, cpu, nice, program, args, envs, log, ready_path, port } = launch;
+    let Launch { name, cpu, nice, program, args, wrapper, envs, log, ready_path, port } = launch;
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let child = crate::sys::pinned(cpu, nice, program)
+    let mut command = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut command = crate::sys::pinned(cpu, nice, first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => crate::sys::pinned(cpu, nice, program),
+    };
+    let child = command
         .args(&args)
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
@@ -175,7 +185,23 @@ pub struct Cohort {
 impl Cohort {
     /// Starts `cohort serve` on a free loopback port, pinned where `placement` says.
     pub async fn start(bin: &Path, data_dir: &Path, placement: &Placement) -> anyhow::Result<Cohort> {
-        let secret = random_secret()?;
+        Cohort::launch(bin, data_dir, placement, random_secret()?, &[]).await
+    }
+
+    /// Stops this server and starts it again on the same data and secret, through
+    /// `wrapper` (e.g. a profiler), so a store seeded at full speed can be profiled.
+    pub async fn restart(mut self, placement: &Placement, wrapper: &[String]) -> anyhow::Result<Cohort> {
+        self.process.stop();
+        Cohort::launch(&self.bin, &self.data_dir, placement, self.secret.clone(), wrapper).await
+    }
+
+    async fn launch(
+        bin: &Path,
+        data_dir: &Path,
+        placement: &Placement,
+        secret: String,
+        wrapper: &[String],
+    ) -> anyhow::Result<Cohort> {
         let port = crate::sys::free_port()?;
         let args: Vec<String> = [
             "serve",
@@ -196,6 +222,7 @@ impl Cohort {
             nice: placement.nice,
             program: bin,
             args,
+            wrapper,
             envs: vec![("COHORT_AUTH__HS256_SECRET", secret.as_str())],
             log: data_dir.join("cohort.log"),
             ready_path: "/readyz",
@@ -225,8 +252,9 @@ impl Cohort {
     }
 }
 
-/// Starts the baseline (this binary's `baseline` subcommand) where `placement` says.
-pub async fn start_baseline(dir: &Path, placement: &Placement) -> anyhow::Result<Process> {
+/// Starts the baseline (this binary's `baseline` subcommand) where `placement` says,
+/// through `wrapper` unless it is empty.
+pub async fn start_baseline(dir: &Path, placement: &Placement, wrapper: &[String]) -> anyhow::Result<Process> {
     let me = std::env::current_exe().context("locating cohort-bench itself")?;
     let port = crate::sys::free_port()?;
     let args: Vec<String> =
@@ -237,6 +265,7 @@ pub async fn start_baseline(dir: &Path, placement: &Placement) -> anyhow::Result
         nice: placement.nice,
         program: &me,
         args,
+        wrapper,
         envs: Vec::new(),
         log: dir.join("baseline.log"),
         ready_path: "/",

@@ -150,6 +150,7 @@ async fn measure(args: &StreamArgs, cohort: &Cohort, limit: u64) -> anyhow::Resu
     let reported = metric_subscribers(addr).await.unwrap_or_default();
 
     // The kill, from a thread of its own (see the module comment).
+    let cpu_before = (sys::cpu_times(pid)?, sys::cpu_time(std::process::id())?);
     let kill_thread = std::thread::spawn(move || send_kill(addr, &kill));
     let mut seen = Vec::with_capacity(args.subscribers);
     let collect = async {
@@ -164,8 +165,14 @@ async fn measure(args: &StreamArgs, cohort: &Cohort, limit: u64) -> anyhow::Resu
         bail!("only {} of {} subscribers saw the kill within {deadline:?}", seen.len(), args.subscribers);
     }
     waited.unwrap_or(Ok(()))?;
+    let server_cpu = sys::cpu_times(pid)?;
+    let cpu = (
+        server_cpu.0.saturating_sub(cpu_before.0.0),
+        server_cpu.1.saturating_sub(cpu_before.0.1),
+        sys::cpu_time(std::process::id())?.saturating_sub(cpu_before.1),
+    );
 
-    let report = Report { args, connect_time, rss_before, rss_after, reported, kill: &kill, seen: &seen };
+    let report = Report { args, connect_time, rss_before, rss_after, reported, kill: &kill, seen: &seen, cpu };
     report.print();
     if seen.iter().any(|s| s.id != kill.revision) {
         bail!("some subscribers saw a kill event with another id than the kill's revision");
@@ -263,6 +270,9 @@ struct SseDecoder {
     chunk_end: bool,
     /// Decoded SSE text not yet split into events.
     text: Vec<u8>,
+    /// How far `text` is known to hold no event end (a large snapshot arrives in many
+    /// reads; rescanning it from the start each time would be quadratic).
+    scanned: usize,
 }
 
 impl SseDecoder {
@@ -322,7 +332,12 @@ impl SseDecoder {
     /// The next complete event; comments (heartbeats) are skipped.
     fn next_event(&mut self) -> Option<Event> {
         loop {
-            let end = client::find(&self.text, b"\n\n")?;
+            let from = self.scanned.saturating_sub(1);
+            let Some(end) = client::find(&self.text[from..], b"\n\n").map(|at| at + from) else {
+                self.scanned = self.text.len();
+                return None;
+            };
+            self.scanned = 0;
             let block: Vec<u8> = self.text.drain(..end + 2).collect();
             if self.text.is_empty() && self.text.capacity() > 64 * 1024 {
                 self.text = Vec::new(); // the snapshot was large; do not keep its buffer
@@ -411,6 +426,9 @@ struct Report<'a> {
     reported: u64,
     kill: &'a Kill,
     seen: &'a [Seen],
+    /// CPU time used by the server (user, system) and by the subscribers from the kill
+    /// until the last subscriber saw it: which side the propagation time is spent on.
+    cpu: (Duration, Duration, Duration),
 }
 
 /// Nearest-rank percentile of sorted `values`.
@@ -478,6 +496,12 @@ impl Report<'_> {
                 ms(percentile(values, 100.0))
             );
         }
+        println!(
+            "| CPU from the kill to the last receipt: server user + system / subscribers | {} + {} / {} |",
+            ms(self.cpu.0),
+            ms(self.cpu.1),
+            ms(self.cpu.2)
+        );
         println!();
         println!(
             "{early} subscribers read the event before the kill's response arrived; they count as 0 from the response."

@@ -51,7 +51,9 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
 }
 
 /// `program` pinned to `cpu` (`taskset -c`), at priority `nice` (`nice -n`) unless 0.
+/// The child gets SIGTERM if the harness dies first (Ctrl-C), so no server outlives it.
 pub fn pinned(cpu: usize, nice: i32, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
     let mut command = if nice == 0 {
         std::process::Command::new("taskset")
     } else {
@@ -60,6 +62,16 @@ pub fn pinned(cpu: usize, nice: i32, program: impl AsRef<std::ffi::OsStr>) -> st
         command
     };
     command.arg("-c").arg(cpu.to_string()).arg(program);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     command
 }
 
@@ -103,6 +115,25 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system, all threads) of `pid`, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> anyhow::Result<std::time::Duration> {
+    let (user, system) = cpu_times(pid)?;
+    Ok(user + system)
+}
+
+/// User and system CPU time (all threads) of `pid`, from `/proc/<pid>/stat`.
+pub fn cpu_times(pid: u32) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a constant.
+    let per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    let time = |t: u64| std::time::Duration::from_secs_f64(t as f64 / per_sec as f64);
+    Ok((time(ticks(11)), time(ticks(12))))
 }
 
 /// The machine, for the report: core count and the CPU model.
