@@ -39,16 +39,17 @@ pub fn ranking<'a>(release: &Release, nodes: impl IntoIterator<Item = &'a str>) 
     ranked.into_iter().map(|(_, n)| n).collect()
 }
 
+/// `ceil(p·n/100)` nodes for a share of `buckets` (1000 = 1 %), in integers.
+pub fn share_of(buckets: u32, n: usize) -> usize {
+    (u64::from(buckets) * n as u64).div_ceil(100_000) as usize
+}
+
 /// How many of `n` live nodes the candidate gets: `fleet_nodes`, or `ceil(p·N/100)`.
 pub fn batch_size(release: &Release, n: usize) -> usize {
     let Some(candidate) = release.versions.get(1) else { return 0 };
     let count = match release.fleet_nodes {
         Some(k) => k as usize,
-        None => {
-            let buckets = u64::from(release.allocation.get(candidate).copied().unwrap_or(0));
-            // ceil(buckets/1000 · n / 100) in integers: buckets · n / 100000, rounded up.
-            (buckets * n as u64).div_ceil(100_000) as usize
-        }
+        None => share_of(release.allocation.get(candidate).copied().unwrap_or(0), n),
     };
     count.min(n)
 }

@@ -72,8 +72,13 @@ async fn evaluate(
             if keys.len() > MAX_RELEASES {
                 return Err(ApiError::BadRequest(format!("at most {MAX_RELEASES} releases per request")));
             }
-            let mut seen = HashSet::with_capacity(keys.len());
-            keys.iter().map(String::as_str).filter(|k| seen.insert(*k)).collect()
+            if keys.len() < 2 {
+                // Nothing to deduplicate: no set to build on the common single-release path.
+                keys.iter().map(String::as_str).collect()
+            } else {
+                let mut seen = HashSet::with_capacity(keys.len());
+                keys.iter().map(String::as_str).filter(|k| seen.insert(*k)).collect()
+            }
         }
         None => snapshot.releases().map(|r| r.key()).collect(),
     };

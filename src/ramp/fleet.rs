@@ -4,7 +4,7 @@
 //! batch that does not converge within the progress deadline pauses the ramp.
 
 use super::{DRIVER_ACTOR, Ramps};
-use crate::fleet::{assignment, batch_size};
+use crate::fleet::{assignment, batch_size, share_of};
 use crate::releases::ReleaseError;
 use crate::store::{Action, EnvName, NodeReport, StoreError, WriteMeta};
 use cohort_sdk::{Ramp, RampState, Release};
@@ -28,7 +28,7 @@ fn step_target(ramp: &Ramp, index: usize, n: usize) -> usize {
     let step = &ramp.steps[index];
     match step.nodes {
         Some(k) => (k as usize).min(n),
-        None => (u64::from(step.buckets) * n as u64).div_ceil(100_000) as usize,
+        None => share_of(step.buckets, n),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::Snapshots;
 use crate::store::{Action, EnvName, StoreError, WriteMeta};
 use crate::webhooks::{WebhookEvent, Webhooks};
-use cohort_sdk::{GuardFigures, Ramp, RampState};
+use cohort_sdk::{GuardFigures, Ramp, RampState, Release};
 use guard::{Assessment, Sample};
 use plan::RampRequest;
 use serde::Serialize;
@@ -100,6 +100,23 @@ impl Ramps {
         });
     }
 
+    /// One person-made ramp change: `edit` under a compare-and-set with its audit entry,
+    /// then `event` to the webhooks.
+    async fn change(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        (action, reason): (Action, Option<String>),
+        event: &str,
+        edit: impl Fn(&mut Release) -> Result<(), ReleaseError>,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let meta = WriteMeta::now(&actor.0, action, reason);
+        let view = self.releases.modify(env, key, None, meta, edit).await?;
+        self.notify(env, &view, event, &actor.0);
+        Ok(view)
+    }
+
     /// Starts a ramp: the candidate goes to the first step's share at once.
     pub async fn start(
         &self,
@@ -109,31 +126,26 @@ impl Ramps {
         request: RampRequest,
     ) -> Result<ReleaseView, ReleaseError> {
         let now = now_ms();
-        let meta = WriteMeta::now(&actor.0, Action::RampStart, None);
-        let view = self
-            .releases
-            .modify(env, key, None, meta, |release| {
-                if release.killed {
-                    return Err(conflict("the release is killed; unkill it before ramping"));
+        self.change(env, actor, key, (Action::RampStart, None), "started", |release| {
+            if release.killed {
+                return Err(conflict("the release is killed; unkill it before ramping"));
+            }
+            if let Some(r) = release.ramp.as_ref().filter(|r| !r.state.is_finished()) {
+                return Err(conflict(format!("a ramp of `{}` is already {}", r.candidate, r.state.as_str())));
+            }
+            let ramp = plan::build(release, request.clone(), now)
+                .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })?;
+            match ramp.steps[0].nodes {
+                Some(nodes) => release.fleet_nodes = Some(nodes),
+                None => {
+                    release.fleet_nodes = None;
+                    release.allocation.insert(ramp.candidate.clone(), ramp.steps[0].buckets);
                 }
-                if let Some(r) = release.ramp.as_ref().filter(|r| !r.state.is_finished()) {
-                    return Err(conflict(format!("a ramp of `{}` is already {}", r.candidate, r.state.as_str())));
-                }
-                let ramp = plan::build(release, request.clone(), now)
-                    .map_err(|e| ReleaseError::Invalid { field: e.field, message: e.message })?;
-                match ramp.steps[0].nodes {
-                    Some(nodes) => release.fleet_nodes = Some(nodes),
-                    None => {
-                        release.fleet_nodes = None;
-                        release.allocation.insert(ramp.candidate.clone(), ramp.steps[0].buckets);
-                    }
-                }
-                release.ramp = Some(ramp);
-                Ok(())
-            })
-            .await?;
-        self.notify(env, &view, "started", &actor.0);
-        Ok(view)
+            }
+            release.ramp = Some(ramp);
+            Ok(())
+        })
+        .await
     }
 
     /// Pauses a running ramp (people, alerting systems).
@@ -144,46 +156,36 @@ impl Ramps {
         key: &str,
         reason: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
-        let meta = WriteMeta::now(&actor.0, Action::RampPause, reason.clone());
-        let view = self
-            .releases
-            .modify(env, key, None, meta, |release| {
-                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to pause"))?;
-                if ramp.state != RampState::Running {
-                    return Err(conflict(format!("the ramp is {}, not running", ramp.state.as_str())));
-                }
-                ramp.state = RampState::Paused;
-                ramp.reason = Some(reason.clone().unwrap_or_else(|| "paused".to_owned()));
-                Ok(())
-            })
-            .await?;
-        self.notify(env, &view, "paused", &actor.0);
-        Ok(view)
+        self.change(env, actor, key, (Action::RampPause, reason.clone()), "paused", |release| {
+            let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to pause"))?;
+            if ramp.state != RampState::Running {
+                return Err(conflict(format!("the ramp is {}, not running", ramp.state.as_str())));
+            }
+            ramp.state = RampState::Paused;
+            ramp.reason = Some(reason.clone().unwrap_or_else(|| "paused".to_owned()));
+            Ok(())
+        })
+        .await
     }
 
     /// Resumes a paused ramp; the current step's hold starts over.
     pub async fn resume(&self, env: &EnvName, actor: &Actor, key: &str) -> Result<ReleaseView, ReleaseError> {
         let now = now_ms();
-        let meta = WriteMeta::now(&actor.0, Action::RampResume, None);
-        let view = self
-            .releases
-            .modify(env, key, None, meta, |release| {
-                if release.killed {
-                    return Err(conflict("the release is killed; unkill it before resuming"));
-                }
-                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to resume"))?;
-                if ramp.state != RampState::Paused {
-                    return Err(conflict(format!("the ramp is {}, not paused", ramp.state.as_str())));
-                }
-                ramp.state = RampState::Running;
-                ramp.reason = None;
-                ramp.step_started_ms = now;
-                ramp.extensions = 0;
-                Ok(())
-            })
-            .await?;
-        self.notify(env, &view, "resumed", &actor.0);
-        Ok(view)
+        self.change(env, actor, key, (Action::RampResume, None), "resumed", |release| {
+            if release.killed {
+                return Err(conflict("the release is killed; unkill it before resuming"));
+            }
+            let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to resume"))?;
+            if ramp.state != RampState::Paused {
+                return Err(conflict(format!("the ramp is {}, not paused", ramp.state.as_str())));
+            }
+            ramp.state = RampState::Running;
+            ramp.reason = None;
+            ramp.step_started_ms = now;
+            ramp.extensions = 0;
+            Ok(())
+        })
+        .await
     }
 
     /// Aborts a ramp: the candidate goes back to 0 %.
@@ -194,24 +196,19 @@ impl Ramps {
         key: &str,
         reason: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
-        let meta = WriteMeta::now(&actor.0, Action::RampAbort, reason.clone());
-        let view = self
-            .releases
-            .modify(env, key, None, meta, |release| {
-                let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to abort"))?;
-                if ramp.state.is_finished() {
-                    return Err(conflict(format!("the ramp is already {}", ramp.state.as_str())));
-                }
-                ramp.state = RampState::Aborted;
-                ramp.reason = Some(reason.clone().unwrap_or_else(|| "aborted".to_owned()));
-                let candidate = ramp.candidate.clone();
-                release.allocation.insert(candidate, 0);
-                release.fleet_nodes = None;
-                Ok(())
-            })
-            .await?;
-        self.notify(env, &view, "aborted", &actor.0);
-        Ok(view)
+        self.change(env, actor, key, (Action::RampAbort, reason.clone()), "aborted", |release| {
+            let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to abort"))?;
+            if ramp.state.is_finished() {
+                return Err(conflict(format!("the ramp is already {}", ramp.state.as_str())));
+            }
+            ramp.state = RampState::Aborted;
+            ramp.reason = Some(reason.clone().unwrap_or_else(|| "aborted".to_owned()));
+            let candidate = ramp.candidate.clone();
+            release.allocation.insert(candidate, 0);
+            release.fleet_nodes = None;
+            Ok(())
+        })
+        .await
     }
 
     /// Makes the candidate (the ramp's, or `candidate`) the baseline; allocation cleared.
@@ -222,31 +219,26 @@ impl Ramps {
         key: &str,
         candidate: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
-        let meta = WriteMeta::now(&actor.0, Action::Promote, None);
-        let view = self
-            .releases
-            .modify(env, key, None, meta, |release| {
-                let chosen = match (&candidate, &release.ramp) {
-                    (Some(c), _) => c.clone(),
-                    (None, Some(ramp)) => ramp.candidate.clone(),
-                    (None, None) if release.versions.len() == 2 => release.versions[1].clone(),
-                    (None, None) => return Err(conflict("several candidates and no ramp: say which to promote")),
-                };
-                let index = release
-                    .versions
-                    .iter()
-                    .position(|v| *v == chosen)
-                    .filter(|&i| i > 0)
-                    .ok_or_else(|| conflict(format!("`{chosen}` is not a candidate of this release")))?;
-                let promoted = release.versions.remove(index);
-                release.versions.insert(0, promoted);
-                release.allocation.clear();
-                release.ramp = None;
-                Ok(())
-            })
-            .await?;
-        self.notify(env, &view, "promoted", &actor.0);
-        Ok(view)
+        self.change(env, actor, key, (Action::Promote, None), "promoted", |release| {
+            let chosen = match (&candidate, &release.ramp) {
+                (Some(c), _) => c.clone(),
+                (None, Some(ramp)) => ramp.candidate.clone(),
+                (None, None) if release.versions.len() == 2 => release.versions[1].clone(),
+                (None, None) => return Err(conflict("several candidates and no ramp: say which to promote")),
+            };
+            let index = release
+                .versions
+                .iter()
+                .position(|v| *v == chosen)
+                .filter(|&i| i > 0)
+                .ok_or_else(|| conflict(format!("`{chosen}` is not a candidate of this release")))?;
+            let promoted = release.versions.remove(index);
+            release.versions.insert(0, promoted);
+            release.allocation.clear();
+            release.ramp = None;
+            Ok(())
+        })
+        .await
     }
 
     /// Tells webhooks that a kill froze a running ramp.

@@ -1,25 +1,12 @@
 //! The `cohort` binary's client commands against a real server: output, `--json`, and
 //! exit codes scripts can trust.
 
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, run_cohort, spawn_app};
 use serde_json::{Value, json};
 use std::process::Output;
 
 async fn cohort(app: &TestApp, args: &[&str]) -> Output {
-    let url = app.address.clone();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    // The binary blocks; keep the test runtime (and the server in it) free.
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-            .args(&args)
-            .env("COHORT_URL", url)
-            .env("COHORT_ENV", "production")
-            .env("COHORT_TOKEN", crate::helpers::token("cli-user", "production", "admin"))
-            .output()
-            .expect("cohort runs")
-    })
-    .await
-    .expect("joined")
+    run_cohort(app, crate::helpers::token("cli-user", "production", "admin"), args).await
 }
 
 fn stdout(o: &Output) -> String {

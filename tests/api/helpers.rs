@@ -253,3 +253,35 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
     assert!(!message.is_empty());
     message
 }
+
+/// Runs the `cohort` binary against `app` in `production` with `token`, off the test
+/// runtime (the binary blocks; the server runs in this runtime).
+pub async fn run_cohort(app: &TestApp, token: String, args: &[&str]) -> std::process::Output {
+    let (url, args) = (app.address.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(&args)
+            .env("COHORT_URL", url)
+            .env("COHORT_ENV", "production")
+            .env("COHORT_TOKEN", token)
+            .output()
+            .expect("cohort runs")
+    })
+    .await
+    .expect("joined")
+}
+
+/// An SDK client of `production` acknowledging as `id`, with quick reconnects.
+pub fn sdk_with_id(app: &TestApp, id: &str) -> cohort_sdk::client::Client {
+    cohort_sdk::client::Client::builder(&app.address, "production", token("sdk", "production", "eval"))
+        .sdk_id(id)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+        .build()
+        .expect("client")
+}
+
+/// `GET …/reach?revision=N` of `production`.
+pub async fn reach(app: &TestApp, revision: u64) -> Value {
+    let url = app.env_url("production", &format!("/reach?revision={revision}"));
+    app.client.get(url).send().await.expect("sent").json().await.expect("json")
+}

@@ -3,7 +3,8 @@
 //! pausing for missing data, webhooks, and several instances on one Redis.
 
 use crate::helpers::{
-    Backend, TestApp, assert_error, client_with, eventually, spawn_app, spawn_app_with, token, unique_prefix,
+    Backend, TestApp, assert_error, client_with, eventually, run_cohort, spawn_app, spawn_app_with, token,
+    unique_prefix,
 };
 use crate::redis_harness::RedisServer;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -335,34 +336,23 @@ async fn three_instances_on_redis_apply_every_step_exactly_once_when_the_driver_
 async fn ramps_are_driven_from_the_command_line_and_show_in_metrics() {
     let app = spawn_app(Backend::Embedded).await;
     app.given_release("production", "checkout", 0.0).await;
-    let cohort = |args: &'static [&'static str]| {
-        let url = app.address.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-                .args(args)
-                .env("COHORT_URL", url)
-                .env("COHORT_ENV", "production")
-                .env("COHORT_TOKEN", token("release-manager", "production", "write"))
-                .output()
-                .expect("runs")
-        })
-    };
-    let o =
-        cohort(&["ramp", "start", "checkout", "--candidate", "v2", "--steps", "2:1h,10:1h,100"]).await.expect("joined");
+    let cohort =
+        |args: &'static [&'static str]| run_cohort(&app, token("release-manager", "production", "write"), args);
+    let o = cohort(&["ramp", "start", "checkout", "--candidate", "v2", "--steps", "2:1h,10:1h,100"]).await;
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("running at step 0"), "{}", String::from_utf8_lossy(&o.stdout));
-    let o = cohort(&["ramp", "status", "checkout"]).await.expect("joined");
+    let o = cohort(&["ramp", "status", "checkout"]).await;
     let table = String::from_utf8_lossy(&o.stdout).to_string();
     assert_eq!(o.status.code(), Some(0));
     assert!(
         table.contains("is running") && table.contains("▶") && table.contains("guard: insufficient_data"),
         "{table}"
     );
-    let o = cohort(&["ramp", "start", "checkout", "--candidate", "v2", "--steps", "1,5"]).await.expect("joined");
+    let o = cohort(&["ramp", "start", "checkout", "--candidate", "v2", "--steps", "1,5"]).await;
     assert_eq!(o.status.code(), Some(2), "a hold is missing: usage error");
-    let o = cohort(&["ramp", "pause", "checkout", "--reason", "looking"]).await.expect("joined");
+    let o = cohort(&["ramp", "pause", "checkout", "--reason", "looking"]).await;
     assert_eq!(o.status.code(), Some(0));
-    let o = cohort(&["ramp", "pause", "checkout"]).await.expect("joined");
+    let o = cohort(&["ramp", "pause", "checkout"]).await;
     assert_eq!(o.status.code(), Some(4), "pausing a paused ramp conflicts");
 
     app.decision("production", "checkout", json!({"targetingKey": "u"})).await;

@@ -1,40 +1,17 @@
 //! Kill confirmation: SDKs acknowledge what they applied; `cohort kill --wait` reports
 //! how many connected SDKs have the kill and names the ones that do not.
 
-use crate::helpers::{Backend, TestApp, assert_error, client_with, eventually, spawn_app, token};
+use crate::helpers::{
+    Backend, TestApp, assert_error, client_with, eventually, reach, run_cohort, sdk_with_id as sdk, spawn_app, token,
+};
 use crate::sse::DEADLINE;
 use cohort_sdk::client::Client;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::process::Output;
-use std::time::Duration;
-
-fn sdk(app: &TestApp, id: &str) -> Client {
-    Client::builder(&app.address, "production", token("sdk", "production", "eval"))
-        .sdk_id(id)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
-        .build()
-        .expect("client")
-}
-
-async fn reach(app: &TestApp, revision: u64) -> Value {
-    let url = app.env_url("production", &format!("/reach?revision={revision}"));
-    app.client.get(url).send().await.expect("sent").json().await.expect("json")
-}
 
 async fn cohort(app: &TestApp, args: &[&str]) -> Output {
-    let (url, args) = (app.address.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-            .args(&args)
-            .env("COHORT_URL", url)
-            .env("COHORT_ENV", "production")
-            .env("COHORT_TOKEN", token("oncall", "production", "kill"))
-            .output()
-            .expect("runs")
-    })
-    .await
-    .expect("joined")
+    run_cohort(app, token("oncall", "production", "kill"), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,9 @@
 //! with `COHORT_TEST_FOLLOWER_URL` set: the "test" `sdk_follower_child_process` then
 //! runs an SDK client until its parent goes, and returns at once in a normal run.
 
-use crate::helpers::{Backend, TestApp, eventually, spawn_app, token};
+use crate::helpers::{Backend, TestApp, eventually, reach, run_cohort, sdk_with_id as sdk, spawn_app, token};
 use crate::sse::DEADLINE;
 use cohort_sdk::client::Client;
-use serde_json::Value;
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -90,32 +89,8 @@ fn spawn_follower(app: &TestApp, id: &str) -> Follower {
     Follower(child)
 }
 
-fn sdk(app: &TestApp, id: &str) -> Client {
-    Client::builder(&app.address, "production", token("sdk", "production", "eval"))
-        .sdk_id(id)
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
-        .build()
-        .expect("client")
-}
-
-async fn reach(app: &TestApp, revision: u64) -> Value {
-    let url = app.env_url("production", &format!("/reach?revision={revision}"));
-    app.client.get(url).send().await.expect("sent").json().await.expect("json")
-}
-
 async fn cohort(app: &TestApp, args: &[&str]) -> Output {
-    let (url, args) = (app.address.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_cohort"))
-            .args(&args)
-            .env("COHORT_URL", url)
-            .env("COHORT_ENV", "production")
-            .env("COHORT_TOKEN", token("oncall", "production", "kill"))
-            .output()
-            .expect("runs")
-    })
-    .await
-    .expect("joined")
+    run_cohort(app, token("oncall", "production", "kill"), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
