@@ -48,9 +48,11 @@ pub struct Evaluation<'a> {
     revision: u64,
 }
 
-/// Evaluates flag `key` of `snapshot` for `ctx`.
+/// Evaluates flag `key` of `snapshot` for `ctx`, counting it in the metrics.
 pub fn evaluate<'a>(snapshot: &'a Snapshot, key: &'a str, ctx: &Context) -> Result<Evaluation<'a>, FlagError> {
-    let resolved = snapshot.resolve(key, ctx);
+    let release = snapshot.get(key);
+    let resolved = release.map_or(Resolved::NOT_FOUND, |r| r.resolve(snapshot.kill_all(), ctx));
+    crate::metrics::count_evaluation(release, &resolved.decision);
     match resolved.decision.error {
         None => Ok(Evaluation { key, resolved, revision: snapshot.revision() }),
         Some(ErrorCode::FlagNotFound) => Err(FlagError::NotFound(key.to_owned())),

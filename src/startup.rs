@@ -184,6 +184,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))

@@ -227,18 +227,52 @@ impl<'de> Deserialize<'de> for Context {
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
                     attrs.push((k.into_boxed_str(), v));
                 }
-                // Stable sort, then keep the last of equal keys (JSON "last one wins").
-                attrs.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut deduped: Vec<(Box<str>, Value)> = Vec::with_capacity(attrs.len());
-                for (k, v) in attrs {
-                    match deduped.last_mut() {
-                        Some(last) if last.0 == k => last.1 = v,
-                        _ => deduped.push((k, v)),
-                    }
+                // Clients (this SDK among them) mostly send names in order: check before
+                // sorting. The sort is stable and `dedup_by` keeps the first of a run of
+                // equal names, so the value is swapped forward: JSON's "last one wins".
+                if !attrs.is_sorted_by(|a, b| a.0 < b.0) {
+                    attrs.sort_by(|a, b| a.0.cmp(&b.0));
+                    attrs.dedup_by(|later, kept| {
+                        let same = later.0 == kept.0;
+                        if same {
+                            std::mem::swap(&mut later.1, &mut kept.1);
+                        }
+                        same
+                    });
                 }
-                Ok(Context { attrs: deduped })
+                Ok(Context { attrs })
             }
         }
         d.deserialize_map(ContextVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Context {
+        serde_json::from_str(json).expect("a context")
+    }
+
+    #[test]
+    fn attributes_are_found_whatever_order_they_came_in() {
+        for json in [r#"{"a": 1, "b": "x", "c": true}"#, r#"{"c": true, "a": 1, "b": "x"}"#] {
+            let ctx = parse(json);
+            assert_eq!(ctx.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["a", "b", "c"]);
+            assert_eq!(
+                (ctx.get("a"), ctx.get("b"), ctx.get("c")),
+                (Some(&Value::Int(1)), Some(&"x".into()), Some(&Value::Bool(true)))
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_given_twice_keeps_its_last_value() {
+        let ctx = parse(r#"{"b": 1, "a": 1, "b": 2, "c": 0, "b": 3}"#);
+        assert_eq!(ctx.len(), 3);
+        assert_eq!(ctx.get("b"), Some(&Value::Int(3)));
+        let ctx = parse(r#"{"a": 1, "a": 2}"#);
+        assert_eq!((ctx.len(), ctx.get("a")), (1, Some(&Value::Int(2))));
     }
 }

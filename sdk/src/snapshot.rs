@@ -114,7 +114,7 @@ impl Snapshot {
     pub fn resolve(&self, key: &str, ctx: &Context) -> Resolved<'_> {
         match self.releases.get(key) {
             Some(release) => release.resolve(self.kill_all, ctx),
-            None => Resolved { decision: Decision::NOT_FOUND, value: None },
+            None => Resolved::NOT_FOUND,
         }
     }
 

@@ -58,6 +58,11 @@ pub struct Resolved<'a> {
     pub value: Option<&'a JsonValue>,
 }
 
+impl Resolved<'static> {
+    /// The answer for a key the snapshot does not hold: no version, `FLAG_NOT_FOUND`.
+    pub const NOT_FOUND: Resolved<'static> = Resolved { decision: Decision::NOT_FOUND, value: None };
+}
+
 impl CompiledRelease {
     /// Evaluates like [`CompiledRelease::evaluate`] and adds the served version's value.
     /// Allocates nothing: values are built when the release is compiled.

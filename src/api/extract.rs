@@ -1,10 +1,61 @@
-//! Request parts handlers share: the `If-Match` revision and `ETag`s.
+//! Request parts handlers share: the `If-Match` revision, `ETag`s, and a whole body
+//! for handlers that parse it themselves.
 
 use super::error::ApiError;
 use actix_web::dev::Payload;
 use actix_web::http::header;
+use actix_web::web::{Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
 use std::future::{Ready, ready};
+
+/// The largest request body (`server.max_body_bytes`), as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// The request body, read whole and no larger than [`BodyLimit`] (413 otherwise). For
+/// handlers that deserialise borrowing from the bytes (`serde_json::from_slice` into
+/// `&str`/`Cow`), which `web::Json` cannot: it wants owned types.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req.app_data::<BodyLimit>().map_or(256 * 1024, |l| l.0);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::InvalidJson(format!("cannot read the request body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(RawBody(body.freeze()))
+        })
+    }
+}
+
+impl RawBody {
+    /// Parses the body as JSON: a syntax error is 400 `invalid_json`, the wrong shape 422.
+    pub fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.0).map_err(|e| {
+            if e.is_data() { ApiError::InvalidBody(e.to_string()) } else { ApiError::InvalidJson(e.to_string()) }
+        })
+    }
+}
 
 /// The `If-Match` header as a revision: `"7"`, `W/"7"` and `7` are accepted; absent or
 /// `*` gives `None`.

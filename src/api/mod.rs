@@ -10,6 +10,7 @@ mod events;
 mod extract;
 mod fleets;
 mod health;
+pub mod hot;
 mod ofrep;
 pub mod openapi;
 mod ramp;
@@ -49,6 +50,7 @@ pub struct AppState {
 /// Registers every route and the JSON error shape for extractor failures.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: usize) {
     cfg.app_data(web::Data::new(state))
+        .app_data(extract::BodyLimit(max_body_bytes))
         .app_data(
             web::JsonConfig::default()
                 .limit(max_body_bytes)

@@ -337,7 +337,7 @@ fn json(mut response: HttpResponseBuilder, body: &impl Serialize) -> Result<Http
         (status = 400, description = "`PARSE_ERROR`, `INVALID_CONTEXT`, `TARGETING_KEY_MISSING`", body = OfrepFailure),
         (status = 404, description = "`FLAG_NOT_FOUND`", body = OfrepFailure),
     ))]
-async fn evaluate_flag(
+pub(super) async fn evaluate_flag(
     state: web::Data<AppState>,
     auth: OfrepAuthorized<Eval>,
     key: web::Path<String>,
@@ -360,7 +360,7 @@ async fn evaluate_flag(
         (status = 304, description = "Unchanged", headers(("ETag" = String))),
         (status = 400, description = "`PARSE_ERROR`, `INVALID_CONTEXT`", body = OfrepFailure),
     ))]
-async fn evaluate_flags(
+pub(super) async fn evaluate_flags(
     state: web::Data<AppState>,
     auth: OfrepAuthorized<Eval>,
     req: HttpRequest,

@@ -21,7 +21,7 @@ const LAST_EVENT_ID: &str = "last-event-id";
         (status = 200, description = "The snapshot (cohort-sdk's `SnapshotData`)", body = Object, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the `If-None-Match` revision", headers(("ETag" = String))),
     ))]
-async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
+pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
     let tag = EntityTag::new_strong(current.revision().to_string());
     let unchanged = match req.get_header::<IfNoneMatch>() {

@@ -1,7 +1,7 @@
 //! `POST /v1/envs/{env}/evaluate`, including the shared decision vectors run through
 //! the HTTP API (the server's half of "both crates run the vectors").
 
-use crate::helpers::{Backend, assert_error, spawn_app};
+use crate::helpers::{Backend, assert_error, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -142,4 +142,66 @@ async fn malformed_evaluation_requests_get_json_errors() {
     assert_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     let r = app.client.get(app.url("/v2/nothing")).send().await.expect("sent");
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+/// The evaluation, OFREP and snapshot routes are matched ahead of actix-web's router
+/// (`api::hot`); these are the router's answers they must keep giving.
+#[tokio::test]
+async fn hot_routes_answer_as_the_router_would() {
+    let app = spawn_app_with(Backend::Embedded, |s| s.server.max_body_bytes = 2_048).await;
+    app.given_release("production", "a", 100.0).await;
+    let url = app.env_url("production", "/evaluate");
+
+    // Each key once, an unknown key with characters to escape answered as not found.
+    let odd = "gh\"o\\st\u{1}";
+    let r = app.post(&url, &json!({"context": {"targetingKey": "u1"}, "releases": ["a", odd, "a", odd]})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.expect("body");
+    let body: Value = serde_json::from_str(&text).expect("valid JSON");
+    let results = body["results"].as_object().expect("results");
+    assert_eq!(results.len(), 2, "{text}");
+    assert_eq!(
+        results["a"],
+        json!({"version": "v2", "value": "v2", "reason": "SPLIT", "bucket": results["a"]["bucket"]})
+    );
+    assert_eq!(results[odd], json!({"reason": "ERROR", "error": "FLAG_NOT_FOUND"}));
+
+    // The body limit, with and without a declared length.
+    let big = json!({"context": {"targetingKey": "x".repeat(4_096)}});
+    assert_error(app.post(&url, &big).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1_024])));
+    let r = app.client.post(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.expect("sent");
+    assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let r = app.client.post(&url).send().await.expect("sent");
+    assert_error(r, StatusCode::BAD_REQUEST, "invalid_json").await;
+
+    // A percent-escaped environment is the router's business as much as ours: the hot
+    // route answers as a routed one does.
+    let escaped = app.url("/v1/envs/produc%74ion");
+    let hot = app.post(&format!("{escaped}/evaluate"), &json!({"context": {"targetingKey": "u1"}})).await;
+    let routed = app.client.get(format!("{escaped}/releases")).send().await.expect("sent");
+    assert_eq!(hot.status(), routed.status());
+    if hot.status() == StatusCode::OK {
+        let hot: Value = hot.json().await.expect("json");
+        assert_eq!(hot["results"]["a"]["version"], "v2");
+    }
+
+    // Latency is labelled by route pattern; unknown keys count under one label, so
+    // callers cannot grow the label set.
+    let r = app.client.get(app.url("/metrics")).send().await.expect("sent");
+    let metrics = r.text().await.expect("metrics");
+    assert!(
+        metrics.contains(
+            r#"cohort_http_request_duration_seconds_count{method="POST",route="/v1/envs/{env}/evaluate",status="2xx"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"cohort_http_request_duration_seconds_count{method="POST",route="/v1/envs/{env}/evaluate",status="4xx"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"cohort_evaluations_total{reason="ERROR",release="-",version="-"}"#), "{metrics}");
+    assert!(!metrics.contains("gh"), "a caller's key never becomes a label");
 }
