@@ -4,6 +4,7 @@
 //! between instances, the HTTP API and the command line.
 
 pub mod agent;
+pub mod answers;
 pub mod api;
 pub mod auth;
 pub mod cli;

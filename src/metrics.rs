@@ -6,13 +6,10 @@
 use crate::api::hot::Route;
 use crate::snapshots::Snapshots;
 use crate::stream::Streams;
-use cohort_sdk::{CompiledRelease, Decision, Reason};
+use cohort_sdk::{CompiledRelease, Decision};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
 /// Every metric cohort exports.
@@ -96,42 +93,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| match build() {
 });
 
 /// Counts one evaluation served over HTTP: `release` is the release evaluated, `None`
-/// for a key the environment does not hold.
-///
-/// A labelled lookup in the counter vector hashes every label value and takes a read
-/// lock (≈230 instructions, paid per release on a bulk evaluation). Each worker thread
-/// keeps the counters it used keyed by the compiled release's identity, version index and
-/// reason (a few instructions to hash) instead. The entry holds the release's `Arc`, so
-/// its address cannot be reused by another release while the entry exists; the map is
-/// emptied when it reaches [`CACHED_COUNTERS`] entries, which bounds what it keeps alive.
+/// for a key the environment does not hold. Unknown keys all count under
+/// `release="-"`, so callers cannot grow the label set.
 pub fn count_evaluation(release: Option<&Arc<CompiledRelease>>, decision: &Decision<'_>) {
-    type Key = (usize, usize, Reason);
-    thread_local! {
-        static COUNTERS: RefCell<HashMap<Key, (Arc<CompiledRelease>, IntCounter), foldhash::fast::FixedState>> =
-            RefCell::default();
+    let counted = release.and_then(|release| crate::answers::with(release, decision, |a| a.counter.inc()));
+    if counted.is_none() {
+        METRICS.evaluations.with_label_values(&["-", "-", decision.reason.as_str()]).inc();
     }
-    let reason = decision.reason;
-    let (Some(release), Some(version), Some(index)) = (release, decision.version, decision.version_index) else {
-        METRICS.evaluations.with_label_values(&["-", "-", reason.as_str()]).inc();
-        return;
-    };
-    let key = (Arc::as_ptr(release) as usize, index, reason);
-    COUNTERS.with_borrow_mut(|counters| {
-        if let Some((_, counter)) = counters.get(&key) {
-            counter.inc();
-            return;
-        }
-        if counters.len() >= CACHED_COUNTERS {
-            counters.clear();
-        }
-        let counter = METRICS.evaluations.with_label_values(&[release.key(), version, reason.as_str()]);
-        counter.inc();
-        counters.insert(key, (Arc::clone(release), counter));
-    });
 }
-
-/// Most evaluation counters a worker thread keeps at hand.
-const CACHED_COUNTERS: usize = 16_384;
 
 /// Renders the Prometheus text format, refreshing the state gauges first.
 pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, prometheus::Error> {

@@ -143,28 +143,44 @@ fn write_response(out: &mut Vec<u8>, snapshot: &Snapshot, targets: &[Target<'_>]
         match target {
             Target::Found(release) => {
                 let resolved = release.resolve(snapshot.kill_all(), context);
-                crate::metrics::count_evaluation(Some(release), &resolved.decision);
-                // Keys and version names are validated names: nothing to escape.
-                write_name(out, release.key());
-                out.push(b':');
-                write_decision(out, &resolved);
+                let cached = crate::answers::with(release, &resolved.decision, |answer| {
+                    answer.counter.inc();
+                    out.extend_from_slice(answer.text(|| answer_text(release.key(), &resolved)));
+                });
+                if cached.is_none() {
+                    // Every decision of a found release has a version; kept for safety.
+                    crate::metrics::count_evaluation(Some(release), &resolved.decision);
+                    out.extend_from_slice(&answer_text(release.key(), &resolved));
+                }
+                write_decision_end(out, &resolved.decision);
             }
             Target::Missing(key) => {
-                crate::metrics::count_evaluation(None, &Resolved::NOT_FOUND.decision);
+                let resolved = Resolved::NOT_FOUND;
+                crate::metrics::count_evaluation(None, &resolved.decision);
                 write_str(out, key);
-                out.push(b':');
-                write_decision(out, &Resolved::NOT_FOUND);
+                out.extend_from_slice(b":{");
+                write_decision_start(out, &resolved);
+                write_decision_end(out, &resolved.decision);
             }
         }
     }
     out.extend_from_slice(b"}}");
 }
 
-/// `{"version", "value", "reason", "bucket"?, "error"?}`; `value` is the version's
-/// typed value, or its name when the release declares none.
-fn write_decision(out: &mut Vec<u8>, resolved: &Resolved<'_>) {
+/// The part of a found release's answer that only depends on the release, the version
+/// and the reason: `"key":{"version":…,"value":…,"reason":"…"` (cached per thread).
+fn answer_text(key: &str, resolved: &Resolved<'_>) -> Vec<u8> {
+    let mut text = Vec::with_capacity(64);
+    write_name(&mut text, key);
+    text.extend_from_slice(b":{");
+    write_decision_start(&mut text, resolved);
+    text
+}
+
+/// A decision's `"version":…,"value":…,"reason":"…"`; `value` is the version's typed
+/// value, or its name when the release declares none.
+fn write_decision_start(out: &mut Vec<u8>, resolved: &Resolved<'_>) {
     let d = &resolved.decision;
-    out.push(b'{');
     if let Some(version) = d.version {
         out.extend_from_slice(b"\"version\":");
         write_name(out, version);
@@ -183,6 +199,10 @@ fn write_decision(out: &mut Vec<u8>, resolved: &Resolved<'_>) {
     out.extend_from_slice(b"\"reason\":\"");
     out.extend_from_slice(d.reason.as_str().as_bytes());
     out.push(b'"');
+}
+
+/// The rest of a decision: `,"bucket":…` and `,"error":"…"` when present, and `}`.
+fn write_decision_end(out: &mut Vec<u8>, d: &cohort_sdk::Decision<'_>) {
     if let Some(bucket) = d.bucket {
         out.extend_from_slice(b",\"bucket\":");
         out.extend_from_slice(itoa::Buffer::new().format(bucket).as_bytes());
