@@ -161,7 +161,7 @@ impl Fleets {
     /// compare-and-set each; a lost race is retried on the next pass.
     pub async fn reconcile(&self, env: &EnvName) -> Result<(), ReleaseError> {
         let Some(snapshot) = self.releases.snapshots().get(env) else { return Ok(()) };
-        for compiled in snapshot.snapshot.releases() {
+        for compiled in snapshot.snapshot.iter() {
             let release = compiled.release();
             let Some(fleet) = release.fleet.clone() else { continue };
             let live = self.live_nodes(env, &fleet).await?;

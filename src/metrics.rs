@@ -112,7 +112,7 @@ pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, promet
         let name = env.as_str();
         m.sse_subscribers.with_label_values(&[name]).set(streams.subscribers(&env) as i64);
         let Some(snapshot) = snapshots.get(&env) else { continue };
-        for release in snapshot.snapshot.releases() {
+        for release in snapshot.snapshot.iter() {
             let Some(ramp) = &release.release().ramp else { continue };
             m.ramp_state.with_label_values(&[name, release.key(), ramp.state.as_str()]).set(1);
             m.ramp_step.with_label_values(&[name, release.key()]).set(ramp.step as i64);

@@ -13,11 +13,12 @@
 //! (state at revision R, changes up to R) to resume from — still without a lock.
 
 use crate::store::{Change, ChangeKind, EnvData, EnvName};
+use actix_web::web::Bytes;
 use arc_swap::ArcSwap;
 use cohort_sdk::{CompiledRelease, Snapshot, SnapshotData};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
 /// Changes kept per environment for resuming subscribers, unless configured.
@@ -39,12 +40,25 @@ pub struct EnvSnapshot {
     pub kill_reason: Option<String>,
     /// The most recent changes up to `snapshot.revision()`, for resuming subscribers.
     pub history: History,
+    /// `snapshot` in its wire form (`SnapshotData` as JSON), rendered on first request:
+    /// every SDK that starts or polls without a match asks for the same bytes.
+    wire: OnceLock<Bytes>,
 }
 
 impl EnvSnapshot {
     /// The environment revision.
     pub fn revision(&self) -> u64 {
         self.snapshot.revision()
+    }
+
+    /// The snapshot as `GET …/snapshot` serves it, rendered once per revision.
+    pub fn wire_json(&self) -> Bytes {
+        self.wire
+            .get_or_init(|| {
+                // Plain data with string keys: serialising it into memory cannot fail.
+                serde_json::to_vec(&self.snapshot.to_data()).map(Bytes::from).unwrap_or_default()
+            })
+            .clone()
     }
 
     fn from_data(env: &EnvName, data: EnvData) -> Self {
@@ -58,7 +72,7 @@ impl EnvSnapshot {
             tracing::error!(%env, release = %key, %error, "stored release does not compile; it evaluates as not found");
         }
         let history = History::starting_at(data.revision);
-        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history }
+        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history, wire: OnceLock::new() }
     }
 }
 

@@ -143,6 +143,12 @@ impl Snapshot {
         self.releases.is_empty()
     }
 
+    /// Releases in no particular order: for scans that do not show their order (no
+    /// sorting, no allocation).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CompiledRelease>> {
+        self.releases.values()
+    }
+
     /// Releases in key order.
     pub fn releases(&self) -> impl Iterator<Item = &Arc<CompiledRelease>> {
         let mut all: Vec<_> = self.releases.values().collect();

@@ -31,7 +31,7 @@ pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>,
     };
     let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     response.insert_header(ETag(tag)).insert_header(CacheControl(vec![CacheDirective::NoCache]));
-    if unchanged { response.finish() } else { response.json(current.snapshot.to_data()) }
+    if unchanged { response.finish() } else { response.content_type("application/json").body(current.wire_json()) }
 }
 
 /// Server-Sent Events: the snapshot, then every change; `Last-Event-ID` resumes.

@@ -74,7 +74,7 @@ impl Driver {
                 tracing::warn!(%env, %error, "fleet reconcile failed; retrying next tick");
             }
             let Some(snapshot) = self.snapshots.get(&env) else { continue };
-            for release in snapshot.snapshot.releases() {
+            for release in snapshot.snapshot.iter() {
                 let running = release.release().ramp.as_ref().is_some_and(|r| r.state == RampState::Running);
                 if !running {
                     continue;
