@@ -8,7 +8,8 @@
 //! triple is keyed by the compiled release's identity, the version index and the reason
 //! (a few instructions to hash). An entry holds its release's `Arc`, so that address
 //! cannot be reused by another release while the entry exists; the map is emptied when
-//! it reaches [`CAPACITY`] entries, which bounds what it keeps alive.
+//! it reaches [`CAPACITY`] entries, and releases no snapshot holds any more are dropped
+//! from it as it goes ([`Answers::make_room`]), which bounds what it keeps alive.
 
 use crate::metrics::METRICS;
 use cohort_sdk::{CompiledRelease, Decision, Reason};
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most entries a worker thread keeps.
-const CAPACITY: usize = 16_384;
+const CAPACITY: usize = 8_192;
 
 /// One (release, version, reason) triple's cached parts.
 pub struct Answer {
@@ -37,9 +38,37 @@ impl Answer {
 
 type Key = (usize, usize, Reason);
 
+/// One worker thread's answers, and how many were added since stale ones were dropped.
+#[derive(Default)]
+struct Answers {
+    map: HashMap<Key, (Arc<CompiledRelease>, Answer), foldhash::fast::FixedState>,
+    added: usize,
+}
+
+impl Answers {
+    /// Makes room for one more entry. Every [`SWEEP_EVERY`] additions (additions only
+    /// happen after a release changed or on first use), entries whose release no snapshot
+    /// holds any more — the cache's `Arc` is the last — are dropped, so a replaced
+    /// release is not kept alive for long; should live entries alone fill the map, it
+    /// starts afresh.
+    fn make_room(&mut self) {
+        self.added += 1;
+        if self.added < SWEEP_EVERY && self.map.len() < CAPACITY {
+            return;
+        }
+        self.added = 0;
+        self.map.retain(|_, (release, _)| Arc::strong_count(release) > 1);
+        if self.map.len() >= CAPACITY {
+            self.map.clear();
+        }
+    }
+}
+
+/// Additions between sweeps for stale entries.
+const SWEEP_EVERY: usize = 256;
+
 thread_local! {
-    static ANSWERS: RefCell<HashMap<Key, (Arc<CompiledRelease>, Answer), foldhash::fast::FixedState>> =
-        RefCell::default();
+    static ANSWERS: RefCell<Answers> = RefCell::default();
 }
 
 /// Calls `f` with the cached parts of `release`'s answer `decision`, building them the
@@ -49,15 +78,22 @@ pub fn with<R>(release: &Arc<CompiledRelease>, decision: &Decision<'_>, f: impl 
     let (version, index) = (decision.version?, decision.version_index?);
     let key = (Arc::as_ptr(release) as usize, index, decision.reason);
     Some(ANSWERS.with_borrow_mut(|answers| {
-        if answers.len() >= CAPACITY && !answers.contains_key(&key) {
-            answers.clear();
+        if let Some((_, answer)) = answers.map.get(&key) {
+            return f(answer);
         }
-        let (_, answer) = answers.entry(key).or_insert_with(|| {
+        answers.make_room();
+        let (_, answer) = answers.map.entry(key).or_insert_with(|| {
             let counter = METRICS.evaluations.with_label_values(&[release.key(), version, decision.reason.as_str()]);
             (Arc::clone(release), Answer { counter, text: OnceCell::new() })
         });
         f(answer)
     }))
+}
+
+/// Entries this thread's map holds now.
+#[cfg(test)]
+fn cached() -> usize {
+    ANSWERS.with_borrow(|answers| answers.map.len())
 }
 
 #[cfg(test)]
@@ -79,6 +115,21 @@ mod tests {
         let renamed = compiled("answers-test", ["v1", "v9"]);
         let d = renamed.evaluate(false, &ctx);
         assert_eq!(with(&renamed, &d, |a| a.text(|| b"new".to_vec()).to_vec()), Some(b"new".to_vec()));
+    }
+
+    #[test]
+    fn replaced_releases_are_not_kept_alive() {
+        let ctx = Context::with_targeting_key("u1");
+        let first = compiled("answers-sweep-0", ["v1", "v2"]);
+        with(&first, &first.evaluate(false, &ctx), |_| ());
+        let weak = Arc::downgrade(&first);
+        drop(first);
+        for i in 1..=SWEEP_EVERY {
+            let release = compiled(&format!("answers-sweep-{i}"), ["v1", "v2"]);
+            with(&release, &release.evaluate(false, &ctx), |_| ());
+        }
+        assert!(weak.upgrade().is_none(), "the sweep dropped the only reference");
+        assert!(cached() < SWEEP_EVERY, "released entries are gone: {}", cached());
     }
 
     #[test]
