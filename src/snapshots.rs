@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 
+/// The environments by name. Looked up on every evaluation: foldhash rather than
+/// SipHash (names come from the store, not from callers, and are validated anyway).
+type EnvMap = HashMap<EnvName, Arc<EnvSnapshot>, foldhash::fast::RandomState>;
+
 /// Changes kept per environment for resuming subscribers, unless configured.
 pub const DEFAULT_HISTORY: usize = 1_024;
 
@@ -152,7 +156,7 @@ pub enum Applied {
 
 /// Every environment's snapshot.
 pub struct Snapshots {
-    envs: ArcSwap<HashMap<EnvName, Arc<EnvSnapshot>>>,
+    envs: ArcSwap<EnvMap>,
     writer: Mutex<()>,
     ready: AtomicBool,
     changed: broadcast::Sender<Announcement>,
@@ -271,7 +275,7 @@ impl Snapshots {
     }
 
     fn swap(&self, env: &EnvName, snapshot: Arc<EnvSnapshot>) {
-        let mut map = HashMap::clone(&self.envs.load());
+        let mut map = EnvMap::clone(&self.envs.load());
         map.insert(env.clone(), snapshot);
         self.envs.store(Arc::new(map));
     }

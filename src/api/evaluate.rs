@@ -5,6 +5,7 @@ use super::auth::{Authorized, Eval};
 use super::extract::RawBody;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
 use cohort_sdk::{CompiledRelease, Context, Resolved, Snapshot};
 use serde::Deserialize;
@@ -97,7 +98,7 @@ pub(super) async fn evaluate(
     };
     let mut out = Vec::with_capacity(64 + targets.len() * 96);
     write_response(&mut out, snapshot, &targets, &request.context);
-    Ok(HttpResponse::Ok().content_type("application/json").body(out))
+    Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(out))
 }
 
 /// A release the request names: found in the snapshot, or not.

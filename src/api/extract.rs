@@ -35,13 +35,26 @@ impl FromRequest for RawBody {
             if declared.is_some_and(|len| len > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::InvalidJson(format!("cannot read the request body: {e}")))?;
+            let read_error = |e| ApiError::InvalidJson(format!("cannot read the request body: {e}"));
+            // A small body usually arrives in one chunk: keep it as it is, no copy.
+            let first = match payload.next().await {
+                Some(chunk) => chunk.map_err(read_error)?,
+                None => return Ok(RawBody(Bytes::new())),
+            };
+            if first.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let Some(second) = payload.next().await else { return Ok(RawBody(first)) };
+            let mut body = BytesMut::with_capacity(declared.unwrap_or(0).max(first.len() * 2));
+            body.extend_from_slice(&first);
+            let mut next = Some(second);
+            while let Some(chunk) = next {
+                let chunk = chunk.map_err(read_error)?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
                 body.extend_from_slice(&chunk);
+                next = payload.next().await;
             }
             Ok(RawBody(body.freeze()))
         })
