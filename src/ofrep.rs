@@ -8,7 +8,7 @@ use crate::snapshots::Snapshots;
 use crate::store::EnvName;
 use crate::stream::Subscription;
 use actix_web::web::Bytes;
-use cohort_sdk::{Context, ErrorCode, Resolved, Snapshot, hash_unit};
+use cohort_sdk::{CompiledRelease, Context, ErrorCode, Resolved, Snapshot, hash_unit};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -50,16 +50,29 @@ pub struct Evaluation<'a> {
 
 /// Evaluates flag `key` of `snapshot` for `ctx`, counting it in the metrics.
 pub fn evaluate<'a>(snapshot: &'a Snapshot, key: &'a str, ctx: &Context) -> Result<Evaluation<'a>, FlagError> {
-    let release = snapshot.get(key);
-    let resolved = release.map_or(Resolved::NOT_FOUND, |r| r.resolve(snapshot.kill_all(), ctx));
-    crate::metrics::count_evaluation(release, &resolved.decision);
+    match snapshot.get(key) {
+        Some(release) => evaluate_release(snapshot, release, ctx),
+        None => {
+            crate::metrics::count_evaluation(None, &Resolved::NOT_FOUND.decision);
+            Err(FlagError::NotFound(key.to_owned()))
+        }
+    }
+}
+
+/// Evaluates `release` (one of `snapshot`'s) for `ctx`, counting it in the metrics.
+pub fn evaluate_release<'a>(
+    snapshot: &Snapshot,
+    release: &'a Arc<CompiledRelease>,
+    ctx: &Context,
+) -> Result<Evaluation<'a>, FlagError> {
+    let resolved = release.resolve(snapshot.kill_all(), ctx);
+    crate::metrics::count_evaluation(Some(release), &resolved.decision);
     match resolved.decision.error {
-        None => Ok(Evaluation { key, resolved, revision: snapshot.revision() }),
-        Some(ErrorCode::FlagNotFound) => Err(FlagError::NotFound(key.to_owned())),
-        Some(ErrorCode::TargetingKeyMissing) => Err(FlagError::TargetingKeyMissing {
-            key: key.to_owned(),
-            unit: snapshot.get(key).map_or_else(String::new, |r| r.release().unit.clone()),
-        }),
+        None => Ok(Evaluation { key: release.key(), resolved, revision: snapshot.revision() }),
+        Some(ErrorCode::FlagNotFound) => Err(FlagError::NotFound(release.key().to_owned())),
+        Some(ErrorCode::TargetingKeyMissing) => {
+            Err(FlagError::TargetingKeyMissing { key: release.key().to_owned(), unit: release.release().unit.clone() })
+        }
     }
 }
 
@@ -108,6 +121,8 @@ pub struct Bulk<'a> {
     pub env: &'a EnvName,
     /// Its snapshot.
     pub snapshot: &'a Snapshot,
+    /// The snapshot's releases in key order.
+    pub releases: &'a [Arc<CompiledRelease>],
     /// The context.
     pub context: &'a Context,
     /// Where OFREP clients follow changes (`GET /ofrep/v1/events`, absolute).
@@ -135,9 +150,9 @@ struct Flags<'a>(&'a Bulk<'a>);
 impl Serialize for Flags<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let bulk = self.0;
-        let mut seq = s.serialize_seq(Some(bulk.snapshot.len()))?;
-        for release in bulk.snapshot.releases() {
-            match evaluate(bulk.snapshot, release.key(), bulk.context) {
+        let mut seq = s.serialize_seq(Some(bulk.releases.len()))?;
+        for release in bulk.releases {
+            match evaluate_release(bulk.snapshot, release, bulk.context) {
                 Ok(evaluation) => seq.serialize_element(&evaluation)?,
                 Err(error) => seq.serialize_element(&Failure {
                     key: Some(release.key()),

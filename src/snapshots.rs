@@ -47,12 +47,50 @@ pub struct EnvSnapshot {
     /// `snapshot` in its wire form (`SnapshotData` as JSON), rendered on first request:
     /// every SDK that starts or polls without a match asks for the same bytes.
     wire: OnceLock<Bytes>,
+    /// The releases indexed for the HTTP routes, built on first request.
+    index: OnceLock<ReleaseIndex>,
+}
+
+/// An environment's releases as the HTTP evaluation routes look them up.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseIndex {
+    /// By the bytes of their key: a requested key is looked up as the request spelled it,
+    /// and checked as UTF-8 only when the environment does not hold it.
+    by_key: HashMap<Box<[u8]>, Arc<CompiledRelease>, foldhash::fast::RandomState>,
+    /// In key order, for answers about every release.
+    sorted: Vec<Arc<CompiledRelease>>,
+}
+
+impl ReleaseIndex {
+    /// Indexes `snapshot`'s releases.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        ReleaseIndex {
+            by_key: snapshot.iter().map(|r| (r.key().as_bytes().into(), Arc::clone(r))).collect(),
+            sorted: snapshot.releases().cloned().collect(),
+        }
+    }
+
+    /// The release whose key is `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Arc<CompiledRelease>> {
+        self.by_key.get(key)
+    }
+
+    /// Every release, in key order.
+    pub fn sorted(&self) -> &[Arc<CompiledRelease>] {
+        &self.sorted
+    }
 }
 
 impl EnvSnapshot {
     /// The environment revision.
     pub fn revision(&self) -> u64 {
         self.snapshot.revision()
+    }
+
+    /// The releases indexed for lookups by key bytes and in key order, built once per
+    /// revision (on first use, so a change is never delayed by it).
+    pub fn index(&self) -> &ReleaseIndex {
+        self.index.get_or_init(|| ReleaseIndex::of(&self.snapshot))
     }
 
     /// The snapshot as `GET …/snapshot` serves it, rendered once per revision.
@@ -76,7 +114,7 @@ impl EnvSnapshot {
             tracing::error!(%env, release = %key, %error, "stored release does not compile; it evaluates as not found");
         }
         let history = History::starting_at(data.revision);
-        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history, wire: OnceLock::new() }
+        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history, ..EnvSnapshot::default() }
     }
 }
 

@@ -378,7 +378,13 @@ pub(super) async fn evaluate_flags(
         return Ok(HttpResponse::NotModified().insert_header(ETag(tag)).finish());
     }
     let events_url = events_url(&req);
-    let bulk = Bulk { env: &auth.env, snapshot: &current.snapshot, context: &context, events_url: &events_url };
+    let bulk = Bulk {
+        env: &auth.env,
+        snapshot: &current.snapshot,
+        releases: current.index().sorted(),
+        context: &context,
+        events_url: &events_url,
+    };
     let mut response = HttpResponse::Ok();
     response.insert_header(ETag(tag)).insert_header(CacheControl(vec![CacheDirective::NoCache]));
     json(response, &bulk).map_err(Failure::bulk)

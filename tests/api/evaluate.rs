@@ -166,6 +166,19 @@ async fn hot_routes_answer_as_the_router_would() {
     );
     assert_eq!(results[odd], json!({"reason": "ERROR", "error": "FLAG_NOT_FOUND"}));
 
+    // Keys as bytes: an escaped spelling finds the release, a non-string is the wrong
+    // shape, an unknown key that is not UTF-8 is not JSON.
+    let r = app.client.post(&url).body(r#"{"context": {"targetingKey": "u1"}, "releases": ["\u0061"]}"#).send().await;
+    let body: Value = r.expect("sent").json().await.expect("json");
+    assert_eq!(body["results"]["a"]["version"], "v2", "{body}");
+    let r = app.post(&url, &json!({"context": {}, "releases": [7]})).await;
+    assert_error(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let mut raw = br#"{"context": {}, "releases": ["a", ""#.to_vec();
+    raw.extend_from_slice(&[0xff, 0xfe]);
+    raw.extend_from_slice(br#""]}"#);
+    let r = app.client.post(&url).body(raw).send().await.expect("sent");
+    assert_error(r, StatusCode::BAD_REQUEST, "invalid_json").await;
+
     // The body limit, with and without a declared length.
     let big = json!({"context": {"targetingKey": "x".repeat(4_096)}});
     assert_error(app.post(&url, &big).await, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
