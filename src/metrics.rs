@@ -126,26 +126,29 @@ pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, promet
 }
 
 /// Middleware: observes every request's latency by route pattern (never the raw path,
-/// which would explode the label set), method and status class.
+/// which would explode the label set), method and status class. The hot routes never
+/// reach it: [`crate::api::hot::dispatch`] serves them and records theirs with
+/// [`observe_hot`].
 pub async fn observe(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let hot = Route::find(req.method(), req.match_info().as_str()).map(|(route, _)| route);
     let method = req.method().clone();
     let response = next.call(req).await?;
     let class = StatusClass::of(response.status());
-    let seconds = started.elapsed().as_secs_f64();
-    match hot {
-        Some(route) => hot_histogram(route, class).observe(seconds),
-        None => {
-            // The router matches again here; only the colder routes pay for it.
-            let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-            METRICS.http_seconds.with_label_values(&[route.as_str(), method.as_str(), class.as_str()]).observe(seconds);
-        }
-    }
+    // The router matches the path again here; only the colder routes pay for it.
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    METRICS
+        .http_seconds
+        .with_label_values(&[route.as_str(), method.as_str(), class.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Records the latency of a hot route's request, answered with `status`.
+pub fn observe_hot(route: Route, status: actix_web::http::StatusCode, started: std::time::Instant) {
+    hot_histogram(route, StatusClass::of(status)).observe(started.elapsed().as_secs_f64());
 }
 
 /// A status's class, the `status` label.

@@ -184,8 +184,9 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
+                // Outermost: hot routes are answered before any other layer runs.
+                .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
         });

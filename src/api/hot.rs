@@ -14,6 +14,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, Handler, HttpResponse, Responder};
+use std::time::Instant;
 
 /// A hot route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +84,8 @@ impl Route {
     }
 }
 
-/// Middleware: serves a hot route directly; passes every other request to the router.
+/// Middleware, the outermost: serves a hot route directly and records its latency;
+/// passes every other request on (to the metrics middleware, then the router).
 pub async fn dispatch(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -91,6 +93,7 @@ pub async fn dispatch(
     let Some((route, param)) = Route::find(req.method(), req.match_info().as_str()) else {
         return Ok(next.call(req).await?.map_into_right_body());
     };
+    let started = Instant::now();
     if let Some((name, value)) = param {
         let value = value.to_owned();
         req.match_info_mut().add_static(name, value);
@@ -101,6 +104,7 @@ pub async fn dispatch(
         Route::OfrepFlag => serve(req, ofrep::evaluate_flag).await,
         Route::OfrepFlags => serve(req, ofrep::evaluate_flags).await,
     };
+    crate::metrics::observe_hot(route, response.status(), started);
     Ok(response.map_into_left_body())
 }
 
