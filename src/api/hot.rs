@@ -87,15 +87,23 @@ impl Route {
 /// Middleware, the outermost: serves a hot route directly and records its latency;
 /// passes every other request on (to the metrics middleware, then the router).
 pub async fn dispatch(
-    mut req: ServiceRequest,
+    req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<BoxBody, impl MessageBody>>, actix_web::Error> {
     let Some((route, param)) = Route::find(req.method(), req.match_info().as_str()) else {
         return Ok(next.call(req).await?.map_into_right_body());
     };
+    let param = param.map(|(name, value)| (name, value.to_owned()));
+    // Boxed: inline, the hot handlers' state would size this middleware's future for
+    // every request, and each event stream's set-up would leave a hole that big between
+    // the stream's long-lived allocations (≈800 bytes per subscriber).
+    Ok(Box::pin(serve_hot(route, param, req)).await.map_into_left_body())
+}
+
+/// Serves hot `route` and records its latency.
+async fn serve_hot(route: Route, param: Option<(&'static str, String)>, mut req: ServiceRequest) -> ServiceResponse {
     let started = Instant::now();
     if let Some((name, value)) = param {
-        let value = value.to_owned();
         req.match_info_mut().add_static(name, value);
     }
     let response = match route {
@@ -105,7 +113,7 @@ pub async fn dispatch(
         Route::OfrepFlags => serve(req, ofrep::evaluate_flags).await,
     };
     crate::metrics::observe_hot(route, response.status(), started);
-    Ok(response.map_into_left_body())
+    response
 }
 
 /// What actix-web does for a matched resource: extract the handler's arguments, call
