@@ -93,7 +93,9 @@ impl EnvSnapshot {
         self.index.get_or_init(|| ReleaseIndex::of(&self.snapshot))
     }
 
-    /// The snapshot as `GET …/snapshot` serves it, rendered once per revision.
+    /// The snapshot as `GET …/snapshot` serves it and event streams start with, rendered
+    /// once per revision (empty only if it could not be serialised, which plain data
+    /// with string keys never fails).
     pub fn wire_json(&self) -> Bytes {
         self.wire
             .get_or_init(|| {

@@ -21,7 +21,6 @@ use futures_util::Stream;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -222,7 +221,13 @@ impl Shared {
         if let Some((_, frame)) = cached.filter(|(at, _)| *at == revision) {
             return Some(frame);
         }
-        let frame = frame("snapshot", revision, &current.snapshot.to_data())?;
+        // The same bytes `GET …/snapshot` serves, rendered once per revision.
+        let json = current.wire_json();
+        if json.is_empty() {
+            tracing::error!(%env, revision, "the snapshot cannot be serialised; its subscribers are dropped");
+            return None;
+        }
+        let frame = raw_frame("snapshot", revision, &json);
         self.snapshot_frames.lock().unwrap_or_else(|p| p.into_inner()).insert(env.clone(), (revision, frame.clone()));
         Some(frame)
     }
@@ -325,20 +330,26 @@ impl Subscription {
 /// newline, so the data is always one line. `None` only if the value cannot be
 /// serialised, which the model's types never cause.
 fn frame(event: &str, id: u64, data: &impl Serialize) -> Option<Bytes> {
-    let mut buf = Vec::with_capacity(512);
-    let written = write!(buf, "event: {event}\nid: {id}\ndata: ")
-        .map_err(serde_json::Error::io)
-        .and_then(|()| serde_json::to_writer(&mut buf, data));
-    match written {
-        Ok(()) => {
-            buf.extend_from_slice(b"\n\n");
-            Some(Bytes::from(buf))
-        }
+    match serde_json::to_vec(data) {
+        Ok(json) => Some(raw_frame(event, id, &json)),
         Err(error) => {
             tracing::error!(event, id, %error, "cannot serialise an event; its subscribers are dropped");
             None
         }
     }
+}
+
+/// An SSE frame around `json` (serde_json writes no newlines, so one `data:` line).
+fn raw_frame(event: &str, id: u64, json: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(json.len() + 48);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\nid: ");
+    buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    buf.extend_from_slice(json);
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
 }
 
 #[cfg(test)]

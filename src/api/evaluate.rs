@@ -186,8 +186,9 @@ fn write_response(out: &mut Vec<u8>, snapshot: &Snapshot, targets: &[Target<'_>]
                     out.extend_from_slice(answer.text(|| answer_text(release.key(), &resolved)));
                 });
                 if cached.is_none() {
-                    // Every decision of a found release has a version; kept for safety.
-                    crate::metrics::count_evaluation(Some(release), &resolved.decision);
+                    // Unreachable (a found release's decision always has a version), and
+                    // what the cache cannot key is counted like an unknown key.
+                    crate::metrics::count_evaluation(None, &resolved.decision);
                     out.extend_from_slice(&answer_text(release.key(), &resolved));
                 }
                 write_decision_end(out, &resolved.decision);

@@ -3,11 +3,12 @@
 
 use super::error::ApiError;
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest};
-use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
+use futures_util::{Stream, StreamExt};
 use std::future::{Ready, ready};
 
 /// The largest request body (`server.max_body_bytes`), as app data.
@@ -30,35 +31,55 @@ impl FromRequest for RawBody {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
             if declared.is_some_and(|len| len > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let read_error = |e| ApiError::InvalidJson(format!("cannot read the request body: {e}"));
-            // A small body usually arrives in one chunk: keep it as it is, no copy.
-            let first = match payload.next().await {
-                Some(chunk) => chunk.map_err(read_error)?,
-                None => return Ok(RawBody(Bytes::new())),
-            };
-            if first.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            let Some(second) = payload.next().await else { return Ok(RawBody(first)) };
-            let mut body = BytesMut::with_capacity(declared.unwrap_or(0).max(first.len() * 2));
-            body.extend_from_slice(&first);
-            let mut next = Some(second);
-            while let Some(chunk) = next {
-                let chunk = chunk.map_err(read_error)?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-                next = payload.next().await;
-            }
-            Ok(RawBody(body.freeze()))
+            read_body(payload, declared, limit).await.map(RawBody).map_err(|error| match error {
+                BodyError::TooLarge => ApiError::PayloadTooLarge { limit },
+                BodyError::Read(e) => ApiError::InvalidJson(format!("cannot read the request body: {e}")),
+            })
         })
     }
+}
+
+/// Why a request body could not be read whole.
+pub enum BodyError {
+    /// More than the limit.
+    TooLarge,
+    /// The connection failed mid-body.
+    Read(PayloadError),
+}
+
+/// Reads a request body whole, refusing more than `limit` bytes; `declared` (the
+/// `Content-Length`) sizes the buffer. A body that arrives in one chunk — most small
+/// ones — is kept as it is, without a copy.
+pub async fn read_body(
+    mut payload: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let first = match payload.next().await {
+        Some(chunk) => chunk.map_err(BodyError::Read)?,
+        None => return Ok(Bytes::new()),
+    };
+    if first.len() > limit {
+        return Err(BodyError::TooLarge);
+    }
+    let Some(second) = payload.next().await else { return Ok(first) };
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit).max(first.len() * 2));
+    body.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+        next = payload.next().await;
+    }
+    Ok(body.freeze())
 }
 
 impl RawBody {

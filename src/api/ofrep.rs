@@ -9,6 +9,7 @@
 //! carrying its own (client-side, already public) token.
 
 use super::auth::{Eval, Policy, bearer, principal};
+use super::extract::{BodyError, read_body};
 use super::{ApiError, AppState, resource};
 use crate::auth::{AuthError, EnvScope, Principal, Scope};
 use crate::ofrep::{self, Bulk, FlagError};
@@ -18,7 +19,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use cohort_sdk::Context;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
@@ -302,15 +302,11 @@ pub(super) struct OfrepDetails {
 
 /// Reads `{"context": {...}}`: bad JSON is `PARSE_ERROR`, a context that is not an
 /// object `INVALID_CONTEXT`; no context at all is an empty one.
-async fn read_context(mut payload: web::Payload) -> Result<Context, OfrepError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| OfrepError::Parse(format!("cannot read the request body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(OfrepError::Parse(format!("the request body is larger than {MAX_BODY_BYTES} bytes")));
-        }
-        body.extend_from_slice(&chunk);
-    }
+async fn read_context(payload: web::Payload) -> Result<Context, OfrepError> {
+    let body = read_body(payload, None, MAX_BODY_BYTES).await.map_err(|error| match error {
+        BodyError::TooLarge => OfrepError::Parse(format!("the request body is larger than {MAX_BODY_BYTES} bytes")),
+        BodyError::Read(e) => OfrepError::Parse(format!("cannot read the request body: {e}")),
+    })?;
     let request: EvaluationRequest = serde_json::from_slice(&body).map_err(|e| {
         if e.is_data() {
             OfrepError::InvalidContext(format!("the request body must be {{\"context\": {{...}}}}: {e}"))

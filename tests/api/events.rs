@@ -30,15 +30,7 @@ async fn reports_add_up_per_version(backend: Backend<'_>) {
         .expect("sent");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
 
-    let health: Value = app
-        .client
-        .get(app.env_url("production", "/releases/checkout/health?minutes=5"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get_json(app.env_url("production", "/releases/checkout/health?minutes=5")).await;
     assert_eq!(health["versions"]["v1"], json!({"ok": 99, "error": 1, "error_rate": 0.01}));
     assert_eq!(health["versions"]["v2"], json!({"ok": 50, "error": 10, "error_rate": 10.0 / 60.0}));
 
@@ -86,14 +78,6 @@ async fn embedded_outcome_counts_survive_a_graceful_restart() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     app.stop().await;
     let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
-    let health: Value = app
-        .client
-        .get(app.env_url("production", "/releases/checkout/health"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get_json(app.env_url("production", "/releases/checkout/health")).await;
     assert_eq!(health["versions"]["v2"]["error"], 3);
 }

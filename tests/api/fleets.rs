@@ -64,33 +64,18 @@ async fn start(app: &TestApp, plan: Value) {
 }
 
 async fn ramp_state(app: &TestApp) -> Value {
-    app.client
-        .get(app.env_url("production", "/releases/deploy/ramp"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
+    app.get_json(app.env_url("production", "/releases/deploy/ramp")).await
 }
 
 async fn fleet(app: &TestApp) -> Vec<Value> {
-    let body: Value = app
-        .client
-        .get(app.env_url("production", "/fleets/web"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let body: Value = app.get_json(app.env_url("production", "/fleets/web")).await;
     body["nodes"].as_array().cloned().unwrap_or_default()
 }
 
 /// The candidate's nodes after each write of the release, from the audit log.
 async fn batches(app: &TestApp) -> Vec<BTreeSet<String>> {
     let url = app.env_url("production", "/audit?release=deploy&limit=1000");
-    let page: Value = app.client.get(url).send().await.expect("sent").json().await.expect("json");
+    let page: Value = app.get_json(url).await;
     let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
     entries.reverse();
     let mut out: Vec<BTreeSet<String>> = Vec::new();

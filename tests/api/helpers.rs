@@ -188,6 +188,11 @@ impl TestApp {
         format!("{}/v1/envs/{env}{path}", self.address)
     }
 
+    /// GETs `url` with the admin client and parses the answer as JSON.
+    pub async fn get_json(&self, url: impl reqwest::IntoUrl) -> Value {
+        self.client.get(url).send().await.expect("sent").json().await.expect("json")
+    }
+
     pub async fn post(&self, url: &str, body: &Value) -> Response {
         self.client.post(url).json(body).send().await.expect("request sent")
     }

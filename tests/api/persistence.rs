@@ -15,13 +15,11 @@ async fn a_restarted_server_keeps_every_release() {
     app.given_release("staging", "a", 50.0).await;
     app.post(&app.env_url("production", "/releases/b/kill"), &json!({"reason": "why"})).await;
     app.post(&app.env_url("staging", "/kill-all"), &json!({})).await;
-    let before: Value =
-        app.client.get(app.env_url("production", "/releases")).send().await.expect("sent").json().await.expect("json");
+    let before: Value = app.get_json(app.env_url("production", "/releases")).await;
     app.stop().await;
 
     let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
-    let after: Value =
-        app.client.get(app.env_url("production", "/releases")).send().await.expect("sent").json().await.expect("json");
+    let after: Value = app.get_json(app.env_url("production", "/releases")).await;
     assert_eq!(before, after);
     assert_eq!(app.served_revision("staging").await, 2);
     let d = app.decision("staging", "a", json!({"targetingKey": "u"})).await;

@@ -72,7 +72,7 @@ async fn state_becomes(app: &TestApp, key: &str, state: &str) -> bool {
 
 async fn audit_actions(app: &TestApp, key: &str) -> Vec<Value> {
     let url = app.env_url("production", &format!("/audit?release={key}&limit=1000"));
-    let page: Value = app.client.get(url).send().await.expect("sent").json().await.expect("json");
+    let page: Value = app.get_json(url).await;
     let mut entries = page["entries"].as_array().expect("entries").clone();
     entries.reverse();
     entries

@@ -28,8 +28,7 @@ async fn a_created_release_is_returned_with_its_revision_and_etag() {
     let r = app.get_release("production", "checkout").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["etag"], "\"1\"");
-    let listed: Value =
-        app.client.get(app.env_url("production", "/releases")).send().await.expect("sent").json().await.expect("json");
+    let listed: Value = app.get_json(app.env_url("production", "/releases")).await;
     assert_eq!(listed["releases"][0]["key"], "checkout");
     assert_eq!(listed["revision"], 1);
 }

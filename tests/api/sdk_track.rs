@@ -23,7 +23,7 @@ fn sdk(base_url: &str) -> ClientBuilder {
 /// Per version, `(ok, error)` as `GET …/releases/{key}/health` reports it.
 async fn health(app: &TestApp, key: &str) -> BTreeMap<String, (u64, u64)> {
     let url = app.env_url("production", &format!("/releases/{key}/health?minutes=60"));
-    let body: Value = app.client.get(url).send().await.expect("sent").json().await.expect("json");
+    let body: Value = app.get_json(url).await;
     let versions = body["versions"].as_object().cloned().unwrap_or_default();
     versions
         .into_iter()
