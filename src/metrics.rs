@@ -31,6 +31,10 @@ pub struct Metrics {
     pub ramp_percent: IntGaugeVec,
     /// Guard verdicts that led to transitions.
     pub guard_verdicts: IntCounterVec,
+    /// 1 per environment whose store went backwards (writes refused until reseeded).
+    pub store_regressed: IntGaugeVec,
+    /// Kills served by this instance that the store has not taken yet, per environment.
+    pub pending_kills: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -60,6 +64,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let guard_verdicts =
         IntCounterVec::new(Opts::new("guard_verdicts_total", "Guard verdicts behind ramp transitions"), &["verdict"])?;
+    let store_regressed = IntGaugeVec::new(
+        Opts::new("store_regressed", "1 when the store holds an older state of the environment than this instance saw"),
+        &["environment"],
+    )?;
+    let pending_kills = IntGaugeVec::new(
+        Opts::new("pending_kills", "Kills served by this instance and not yet written to the store"),
+        &["environment"],
+    )?;
     for collector in [
         Box::new(evaluations.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(http_seconds.clone()),
@@ -69,6 +81,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Box::new(ramp_step.clone()),
         Box::new(ramp_percent.clone()),
         Box::new(guard_verdicts.clone()),
+        Box::new(store_regressed.clone()),
+        Box::new(pending_kills.clone()),
     ] {
         registry.register(collector)?;
     }
@@ -82,6 +96,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ramp_step,
         ramp_percent,
         guard_verdicts,
+        store_regressed,
+        pending_kills,
     })
 }
 
@@ -105,6 +121,18 @@ pub fn count_evaluation(release: Option<&Arc<CompiledRelease>>, decision: &Decis
 /// Renders the Prometheus text format, refreshing the state gauges first.
 pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, prometheus::Error> {
     let m = &*METRICS;
+    m.store_regressed.reset();
+    for env in snapshots.watch().all_regressed().keys() {
+        m.store_regressed.with_label_values(&[env.as_str()]).set(1);
+    }
+    m.pending_kills.reset();
+    for env in snapshots.environments() {
+        let overlay = snapshots.overlay(&env);
+        let pending = overlay.releases.len() + usize::from(overlay.kill_all.is_some());
+        if pending > 0 {
+            m.pending_kills.with_label_values(&[env.as_str()]).set(pending as i64);
+        }
+    }
     m.ramp_state.reset();
     m.ramp_step.reset();
     m.ramp_percent.reset();

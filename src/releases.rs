@@ -3,7 +3,7 @@
 //! one compare-and-set, and makes the change visible in this instance's snapshot at
 //! once (read-your-writes) before answering.
 
-use crate::snapshots::{Applied, Snapshots};
+use crate::snapshots::{Applied, EnvSnapshot, Snapshots};
 use crate::store::{Action, AuditEntry, AuditQuery, Change, EnvName, Store, StoreError, Write, WriteMeta};
 use crate::sync::reload;
 use cohort_sdk::{CompiledRelease, Condition, Release, Rule, buckets_to_percent, percent_to_buckets};
@@ -24,6 +24,9 @@ pub enum ReleaseError {
     /// The request conflicts with the release's state (e.g. a ramp is running).
     #[error("{0}")]
     Conflict(String),
+    /// The environment does not exist; `nearest` is the closest existing name.
+    #[error("environment `{env}` does not exist")]
+    EnvironmentNotFound { env: String, nearest: Option<String> },
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -241,25 +244,30 @@ impl Releases {
         &*self.store
     }
 
+    /// `env`'s snapshot, or the error naming the nearest existing environment.
+    pub fn require_env(&self, env: &EnvName) -> Result<Arc<EnvSnapshot>, ReleaseError> {
+        self.snapshots.get(env).ok_or_else(|| crate::environments::env_not_found(&self.snapshots, env))
+    }
+
     /// Every release of `env`, from the snapshot (answers during a store outage).
-    pub fn list(&self, env: &EnvName) -> (EnvView, Vec<ReleaseView>) {
-        let snap = self.snapshots.get(env).unwrap_or_default();
+    pub fn list(&self, env: &EnvName) -> Result<(EnvView, Vec<ReleaseView>), ReleaseError> {
+        let snap = self.require_env(env)?;
         let releases = snap
             .snapshot
             .releases()
             .map(|r| ReleaseView::new(r.release(), snap.revisions.get(r.key()).copied().unwrap_or(0)))
             .collect();
-        (env_view(env, &snap), releases)
+        Ok((env_view(env, &snap), releases))
     }
 
     /// The environment's kill state.
-    pub fn environment(&self, env: &EnvName) -> EnvView {
-        env_view(env, &self.snapshots.get(env).unwrap_or_default())
+    pub fn environment(&self, env: &EnvName) -> Result<EnvView, ReleaseError> {
+        Ok(env_view(env, &*self.require_env(env)?))
     }
 
     /// One release, from the snapshot.
     pub fn get(&self, env: &EnvName, key: &str) -> Result<ReleaseView, ReleaseError> {
-        let snap = self.snapshots.get(env).unwrap_or_default();
+        let snap = self.require_env(env)?;
         let release = snap.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
         Ok(ReleaseView::new(release.release(), snap.revisions.get(key).copied().unwrap_or(0)))
     }
@@ -453,8 +461,32 @@ impl Releases {
     }
 
     /// One store write (with its audit entry), then the change into the local snapshot.
+    /// Refused before the store when `env` does not exist or its store went backwards;
+    /// the store itself refuses a write below this instance's high-water mark, so a
+    /// write is never acknowledged that this instance would not serve.
     async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, ReleaseError> {
-        let change = self.store.write(env, write, meta).await?;
+        self.require_env(env)?;
+        let watch = self.snapshots.watch();
+        if let Some(regression) = watch.regressed(env) {
+            return Err(regression.error(env).into());
+        }
+        let meta = WriteMeta { floor: watch.mark(env), ..meta.clone() };
+        let change = match self.store.write(env, write, &meta).await {
+            Ok(change) => change,
+            Err(error @ StoreError::Regressed { stored, .. }) => {
+                crate::sync::flag_regressed(&self.snapshots, env, Some(stored));
+                return Err(error.into());
+            }
+            Err(StoreError::EnvironmentNotFound(_)) => {
+                // This instance holds the environment: the store lost it.
+                crate::sync::flag_regressed(&self.snapshots, env, None);
+                return Err(watch.regressed(env).map_or_else(
+                    || StoreError::EnvironmentNotFound(env.to_string()),
+                    |regression| regression.error(env),
+                ))?;
+            }
+            Err(error) => return Err(error.into()),
+        };
         if self.snapshots.apply(env, &change) == Applied::Gap {
             // Another instance wrote in between; the reload brings both changes.
             if let Err(error) = reload(&*self.store, &self.snapshots, env).await {

@@ -13,10 +13,11 @@
 //! (state at revision R, changes up to R) to resume from — still without a lock.
 
 use crate::store::{Change, ChangeKind, EnvData, EnvName};
+use crate::store_watch::StoreWatch;
 use actix_web::web::Bytes;
 use arc_swap::ArcSwap;
 use cohort_sdk::{CompiledRelease, Snapshot, SnapshotData};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
@@ -44,6 +45,10 @@ pub struct EnvSnapshot {
     pub kill_reason: Option<String>,
     /// The most recent changes up to `snapshot.revision()`, for resuming subscribers.
     pub history: History,
+    /// How many times kills the store has not yet acknowledged ([`Overlay`]) changed
+    /// what is served at this revision; 0 when the store's state is served as it is.
+    /// Part of the snapshot's `ETag`, so a polling SDK sees such a kill too.
+    pub local: u32,
     /// `snapshot` in its wire form (`SnapshotData` as JSON), rendered on first request:
     /// every SDK that starts or polls without a match asks for the same bytes.
     wire: OnceLock<Bytes>,
@@ -127,12 +132,15 @@ impl EnvSnapshot {
 pub struct History {
     base: u64,
     changes: VecDeque<Arc<Change>>,
+    /// Set when the state served differs from what the changes describe (a local kill
+    /// was laid over it): resuming subscribers must take a full snapshot.
+    detached: bool,
 }
 
 impl History {
     /// An empty history at `revision`.
     pub fn starting_at(revision: u64) -> Self {
-        History { base: revision, changes: VecDeque::new() }
+        History { base: revision, changes: VecDeque::new(), detached: false }
     }
 
     /// The revision the history ends at.
@@ -143,7 +151,7 @@ impl History {
     /// Every change after `revision`, or `None` when some of them are no longer held
     /// (too old, before a reload) or `revision` is ahead of this history.
     pub fn after(&self, revision: u64) -> Option<impl Iterator<Item = &Arc<Change>>> {
-        if revision < self.base || revision > self.revision() {
+        if self.detached || revision < self.base || revision > self.revision() {
             return None;
         }
         let skip = usize::try_from(revision - self.base).ok()?;
@@ -194,10 +202,80 @@ pub enum Applied {
     Gap,
 }
 
+/// A kill state this instance serves although the store has not acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KillState {
+    /// Killed (or, for an environment, kill-all on).
+    pub on: bool,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// The kills of one environment that this instance applied while its store could not
+/// take them (down or regressed): laid over whatever the store says, in every snapshot
+/// and change this instance serves, until they are written ([`crate::pending`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overlay {
+    /// The environment kill switch.
+    pub kill_all: Option<KillState>,
+    /// Release key → its kill switch.
+    pub releases: BTreeMap<String, KillState>,
+}
+
+impl Overlay {
+    fn is_empty(&self) -> bool {
+        self.kill_all.is_none() && self.releases.is_empty()
+    }
+
+    fn patch_release(&self, release: &mut cohort_sdk::Release) {
+        if let Some(state) = self.releases.get(&release.key) {
+            release.killed = state.on;
+            release.kill_reason = state.reason.clone().filter(|_| state.on);
+        }
+    }
+
+    fn patch_data(&self, data: &mut EnvData) {
+        if let Some(state) = &self.kill_all {
+            data.kill_all = state.on;
+            data.kill_reason = state.reason.clone().filter(|_| state.on);
+        }
+        for stored in &mut data.releases {
+            self.patch_release(&mut stored.release);
+        }
+    }
+
+    fn patch_change(&self, change: &Change) -> Change {
+        let mut change = change.clone();
+        match &mut change.kind {
+            ChangeKind::Upsert { release } => self.patch_release(release),
+            ChangeKind::KillAll { on, reason } => {
+                if let Some(state) = &self.kill_all {
+                    *on = state.on;
+                    *reason = state.reason.clone().filter(|_| state.on);
+                }
+            }
+            ChangeKind::Delete { .. } => {}
+        }
+        change
+    }
+}
+
+/// What a local kill targets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "key", rename_all = "snake_case")]
+pub enum KillTarget {
+    /// One release.
+    Release(String),
+    /// The environment (kill-all).
+    Environment,
+}
+
 /// Every environment's snapshot.
 pub struct Snapshots {
     envs: ArcSwap<EnvMap>,
-    writer: Mutex<()>,
+    /// Orders writers; holds the local kills laid over the store's state.
+    writer: Mutex<HashMap<EnvName, Overlay>>,
+    watch: Arc<StoreWatch>,
     ready: AtomicBool,
     changed: broadcast::Sender<Announcement>,
     history_limit: usize,
@@ -212,9 +290,16 @@ impl Default for Snapshots {
 impl Snapshots {
     /// Snapshots keeping up to `limit` changes per environment for resuming subscribers.
     pub fn with_history(limit: usize) -> Self {
+        Snapshots::new(limit, Arc::new(StoreWatch::in_memory()))
+    }
+
+    /// Snapshots keeping up to `limit` changes per environment, raising `watch`'s
+    /// high-water marks with every revision they serve.
+    pub fn new(limit: usize, watch: Arc<StoreWatch>) -> Self {
         Snapshots {
             envs: ArcSwap::default(),
-            writer: Mutex::new(()),
+            writer: Mutex::new(HashMap::new()),
+            watch,
             ready: AtomicBool::new(false),
             changed: broadcast::channel(ANNOUNCEMENTS).0,
             history_limit: limit,
@@ -237,6 +322,121 @@ impl Snapshots {
         self.get(env).map_or(0, |s| s.revision())
     }
 
+    /// What this instance knows about its store (high-water marks, regressions).
+    pub fn watch(&self) -> &Arc<StoreWatch> {
+        &self.watch
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EnvName, Overlay>> {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Serves `state` for `target` in `env` at once, over whatever the store says, until
+    /// [`Snapshots::settle`]: a kill the store could not take. The revision stays; the
+    /// snapshot's `local` generation rises and subscribers get the whole snapshot.
+    /// `false` when the environment or the release is not held here.
+    pub fn lay_kill(&self, env: &EnvName, target: &KillTarget, state: KillState) -> bool {
+        let mut overlays = self.lock();
+        let Some(current) = self.get(env) else { return false };
+        let rev = current.revision();
+        let snapshot = match target {
+            KillTarget::Environment => current.snapshot.with_kill_all(rev, state.on),
+            KillTarget::Release(key) => {
+                let Some(release) = current.snapshot.get(key) else { return false };
+                let mut release = release.release().clone();
+                release.killed = state.on;
+                release.kill_reason = state.reason.clone().filter(|_| state.on);
+                match CompiledRelease::compile(release) {
+                    Ok(compiled) => current.snapshot.with_release(rev, Arc::new(compiled)),
+                    Err(_) => return false,
+                }
+            }
+        };
+        let overlay = overlays.entry(env.clone()).or_default();
+        let kill_reason = match target {
+            KillTarget::Environment => {
+                overlay.kill_all = Some(state.clone());
+                state.reason.clone().filter(|_| state.on)
+            }
+            KillTarget::Release(key) => {
+                overlay.releases.insert(key.clone(), state);
+                current.kill_reason.clone()
+            }
+        };
+        let mut history = current.history.clone();
+        history.detached = true;
+        let next = EnvSnapshot {
+            snapshot,
+            revisions: current.revisions.clone(),
+            kill_reason,
+            history,
+            local: current.local + 1,
+            ..EnvSnapshot::default()
+        };
+        self.swap(env, Arc::new(next));
+        self.announce(env, rev, Update::Reloaded);
+        true
+    }
+
+    /// Lays a journalled kill over `env` before it is loaded (start-up): every later load
+    /// and change of it is served with the kill.
+    pub fn restore_kill(&self, env: &EnvName, target: KillTarget, state: KillState) {
+        let mut overlays = self.lock();
+        let overlay = overlays.entry(env.clone()).or_default();
+        match target {
+            KillTarget::Environment => overlay.kill_all = Some(state),
+            KillTarget::Release(key) => {
+                overlay.releases.insert(key, state);
+            }
+        }
+    }
+
+    /// Stops laying `target`'s local kill over the store's state: the store has it now.
+    pub fn settle(&self, env: &EnvName, target: &KillTarget) {
+        let mut overlays = self.lock();
+        if let Some(overlay) = overlays.get_mut(env) {
+            match target {
+                KillTarget::Environment => overlay.kill_all = None,
+                KillTarget::Release(key) => {
+                    overlay.releases.remove(key);
+                }
+            }
+            if overlay.is_empty() {
+                overlays.remove(env);
+            }
+        }
+    }
+
+    /// Stops laying every local kill over `env` (the store took the served state whole).
+    pub fn settle_all(&self, env: &EnvName) {
+        self.lock().remove(env);
+    }
+
+    /// The local kills laid over `env`.
+    pub fn overlay(&self, env: &EnvName) -> Overlay {
+        self.lock().get(env).cloned().unwrap_or_default()
+    }
+
+    /// Drops `env` (deleted on purpose).
+    pub fn remove(&self, env: &EnvName) {
+        let mut overlays = self.lock();
+        overlays.remove(env);
+        let mut map = EnvMap::clone(&self.envs.load());
+        if map.remove(env).is_some() {
+            self.envs.store(Arc::new(map));
+        }
+    }
+
+    /// Adds an environment created just now, empty at `revision`, unless it is held.
+    pub fn create(&self, env: &EnvName, revision: u64) {
+        let _overlays = self.lock();
+        if self.get(env).is_none() {
+            let data = EnvData { revision, ..EnvData::default() };
+            self.swap(env, Arc::new(EnvSnapshot::from_data(env, data)));
+            self.announce(env, revision, Update::Reloaded);
+        }
+    }
+
     /// True once the first full load finished.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -254,8 +454,8 @@ impl Snapshots {
 
     /// Replaces `env` with freshly loaded data, unless what is served is already newer
     /// (a follower may have applied changes while the load was in flight).
-    pub fn replace(&self, env: &EnvName, data: EnvData) -> bool {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn replace(&self, env: &EnvName, mut data: EnvData) -> bool {
+        let overlays = self.lock();
         let current = self.revision(env);
         if data.revision < current {
             if data.revision + 1_000 < current {
@@ -267,14 +467,31 @@ impl Snapshots {
             return false;
         }
         let revision = data.revision;
-        self.swap(env, Arc::new(EnvSnapshot::from_data(env, data)));
+        let overlay = overlays.get(env);
+        if let Some(overlay) = overlay {
+            overlay.patch_data(&mut data);
+        }
+        let mut next = EnvSnapshot::from_data(env, data);
+        if overlay.is_some() {
+            next.local = 1;
+            next.history.detached = true;
+        }
+        self.swap(env, Arc::new(next));
         self.announce(env, revision, Update::Reloaded);
         true
     }
 
     /// Applies one change if it is the next one.
     pub fn apply(&self, env: &EnvName, change: &Change) -> Applied {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let overlays = self.lock();
+        let patched;
+        let change = match overlays.get(env) {
+            Some(overlay) => {
+                patched = overlay.patch_change(change);
+                &patched
+            }
+            None => change,
+        };
         let current = self.get(env).unwrap_or_default();
         if change.revision <= current.revision() {
             return Applied::AlreadyApplied;
@@ -283,7 +500,8 @@ impl Snapshots {
             return Applied::Gap;
         }
         let rev = change.revision;
-        let mut next = EnvSnapshot { kill_reason: current.kill_reason.clone(), ..EnvSnapshot::default() };
+        let mut next =
+            EnvSnapshot { kill_reason: current.kill_reason.clone(), local: current.local, ..EnvSnapshot::default() };
         let mut revisions = current.revisions.clone();
         next.snapshot = match &change.kind {
             ChangeKind::Upsert { release } => match CompiledRelease::compile(release.clone()) {
@@ -315,6 +533,7 @@ impl Snapshots {
     }
 
     fn swap(&self, env: &EnvName, snapshot: Arc<EnvSnapshot>) {
+        self.watch.observe(env, snapshot.revision());
         let mut map = EnvMap::clone(&self.envs.load());
         map.insert(env.clone(), snapshot);
         self.envs.store(Arc::new(map));

@@ -4,6 +4,7 @@ use crate::api::{self, AppState};
 use crate::auth::Verifier;
 use crate::auth::secret::{self, Source};
 use crate::config::{Settings, StoreKind};
+use crate::environments::Environments;
 use crate::fleet::Fleets;
 use crate::ramp::Ramps;
 use crate::ramp::driver::Driver;
@@ -12,6 +13,7 @@ use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
 use crate::store::redis::RedisOptions;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
+use crate::store_watch::StoreWatch;
 use crate::stream::{Fanout, StreamSettings, Streams};
 use crate::sync::{SyncSettings, Syncer};
 use crate::webhooks::{self, Dispatcher};
@@ -34,6 +36,9 @@ pub enum StartError {
     /// The token secret.
     #[error(transparent)]
     Secret(#[from] crate::auth::secret::SecretError),
+    /// The high-water marks or the journal of pending kills in the data directory.
+    #[error(transparent)]
+    Watch(#[from] crate::store_watch::WatchError),
     /// A configured public key.
     #[error(transparent)]
     Keys(#[from] crate::auth::verify::KeyError),
@@ -139,7 +144,8 @@ impl Application {
     /// Opens the store, loads every environment, binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = open_store(&settings).await?;
-        let snapshots = Arc::new(Snapshots::with_history(settings.server.stream_history));
+        let watch = Arc::new(StoreWatch::open(&settings.store.data_dir)?);
+        let snapshots = Arc::new(Snapshots::new(settings.server.stream_history, watch));
         let syncer = Syncer::new(
             Arc::clone(&store),
             Arc::clone(&snapshots),
@@ -148,7 +154,12 @@ impl Application {
                 resync_interval: Duration::from_millis(settings.store.resync_interval_ms.max(10)),
             },
         );
-        syncer.load_all().await.map_err(|source| StartError::Store { kind: store.kind(), source })?;
+        // Unready, not dead: a store that cannot be reached now is retried in the
+        // background, and the instance becomes ready with its first snapshot.
+        if let Err(error) = syncer.load_all().await {
+            tracing::error!(store = store.kind(), %error, "cannot load the releases; not ready until the store answers");
+            snapshots.watch().set_unreachable(Some(error.to_string()));
+        }
         let verifier = Arc::new(verifier(&settings)?);
 
         let addr = settings.server.addr();
@@ -172,6 +183,7 @@ impl Application {
             Duration::from_millis(settings.ramp.lease_ms.max(1)),
         );
         let state = AppState {
+            environments: Environments::new(Arc::clone(&store), Arc::clone(&snapshots)),
             releases,
             ramps,
             instance_id: holder,

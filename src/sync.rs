@@ -3,14 +3,22 @@
 //! last applied revision), and a periodic revision check that heals any gap and finds
 //! environments created elsewhere. A store outage only pauses them: evaluation goes on
 //! from the snapshot, and they catch up by themselves when the store returns.
+//!
+//! A store that went backwards (an environment below this instance's high-water mark,
+//! or gone without a deletion tombstone) is never adopted: the environment is flagged
+//! regressed ([`crate::store_watch`]), its last good snapshot stays served, and only a
+//! reseed above the mark (`cohort store reseed`) clears the flag.
 
 use crate::snapshots::{Applied, Snapshots};
-use crate::store::{EnvName, Store, StoreError};
-use std::collections::HashSet;
+use crate::store::{EnvData, EnvName, Store, StoreError};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+/// The environments a new deployment starts with, so that the two-command start works.
+pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["production", "staging"];
 
 /// Timing of the background sync.
 #[derive(Debug, Clone, Copy)]
@@ -34,12 +42,29 @@ impl Syncer {
         Syncer { store, snapshots, settings }
     }
 
-    /// Loads every environment once. Start-up waits for this before serving `/readyz`.
+    /// Loads every environment once. Start-up tries this before serving; when the store
+    /// cannot be reached the instance starts unready and [`Syncer::run`] keeps trying.
     pub async fn load_all(&self) -> Result<(), StoreError> {
-        for env in self.store.environments().await? {
-            reload(&*self.store, &self.snapshots, &env).await?;
+        self.resync().await.map(|_| ())
+    }
+
+    /// Creates the default environments in a store that has none, when this instance
+    /// has never seen any (a new deployment, not a store that lost its data).
+    async fn seed(&self, envs: &mut Vec<EnvName>) -> Result<(), StoreError> {
+        if !envs.is_empty() || !self.snapshots.watch().is_new() || !self.store.deleted_environments().await?.is_empty()
+        {
+            return Ok(());
         }
-        self.snapshots.mark_ready();
+        for name in DEFAULT_ENVIRONMENTS {
+            let Ok(env) = EnvName::parse(name) else { continue };
+            match self.store.create_environment(&env).await {
+                Ok(_) | Err(StoreError::EnvironmentExists(_)) => {
+                    tracing::info!(%env, "created the default environment");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        *envs = self.store.environments().await?;
         Ok(())
     }
 
@@ -55,8 +80,14 @@ impl Syncer {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => {}
             }
-            match self.resync().await {
+            let resynced = self.resync().await;
+            let watch = Arc::clone(self.snapshots.watch());
+            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || watch.persist()).await {
+                tracing::error!(%error, "cannot write the high-water marks to the data directory");
+            }
+            match resynced {
                 Ok(envs) => {
+                    self.snapshots.watch().set_unreachable(None);
                     if outage {
                         tracing::info!(store = self.store.kind(), "store reachable again; snapshots resynced");
                         outage = false;
@@ -74,6 +105,7 @@ impl Syncer {
                     }
                 }
                 Err(error) => {
+                    self.snapshots.watch().set_unreachable(Some(error.to_string()));
                     if !outage {
                         tracing::warn!(store = self.store.kind(), %error, "store unreachable; serving from the last snapshot");
                         outage = true;
@@ -84,14 +116,32 @@ impl Syncer {
         followers.shutdown().await;
     }
 
-    /// Compares every environment's revision with the store and reloads those behind.
+    /// Compares every environment's revision with the store: reloads those behind, finds
+    /// new ones, drops deleted ones and flags those that went backwards.
     async fn resync(&self) -> Result<Vec<EnvName>, StoreError> {
-        let envs = self.store.environments().await?;
+        let mut envs = self.store.environments().await?;
+        self.seed(&mut envs).await?;
+        let watch = self.snapshots.watch();
+        let listed: BTreeSet<&EnvName> = envs.iter().collect();
+        let mut missing: BTreeSet<EnvName> = watch.known().into_iter().collect();
+        missing.extend(self.snapshots.environments());
+        missing.retain(|env| !listed.contains(env));
+        if !missing.is_empty() {
+            let deleted: HashSet<EnvName> =
+                self.store.deleted_environments().await?.into_iter().map(|(env, _)| env).collect();
+            for env in missing {
+                if deleted.contains(&env) {
+                    tracing::info!(%env, "environment deleted; no longer served");
+                    self.snapshots.remove(&env);
+                    watch.forget(&env);
+                } else {
+                    flag_regressed(&self.snapshots, &env, None);
+                }
+            }
+        }
         for env in &envs {
             let stored = self.store.revision(env).await?;
-            if stored != self.snapshots.revision(env) || self.snapshots.get(env).is_none() {
-                reload(&*self.store, &self.snapshots, env).await?;
-            }
+            check(&*self.store, &self.snapshots, env, stored).await?;
         }
         if !self.snapshots.is_ready() {
             self.snapshots.mark_ready();
@@ -100,13 +150,74 @@ impl Syncer {
     }
 }
 
-/// Loads `env` from the store and swaps it in.
-pub async fn reload(store: &dyn Store, snapshots: &Snapshots, env: &EnvName) -> Result<(), StoreError> {
-    let data = store.load(env).await?;
+/// Flags `env` regressed (logging at ERROR the first time).
+pub fn flag_regressed(snapshots: &Snapshots, env: &EnvName, stored: Option<u64>) {
+    let watch = snapshots.watch();
+    if watch.set_regressed(env, stored) {
+        let seen = watch.mark(env);
+        match stored {
+            Some(stored) => tracing::error!(
+                %env, stored, seen,
+                "the store went backwards: it holds an older state than this instance has served. Keeping the last good snapshot and refusing writes; reconcile with `cohort store reseed`"
+            ),
+            None => tracing::error!(
+                %env, seen,
+                "the environment vanished from the store (data loss?). Keeping the last good snapshot and refusing writes; reconcile with `cohort store reseed`"
+            ),
+        }
+    }
+}
+
+/// Brings `env` in step with a store at revision `stored`, unless the store is behind
+/// what this instance has seen.
+async fn check(store: &dyn Store, snapshots: &Snapshots, env: &EnvName, stored: u64) -> Result<(), StoreError> {
+    let watch = snapshots.watch();
+    let seen = watch.mark(env).max(snapshots.revision(env));
+    if let Some(regression) = watch.regressed(env) {
+        // Only a reseed above what this instance had seen makes the store trustworthy
+        // again; writes on top of the older data do not.
+        let data = store.load(env).await?;
+        if data.reseeded_at > regression.seen && data.revision >= seen {
+            tracing::warn!(%env, revision = data.revision, "the store was reseeded; serving it again");
+            watch.clear_regressed(env);
+            adopt(snapshots, env, data);
+        }
+        return Ok(());
+    }
+    if stored < seen && watch.knows(env) {
+        flag_regressed(snapshots, env, Some(stored));
+        return Ok(());
+    }
+    if stored != snapshots.revision(env) || snapshots.get(env).is_none() {
+        reload(store, snapshots, env).await?;
+    }
+    Ok(())
+}
+
+fn adopt(snapshots: &Snapshots, env: &EnvName, data: EnvData) {
     let revision = data.revision;
     if snapshots.replace(env, data) {
         tracing::debug!(%env, revision, "environment reloaded");
     }
+}
+
+/// Loads `env` from the store and swaps it in.
+pub async fn reload(store: &dyn Store, snapshots: &Snapshots, env: &EnvName) -> Result<(), StoreError> {
+    if snapshots.watch().regressed(env).is_some() {
+        return Ok(());
+    }
+    let data = match store.load(env).await {
+        Err(StoreError::EnvironmentNotFound(_)) if snapshots.watch().knows(env) => {
+            flag_regressed(snapshots, env, None);
+            return Ok(());
+        }
+        other => other?,
+    };
+    if data.revision < snapshots.watch().mark(env) {
+        flag_regressed(snapshots, env, Some(data.revision));
+        return Ok(());
+    }
+    adopt(snapshots, env, data);
     Ok(())
 }
 
@@ -120,6 +231,13 @@ async fn follow(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
+        if snapshots.watch().regressed(&env).is_some() {
+            // Changes written on top of older data are not this environment's history.
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(block) => continue,
+            }
+        }
         let after = snapshots.revision(&env);
         let read = tokio::select! {
             _ = shutdown.changed() => return,

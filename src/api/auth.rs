@@ -29,6 +29,12 @@ pub struct Write;
 pub struct Kill;
 /// Watching a change land (reach): readers and on-call alike.
 pub struct Observe;
+/// Environments and store reconciliation.
+pub struct Admin;
+
+impl Policy for Admin {
+    const SCOPES: &'static [Scope] = &[Scope::Admin];
+}
 
 impl Policy for Observe {
     const SCOPES: &'static [Scope] = &[Scope::Read, Scope::Kill];

@@ -9,7 +9,7 @@ use crate::releases::EnvView;
 use actix_web::{HttpResponse, web};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("").get(show))
+    cfg.service(resource("").get(show).delete(super::envs::delete))
         .service(resource("/kill-all").post(kill_all))
         .service(resource("/unkill-all").post(unkill_all));
 }
@@ -17,8 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The environment's revision and kill state.
 #[utoipa::path(get, path = "/v1/envs/{env}", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")),
     responses((status = 200, description = "The environment", body = EnvView)))]
-async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
-    HttpResponse::Ok().json(state.releases.environment(&auth.env))
+async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.releases.environment(&auth.env)?))
 }
 
 /// Kills every release of the environment.

@@ -57,9 +57,21 @@ pub enum ApiError {
     /// The store cannot be reached; nothing was written.
     #[error("the store is unavailable, nothing was written; evaluation goes on from the last snapshot: {0}")]
     StoreUnavailable(String),
+    /// The environment does not exist (create it with `cohort env create`).
+    #[error("environment `{env}` does not exist{}", nearest.as_ref().map(|n| format!("; did you mean `{n}`?")).unwrap_or_default())]
+    EnvironmentNotFound { env: String, nearest: Option<String> },
+    /// Create of an existing environment.
+    #[error("environment `{0}` already exists")]
+    EnvironmentExists(String),
+    /// Delete of an environment that holds releases.
+    #[error("{0}")]
+    EnvironmentNotEmpty(String),
+    /// The store went backwards for this environment; writes are refused.
+    #[error("{0}")]
+    StoreRegressed(String),
     /// The instance has not loaded its first snapshot.
-    #[error("not ready: the first snapshot has not been loaded yet")]
-    NotReady,
+    #[error("not ready: the first snapshot has not been loaded yet{}", .0.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
+    NotReady(Option<String>),
     /// A bug or corrupt data.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,7 +96,11 @@ impl ApiError {
             ApiError::RevisionMismatch { .. } => "revision_mismatch",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::StoreUnavailable(_) => "store_unavailable",
-            ApiError::NotReady => "not_ready",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::EnvironmentNotFound { .. } => "environment_not_found",
+            ApiError::EnvironmentExists(_) => "environment_exists",
+            ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
+            ApiError::StoreRegressed(_) => "store_regressed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -112,6 +128,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Unavailable(message) => ApiError::StoreUnavailable(message),
             StoreError::Corrupt(message) => ApiError::Internal(message),
+            StoreError::EnvironmentNotFound(env) => ApiError::EnvironmentNotFound { env, nearest: None },
+            StoreError::EnvironmentExists(env) => ApiError::EnvironmentExists(env),
+            e @ StoreError::EnvironmentNotEmpty { .. } => ApiError::EnvironmentNotEmpty(e.to_string()),
+            e @ StoreError::Regressed { .. } => ApiError::StoreRegressed(e.to_string()),
         }
     }
 }
@@ -121,6 +141,7 @@ impl From<ReleaseError> for ApiError {
         match e {
             ReleaseError::Invalid { field, message } => ApiError::InvalidRelease { field, message },
             ReleaseError::Conflict(message) => ApiError::Conflict(message),
+            ReleaseError::EnvironmentNotFound { env, nearest } => ApiError::EnvironmentNotFound { env, nearest },
             ReleaseError::Store(e) => e.into(),
         }
     }
@@ -147,12 +168,19 @@ impl ResponseError for ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) | ApiError::EnvironmentNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::AlreadyExists(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::AlreadyExists(_)
+            | ApiError::Conflict(_)
+            | ApiError::EnvironmentExists(_)
+            | ApiError::EnvironmentNotEmpty(_) => StatusCode::CONFLICT,
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            ApiError::StoreUnavailable(_) | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::NotReady(_) | ApiError::StoreRegressed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,7 +190,7 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        if let ApiError::StoreUnavailable(_) | ApiError::Internal(_) = self {
+        if let ApiError::StoreUnavailable(_) | ApiError::Internal(_) | ApiError::StoreRegressed(_) = self {
             crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();
         }
         let mut response = HttpResponse::build(status);

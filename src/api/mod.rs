@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 mod environment;
+mod envs;
 pub mod error;
 mod evaluate;
 mod events;
@@ -33,6 +34,8 @@ pub use error::ApiError;
 pub struct AppState {
     /// Release operations (writes go through the store).
     pub releases: Releases,
+    /// Environment operations and store reconciliation.
+    pub environments: crate::environments::Environments,
     /// Ramp operations.
     pub ramps: Ramps,
     /// This instance's id (the ramp lease holder name).
@@ -62,11 +65,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .configure(health::configure)
         .configure(ofrep::configure)
         .configure(openapi::configure)
+        .configure(envs::configure_root)
         .service(
             web::scope("/v1/envs/{env}")
                 .configure(evaluate::configure)
                 .configure(releases::configure)
                 .configure(environment::configure)
+                .configure(envs::configure)
                 .configure(sync::configure)
                 .configure(audit::configure)
                 .configure(events::configure)

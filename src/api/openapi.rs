@@ -7,7 +7,7 @@
 //! handler lists only the statuses particular to it.
 
 use super::resource;
-use super::{audit, environment, evaluate, events, fleets, health, ofrep, ramp, reach, releases, sync};
+use super::{audit, environment, envs, evaluate, events, fleets, health, ofrep, ramp, reach, releases, sync};
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use std::sync::OnceLock;
@@ -52,6 +52,10 @@ pub struct ErrorDetail {
         ofrep::evaluate_flags,
         ofrep::events,
         evaluate::evaluate,
+        envs::list,
+        envs::create,
+        envs::delete,
+        envs::reseed,
         environment::show,
         environment::kill_all,
         environment::unkill_all,

@@ -63,15 +63,15 @@ struct ReleaseList {
 /// Every release of the environment.
 #[utoipa::path(get, path = "/v1/envs/{env}/releases", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production")),
     responses((status = 200, description = "The releases", body = ReleaseList)))]
-async fn list(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpResponse {
-    let (view, releases) = state.releases.list(&auth.env);
-    HttpResponse::Ok().json(ReleaseList {
+async fn list(state: web::Data<AppState>, auth: Authorized<Read>) -> Result<HttpResponse, ApiError> {
+    let (view, releases) = state.releases.list(&auth.env)?;
+    Ok(HttpResponse::Ok().json(ReleaseList {
         environment: view.environment,
         revision: view.revision,
         kill_all: view.kill_all,
         kill_reason: view.kill_reason,
         releases,
-    })
+    }))
 }
 
 /// One release; its `ETag` is its revision.

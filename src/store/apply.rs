@@ -13,9 +13,17 @@ pub(crate) fn kill_state(on: bool, reason: Option<&str>) -> Value {
     }
 }
 
-/// Applies `write` to `env`, returning the change it makes and its audit entry. `env` is
-/// left untouched on error.
-pub(crate) fn apply(env: &mut EnvData, write: Write, meta: &WriteMeta) -> Result<(Change, AuditEntry), StoreError> {
+/// Applies `write` to `env` (named `name`), returning the change it makes and its audit
+/// entry. `env` is left untouched on error.
+pub(crate) fn apply(
+    name: &str,
+    env: &mut EnvData,
+    write: Write,
+    meta: &WriteMeta,
+) -> Result<(Change, AuditEntry), StoreError> {
+    if env.revision < meta.floor {
+        return Err(StoreError::Regressed { env: name.to_owned(), stored: env.revision, seen: meta.floor });
+    }
     let position = |env: &EnvData, key: &str| env.releases.binary_search_by(|r| r.release.key.as_str().cmp(key));
     let to_value = |r: &cohort_sdk::Release| serde_json::to_value(r).map_err(|e| StoreError::Corrupt(e.to_string()));
     let revision = env.revision + 1;

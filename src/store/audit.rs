@@ -26,6 +26,7 @@ pub enum Action {
     RampComplete,
     Promote,
     FleetAssign,
+    StoreReseed,
 }
 
 impl Action {
@@ -50,6 +51,7 @@ impl Action {
             Action::RampComplete => "ramp-complete",
             Action::Promote => "promote",
             Action::FleetAssign => "fleet-assign",
+            Action::StoreReseed => "store-reseed",
         }
     }
 
@@ -74,6 +76,7 @@ impl Action {
             Action::RampComplete,
             Action::Promote,
             Action::FleetAssign,
+            Action::StoreReseed,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -97,13 +100,17 @@ pub struct WriteMeta {
     pub reason: Option<String>,
     /// Wall-clock time of the write, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The lowest environment revision the store may be at for the write to be
+    /// accepted: the writer's high-water mark, so a store that went backwards refuses
+    /// the write instead of acknowledging one no instance will serve (0: no check).
+    pub floor: u64,
 }
 
 impl WriteMeta {
     /// A write by `actor` now.
     pub fn now(actor: &str, action: Action, reason: Option<String>) -> Self {
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        WriteMeta { actor: actor.to_owned(), action, reason, time_ms }
+        WriteMeta { actor: actor.to_owned(), action, reason, time_ms, floor: 0 }
     }
 }
 
@@ -149,5 +156,23 @@ impl AuditQuery {
     pub fn matches(&self, entry: &AuditEntry) -> bool {
         self.before.is_none_or(|b| entry.revision < b)
             && self.release.as_ref().is_none_or(|r| entry.release.as_ref() == Some(r))
+    }
+}
+
+/// The audit entry of a reseed: the stored revision before, the seeded state after.
+pub(crate) fn reseed_entry(stored: u64, seed: &super::EnvData, meta: &WriteMeta) -> AuditEntry {
+    AuditEntry {
+        revision: seed.revision,
+        time_ms: meta.time_ms,
+        actor: meta.actor.clone(),
+        action: meta.action,
+        release: None,
+        before: Some(serde_json::json!({"revision": stored})),
+        after: Some(serde_json::json!({
+            "revision": seed.revision,
+            "kill_all": seed.kill_all,
+            "releases": seed.releases.iter().map(|r| r.release.key.as_str()).collect::<Vec<_>>(),
+        })),
+        reason: meta.reason.clone(),
     }
 }

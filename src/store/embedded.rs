@@ -55,6 +55,10 @@ struct FileData {
     /// Kept in memory and written with the file (on every change and on shutdown).
     #[serde(default)]
     outcomes: BTreeMap<EnvName, OutcomeMinutes>,
+    /// Environments deleted on purpose → the revision they had (see
+    /// [`Store::deleted_environments`]).
+    #[serde(default)]
+    deleted: BTreeMap<EnvName, u64>,
 }
 
 struct State {
@@ -136,6 +140,40 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+impl EmbeddedStore {
+    /// Writes the whole of `data` to the data file.
+    async fn save(&self, data: &FileData) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("data file writer stopped: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    /// Applies `edit` to a copy of the data, saves it, and keeps it only once saved: the
+    /// file and memory never disagree.
+    async fn commit<T>(
+        &self,
+        edit: impl FnOnce(&mut FileData) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.state.lock().await;
+        let mut next = FileData {
+            format: state.data.format,
+            environments: state.data.environments.clone(),
+            audit: state.data.audit.clone(),
+            outcomes: state.data.outcomes.clone(),
+            deleted: state.data.deleted.clone(),
+        };
+        let value = edit(&mut next)?;
+        self.save(&next).await?;
+        state.data = next;
+        drop(state);
+        self.written.send_modify(|n| *n += 1);
+        Ok(value)
+    }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     fn kind(&self) -> &'static str {
@@ -146,8 +184,76 @@ impl Store for EmbeddedStore {
         Ok(self.state.lock().await.data.environments.keys().cloned().collect())
     }
 
+    async fn deleted_environments(&self) -> Result<Vec<(EnvName, u64)>, StoreError> {
+        Ok(self.state.lock().await.data.deleted.iter().map(|(e, r)| (e.clone(), *r)).collect())
+    }
+
+    async fn create_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
+        self.commit(|data| {
+            if data.environments.contains_key(env) {
+                return Err(StoreError::EnvironmentExists(env.to_string()));
+            }
+            let revision = data.deleted.remove(env).unwrap_or(0);
+            data.environments.insert(env.clone(), EnvData { revision, ..EnvData::default() });
+            Ok(revision)
+        })
+        .await
+    }
+
+    async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
+        let revision = self
+            .commit(|data| {
+                let current = data.environments.get(env).ok_or_else(|| StoreError::EnvironmentNotFound(env.to_string()))?;
+                if !current.releases.is_empty() {
+                    return Err(StoreError::EnvironmentNotEmpty {
+                        env: env.to_string(),
+                        releases: current.releases.len(),
+                    });
+                }
+                let revision = current.revision;
+                data.environments.remove(env);
+                data.audit.remove(env);
+                data.outcomes.remove(env);
+                data.deleted.insert(env.clone(), revision);
+                Ok(revision)
+            })
+            .await?;
+        self.state.lock().await.history.remove(env);
+        Ok(revision)
+    }
+
+    async fn reseed(&self, env: &EnvName, seed: &EnvData, meta: &WriteMeta) -> Result<u64, StoreError> {
+        let retention = self.audit_retention;
+        let revision = self
+            .commit(|data| {
+                let stored = data.environments.get(env).map_or(0, |e| e.revision);
+                if seed.revision <= stored {
+                    return Err(StoreError::Regressed { env: env.to_string(), stored, seen: seed.revision });
+                }
+                data.deleted.remove(env);
+                data.environments.insert(env.clone(), EnvData { reseeded_at: seed.revision, ..seed.clone() });
+                let audit = data.audit.entry(env.clone()).or_default();
+                audit.push_back(super::audit::reseed_entry(stored, seed, meta));
+                while audit.len() > retention {
+                    audit.pop_front();
+                }
+                Ok(seed.revision)
+            })
+            .await?;
+        // No change record describes a reseed: followers find the jump and reload.
+        self.state.lock().await.history.remove(env);
+        Ok(revision)
+    }
+
     async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError> {
-        Ok(self.state.lock().await.data.environments.get(env).cloned().unwrap_or_default())
+        self.state
+            .lock()
+            .await
+            .data
+            .environments
+            .get(env)
+            .cloned()
+            .ok_or_else(|| StoreError::EnvironmentNotFound(env.to_string()))
     }
 
     async fn revision(&self, env: &EnvName) -> Result<u64, StoreError> {
@@ -156,8 +262,13 @@ impl Store for EmbeddedStore {
 
     async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, StoreError> {
         let mut state = self.state.lock().await;
-        let mut next = state.data.environments.get(env).cloned().unwrap_or_default();
-        let (change, entry) = apply(&mut next, write, meta)?;
+        let mut next = state
+            .data
+            .environments
+            .get(env)
+            .cloned()
+            .ok_or_else(|| StoreError::EnvironmentNotFound(env.to_string()))?;
+        let (change, entry) = apply(env.as_str(), &mut next, write, meta)?;
 
         // Persist the new whole — data and audit entry in one file write — before
         // committing it in memory.

@@ -93,6 +93,14 @@ pub struct EnvData {
     /// Releases in key order.
     #[serde(default)]
     pub releases: Vec<StoredRelease>,
+    /// The revision of the last `cohort store reseed` (0: never): instances that found
+    /// this environment regressed trust it again only after a reseed above what they saw.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reseeded_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One compare-and-set write. Releases arrive validated (compiled) by the domain layer.
@@ -152,6 +160,21 @@ pub enum StoreError {
     /// Stored data that cannot be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The environment was never created (or was deleted).
+    #[error("environment `{0}` does not exist")]
+    EnvironmentNotFound(String),
+    /// Create of an existing environment.
+    #[error("environment `{0}` already exists")]
+    EnvironmentExists(String),
+    /// Delete of an environment that still holds releases.
+    #[error("environment `{env}` still holds {releases} release(s); delete them first")]
+    EnvironmentNotEmpty { env: String, releases: usize },
+    /// The store holds an older state of the environment than this instance has seen
+    /// (restarted from an older dump, emptied, failed over to a lagging replica).
+    #[error(
+        "the store went backwards for environment `{env}`: it is at revision {stored}, this instance has seen {seen}; nothing was written. An operator reconciles with `cohort store reseed`"
+    )]
+    Regressed { env: String, stored: u64, seen: u64 },
 }
 
 /// Release configuration storage.
@@ -160,18 +183,39 @@ pub trait Store: Send + Sync + 'static {
     /// A short name for logs (`embedded`, `redis`).
     fn kind(&self) -> &'static str;
 
-    /// The environments that have been written to.
+    /// The environments that exist (created and not deleted).
     async fn environments(&self) -> Result<Vec<EnvName>, StoreError>;
 
-    /// Everything stored for `env` (empty data for an unknown environment).
+    /// The environments deleted on purpose, with the revision each had when deleted: an
+    /// instance that knew one drops it, where a missing one that is not listed here
+    /// vanished (data loss).
+    async fn deleted_environments(&self) -> Result<Vec<(EnvName, u64)>, StoreError>;
+
+    /// Creates an empty environment. A re-created environment continues from the
+    /// revision it was deleted at, so no instance ever sees its revision go backwards.
+    async fn create_environment(&self, env: &EnvName) -> Result<u64, StoreError>;
+
+    /// Deletes an environment that holds no releases, leaving a tombstone.
+    async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError>;
+
+    /// Everything stored for `env`; [`StoreError::EnvironmentNotFound`] when it does not
+    /// exist.
     async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError>;
 
     /// The current environment revision (0 for an unknown environment).
     async fn revision(&self, env: &EnvName) -> Result<u64, StoreError>;
 
     /// Applies one compare-and-set write atomically: the data, the revision bump, the
-    /// change record and the audit entry (from `meta`) land together or not at all.
+    /// change record and the audit entry (from `meta`) land together or not at all. The
+    /// write is refused, touching nothing, when the environment does not exist or its
+    /// revision is below `meta.floor` (the writer's high-water mark: the store went
+    /// backwards, [`StoreError::Regressed`]).
     async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, StoreError>;
+
+    /// Overwrites `env` with `data` at revision `data.revision` (which must be above the
+    /// stored revision), with one audit entry from `meta`: the operator's reconciliation
+    /// after the store went backwards. Creates the environment if it vanished.
+    async fn reseed(&self, env: &EnvName, data: &EnvData, meta: &WriteMeta) -> Result<u64, StoreError>;
 
     /// Audit entries of `env`, newest first.
     async fn audit(&self, env: &EnvName, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;

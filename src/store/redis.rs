@@ -10,8 +10,12 @@
 //! - `{prefix}:{env}:changes`  stream of changes, entry id `<revision>-0`, capped
 //! - `{prefix}:{env}:audit`    stream of audit entries, entry id `<revision>-0`, capped
 //!   at the retention count (`MAXLEN ~` trims only beyond it, never below)
-//! - `{prefix}:environments`   set of environment names (its own slot; written
-//!   idempotently before the script, so a failed write at worst lists an empty env)
+//! - `{prefix}:environments`   set of the environments that exist (its own slot)
+//! - `{prefix}:deleted_environments` hash name → revision at deletion (tombstones)
+//!
+//! An environment exists while its `rev` key does: it is created explicitly
+//! (`SET rev NX`) and every write checks for it inside the script, so a write can never
+//! re-create an environment that was deleted or lost with the data.
 
 use super::outcomes::{field, split_field};
 use super::{
@@ -21,7 +25,7 @@ use super::{
 use async_trait::async_trait;
 use cohort_sdk::Release;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -32,9 +36,12 @@ use tokio::sync::Mutex;
 /// write half done.
 const WRITE_SCRIPT: &str = r#"
 -- KEYS: releases revs rev meta changes audit
--- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen
+-- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor
 local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local actor, action, reason, time_ms, audit_maxlen = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local stored = redis.call('GET', KEYS[3])
+if not stored then return {'no_env', '0'} end
+if tonumber(stored) < tonumber(ARGV[11]) then return {'regressed', stored} end
 local before = false
 if op ~= 'kill_all' then
   local current = redis.call('HGET', KEYS[2], key)
@@ -98,6 +105,50 @@ end
 return 0
 "#;
 
+/// Create an environment: its revision key, unless it exists.
+const CREATE_ENV_SCRIPT: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
+return 0
+"#;
+
+/// Delete an environment that holds no releases: every key of its slot.
+/// KEYS: releases revs rev meta changes audit
+const DELETE_ENV_SCRIPT: &str = r#"
+local rev = redis.call('GET', KEYS[3])
+if not rev then return {'missing', '0'} end
+local n = redis.call('HLEN', KEYS[1])
+if n > 0 then return {'not_empty', tostring(n)} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+return {'ok', rev}
+"#;
+
+/// Overwrite an environment with a seed above every revision it holds, with one audit
+/// entry. KEYS: releases revs rev meta changes audit
+/// ARGV: revision kill_all kill_reason time_ms actor action reason before after audit_maxlen
+///       then (key, release json) pairs
+const RESEED_SCRIPT: &str = r#"
+local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
+for _, stream in ipairs({KEYS[5], KEYS[6]}) do
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
+    if last_rev > rev then rev = last_rev end
+  end
+end
+local seed = tonumber(ARGV[1])
+if seed <= rev then return {'regressed', tostring(rev)} end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
+for i = 11, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
+end
+redis.call('HSET', KEYS[4], 'kill_all', ARGV[2], 'kill_reason', ARGV[3], 'reseeded_at', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], ARGV[1] .. '-0', 'time_ms', ARGV[4], 'actor', ARGV[5],
+  'action', ARGV[6], 'release', '', 'before', ARGV[8], 'after', ARGV[9], 'reason', ARGV[7])
+return {'ok', ARGV[1]}
+"#;
+
 /// Connection settings for [`RedisStore::connect`].
 #[derive(Clone)]
 pub struct RedisOptions {
@@ -136,7 +187,9 @@ fn unavailable(e: RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects; fails when Redis cannot be reached now.
+    /// Prepares the connection without waiting for Redis: an unreachable Redis at start-up
+    /// makes the instance unready, not dead (it connects when Redis answers). Fails only
+    /// on an invalid URL.
     pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
         let client = Client::open(options.url.as_str())
             .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
@@ -145,7 +198,7 @@ impl RedisStore {
             .set_response_timeout(Some(options.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
         Ok(RedisStore { client, manager, blocking: Mutex::new(Vec::new()), options, script: Script::new(WRITE_SCRIPT) })
     }
 
@@ -160,6 +213,10 @@ impl RedisStore {
 
     fn environments_key(&self) -> String {
         format!("{}:environments", self.options.prefix)
+    }
+
+    fn deleted_key(&self) -> String {
+        format!("{}:deleted_environments", self.options.prefix)
     }
 
     /// Every key of `env` (for tests and operators; they share one cluster slot).
@@ -239,6 +296,118 @@ impl Store for RedisStore {
         Ok(envs)
     }
 
+    async fn deleted_environments(&self) -> Result<Vec<(EnvName, u64)>, StoreError> {
+        let mut conn = self.manager.clone();
+        let all: HashMap<String, u64> =
+            redis::cmd("HGETALL").arg(self.deleted_key()).query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(all.into_iter().filter_map(|(n, r)| EnvName::parse(&n).ok().map(|e| (e, r))).collect())
+    }
+
+    async fn create_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
+        let mut conn = self.manager.clone();
+        let tombstone: Option<u64> =
+            redis::cmd("HGET").arg(self.deleted_key()).arg(env.as_str()).query_async(&mut conn).await.map_err(unavailable)?;
+        let revision = tombstone.unwrap_or(0);
+        let created: i64 = Script::new(CREATE_ENV_SCRIPT)
+            .key(self.key(env, "rev"))
+            .arg(revision)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // The revision key is the authority; the listing follows it (a crash in between
+        // is healed by the next create, which finds the key and lists it).
+        redis::pipe()
+            .sadd(self.environments_key(), env.as_str())
+            .ignore()
+            .hdel(self.deleted_key(), env.as_str())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if created == 0 {
+            return Err(StoreError::EnvironmentExists(env.to_string()));
+        }
+        Ok(revision)
+    }
+
+    async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
+        let mut conn = self.manager.clone();
+        let script = Script::new(DELETE_ENV_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for key in self.env_keys(env) {
+            invocation.key(key);
+        }
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
+        match status.as_str() {
+            "ok" => {
+                let revision = number(&value)?;
+                redis::pipe()
+                    .hset(self.deleted_key(), env.as_str(), revision)
+                    .ignore()
+                    .srem(self.environments_key(), env.as_str())
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(revision)
+            }
+            "missing" => Err(StoreError::EnvironmentNotFound(env.to_string())),
+            "not_empty" => {
+                Err(StoreError::EnvironmentNotEmpty { env: env.to_string(), releases: number(&value)? as usize })
+            }
+            other => Err(StoreError::Corrupt(format!("delete script answered `{other}`"))),
+        }
+    }
+
+    async fn reseed(&self, env: &EnvName, seed: &EnvData, meta: &WriteMeta) -> Result<u64, StoreError> {
+        let mut conn = self.manager.clone();
+        let stored: Option<u64> =
+            redis::cmd("GET").arg(self.key(env, "rev")).query_async(&mut conn).await.map_err(unavailable)?;
+        let entry = super::audit::reseed_entry(stored.unwrap_or(0), seed, meta);
+        let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let script = Script::new(RESEED_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        for key in self.env_keys(env) {
+            invocation.key(key);
+        }
+        invocation
+            .arg(seed.revision)
+            .arg(if seed.kill_all { "1" } else { "0" })
+            .arg(seed.kill_reason.as_deref().filter(|_| seed.kill_all).unwrap_or(""))
+            .arg(meta.time_ms)
+            .arg(&meta.actor)
+            .arg(meta.action.as_str())
+            .arg(meta.reason.as_deref().unwrap_or(""))
+            .arg(json(&entry.before))
+            .arg(json(&entry.after))
+            .arg(self.options.audit_retention.max(1));
+        for stored in &seed.releases {
+            let release = serde_json::to_string(&stored.release).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            invocation.arg(&stored.release.key).arg(release);
+        }
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        match status.as_str() {
+            "ok" => {
+                redis::pipe()
+                    .sadd(self.environments_key(), env.as_str())
+                    .ignore()
+                    .hdel(self.deleted_key(), env.as_str())
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(seed.revision)
+            }
+            "regressed" => Err(StoreError::Regressed {
+                env: env.to_string(),
+                stored: value.parse().unwrap_or(0),
+                seen: seed.revision,
+            }),
+            other => Err(StoreError::Corrupt(format!("reseed script answered `{other}`"))),
+        }
+    }
+
     async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError> {
         let mut conn = self.manager.clone();
         // One MULTI/EXEC: a consistent view at one revision.
@@ -262,13 +431,17 @@ impl Store for RedisStore {
                 *revs.get(&key).ok_or_else(|| StoreError::Corrupt(format!("release `{key}` has no revision")))?;
             stored.push(StoredRelease { revision, release: parse_release(&json, &key)? });
         }
+        let Some(revision) = revision else {
+            return Err(StoreError::EnvironmentNotFound(env.to_string()));
+        };
         stored.sort_by(|a, b| a.release.key.cmp(&b.release.key));
         let kill_all = meta.get("kill_all").is_some_and(|v| v == "1");
         Ok(EnvData {
-            revision: revision.unwrap_or(0),
+            revision,
             kill_all,
             kill_reason: meta.get("kill_reason").filter(|r| kill_all && !r.is_empty()).cloned(),
             releases: stored,
+            reseeded_at: meta.get("reseeded_at").and_then(|r| r.parse().ok()).unwrap_or(0),
         })
     }
 
@@ -297,12 +470,6 @@ impl Store for RedisStore {
             ),
         };
         let mut conn = self.manager.clone();
-        let _: Value = redis::cmd("SADD")
-            .arg(self.environments_key())
-            .arg(env.as_str())
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
             // Order matches the script: releases revs rev meta changes audit.
@@ -318,7 +485,8 @@ impl Store for RedisStore {
             .arg(meta.action.as_str())
             .arg(meta.reason.as_deref().unwrap_or(""))
             .arg(meta.time_ms)
-            .arg(self.options.audit_retention.max(1));
+            .arg(self.options.audit_retention.max(1))
+            .arg(meta.floor);
         let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
@@ -332,6 +500,10 @@ impl Store for RedisStore {
                 Ok(Change { revision, kind })
             }
             "exists" => Err(StoreError::AlreadyExists(key)),
+            "no_env" => Err(StoreError::EnvironmentNotFound(env.to_string())),
+            "regressed" => {
+                Err(StoreError::Regressed { env: env.to_string(), stored: number(&value)?, seen: meta.floor })
+            }
             "missing" => Err(StoreError::NotFound(key)),
             "mismatch" => {
                 Err(StoreError::RevisionMismatch { key, expected: number(&expected)?, current: number(&value)? })

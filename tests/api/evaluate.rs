@@ -15,6 +15,7 @@ async fn the_shared_decision_vectors_hold_through_the_http_api() {
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let env = format!("vector-{i}");
+        app.given_environment(&env).await;
         for release in case["releases"].as_array().expect("releases") {
             let mut body = release.clone();
             let killed =

@@ -71,7 +71,12 @@ pub fn test_settings(backend: &Backend<'_>) -> (Settings, Option<TempDir>) {
             (Some(temp), dir)
         }
         Backend::EmbeddedAt(dir) => (None, dir.to_path_buf()),
-        Backend::Redis { .. } => (None, PathBuf::from("unused")),
+        Backend::Redis { .. } => {
+            // The instance's own memory (high-water marks, pending kills) lives here.
+            let temp = tempfile::tempdir().expect("temp dir");
+            let dir = temp.path().to_owned();
+            (Some(temp), dir)
+        }
     };
     let overrides = Overrides {
         port: Some(0),
@@ -195,6 +200,12 @@ impl TestApp {
 
     pub async fn post(&self, url: &str, body: &Value) -> Response {
         self.client.post(url).json(body).send().await.expect("request sent")
+    }
+
+    /// Creates environment `name` (admin); panics unless 201.
+    pub async fn given_environment(&self, name: &str) {
+        let r = self.post(&format!("{}/v1/envs", self.address), &json!({"name": name})).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap_or_default());
     }
 
     pub async fn create_release(&self, env: &str, body: Value) -> Response {

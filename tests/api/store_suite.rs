@@ -5,7 +5,8 @@ use crate::helpers::unique_prefix;
 use crate::redis_harness::RedisServer;
 use cohort::store::redis::RedisOptions;
 use cohort::store::{
-    Action, AuditQuery, ChangeKind, EmbeddedStore, EnvName, RedisStore, Store, StoreError, Write, WriteMeta,
+    Action, AuditQuery, ChangeKind, EmbeddedStore, EnvData, EnvName, RedisStore, Store, StoreError, StoredRelease, Write,
+    WriteMeta,
 };
 use cohort_sdk::Release;
 use std::sync::Arc;
@@ -43,6 +44,14 @@ pub async fn redis() -> Fixture {
     Fixture { store: Arc::new(store), _dir: None, _redis: Some(server) }
 }
 
+/// The fixture with `production` and `staging` created, as a new deployment has them.
+pub async fn with_envs(f: Fixture) -> Fixture {
+    for name in ["production", "staging"] {
+        f.store.create_environment(&env(name)).await.expect("creates the environment");
+    }
+    f
+}
+
 fn meta() -> WriteMeta {
     WriteMeta::now("suite", Action::Update, None)
 }
@@ -58,15 +67,19 @@ fn release(key: &str, v2: u32) -> Release {
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod embedded_store {
-            $(#[tokio::test] async fn $test() { super::$test(super::embedded()).await })*
+            $(#[tokio::test] async fn $test() { super::$test(super::with_envs(super::embedded()).await).await })*
         }
         mod redis_store {
-            $(#[tokio::test] async fn $test() { super::$test(super::redis().await).await })*
+            $(#[tokio::test] async fn $test() { super::$test(super::with_envs(super::redis().await).await).await })*
         }
     };
 }
 
 store_suite!(
+    a_write_to_an_environment_never_created_is_refused_and_creates_nothing,
+    a_write_below_the_writers_high_water_mark_is_refused_and_changes_nothing,
+    an_environment_is_deleted_only_when_empty_and_comes_back_above_its_old_revision,
+    a_reseed_overwrites_the_environment_above_every_revision_with_one_audit_entry,
     a_created_release_loads_back_with_its_revision,
     creating_an_existing_key_conflicts_and_changes_nothing,
     a_stale_revision_is_refused_and_changes_nothing,
@@ -348,6 +361,7 @@ async fn audit_retention_keeps_at_least_the_configured_count_on_both_stores() {
         RedisStore::connect(RedisOptions { audit_retention: 5, ..redis.options().clone() }).await.expect("connects");
     for store in [embedded, Arc::new(redis) as Arc<dyn Store>] {
         let prod = env("production");
+        store.create_environment(&prod).await.expect("creates the environment");
         store.write(&prod, Write::Create(release("a", 0)), &meta()).await.expect("w");
         for i in 1..300u32 {
             store
@@ -360,4 +374,67 @@ async fn audit_retention_keeps_at_least_the_configured_count_on_both_stores() {
         assert!(kept.len() < 300, "{}: old entries are trimmed", store.kind());
         assert_eq!(kept.iter().take(5).map(|e| e.revision).collect::<Vec<_>>(), vec![300, 299, 298, 297, 296]);
     }
+}
+
+async fn a_write_to_an_environment_never_created_is_refused_and_creates_nothing(f: Fixture) {
+    let typo = env("prodution");
+    let refused = f.store.write(&typo, Write::KillAll { on: true, reason: None }, &meta()).await;
+    assert!(matches!(refused, Err(StoreError::EnvironmentNotFound(ref e)) if e == "prodution"), "{refused:?}");
+    assert!(matches!(f.store.load(&typo).await, Err(StoreError::EnvironmentNotFound(_))));
+    assert!(!f.store.environments().await.expect("lists").contains(&typo));
+    assert!(matches!(f.store.create_environment(&env("production")).await, Err(StoreError::EnvironmentExists(_))));
+}
+
+async fn a_write_below_the_writers_high_water_mark_is_refused_and_changes_nothing(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("a", 0)), &meta()).await.expect("w");
+    let behind = WriteMeta { floor: 5, ..meta() };
+    let refused = f.store.write(&prod, Write::KillAll { on: true, reason: None }, &behind).await;
+    assert!(matches!(refused, Err(StoreError::Regressed { stored: 1, seen: 5, .. })), "{refused:?}");
+    assert_eq!(f.store.revision(&prod).await.expect("rev"), 1);
+    assert!(!f.store.load(&prod).await.expect("load").kill_all);
+    let at_mark = WriteMeta { floor: 1, ..meta() };
+    assert!(f.store.write(&prod, Write::KillAll { on: true, reason: None }, &at_mark).await.is_ok());
+}
+
+async fn an_environment_is_deleted_only_when_empty_and_comes_back_above_its_old_revision(f: Fixture) {
+    let staging = env("staging");
+    f.store.write(&staging, Write::Create(release("a", 0)), &meta()).await.expect("w");
+    let refused = f.store.delete_environment(&staging).await;
+    assert!(matches!(refused, Err(StoreError::EnvironmentNotEmpty { releases: 1, .. })), "{refused:?}");
+    f.store.write(&staging, Write::Delete { key: "a".into(), expected: None }, &meta()).await.expect("w");
+    assert_eq!(f.store.delete_environment(&staging).await.expect("deletes"), 2);
+    assert!(!f.store.environments().await.expect("lists").contains(&staging));
+    assert_eq!(f.store.deleted_environments().await.expect("tombstones"), vec![(staging.clone(), 2)]);
+    assert!(matches!(f.store.load(&staging).await, Err(StoreError::EnvironmentNotFound(_))));
+    // Re-created, it continues from its old revision: no instance sees it go backwards.
+    assert_eq!(f.store.create_environment(&staging).await.expect("re-creates"), 2);
+    assert_eq!(f.store.revision(&staging).await.expect("rev"), 2);
+    assert!(f.store.deleted_environments().await.expect("tombstones").is_empty());
+}
+
+async fn a_reseed_overwrites_the_environment_above_every_revision_with_one_audit_entry(f: Fixture) {
+    let prod = env("production");
+    f.store.write(&prod, Write::Create(release("old", 0)), &meta()).await.expect("w");
+    let mut killed = release("kept", 10);
+    killed.killed = true;
+    let seed = EnvData {
+        revision: 9,
+        kill_all: false,
+        kill_reason: None,
+        releases: vec![StoredRelease { revision: 9, release: killed.clone() }],
+        reseeded_at: 0,
+    };
+    let refused = f.store.reseed(&prod, &EnvData { revision: 1, ..seed.clone() }, &meta()).await;
+    assert!(matches!(refused, Err(StoreError::Regressed { .. })), "a reseed must go above the store: {refused:?}");
+    let meta = WriteMeta::now("oncall", Action::StoreReseed, Some("redis lost data".into()));
+    assert_eq!(f.store.reseed(&prod, &seed, &meta).await.expect("reseeds"), 9);
+    let loaded = f.store.load(&prod).await.expect("load");
+    assert_eq!((loaded.revision, loaded.reseeded_at), (9, 9));
+    assert_eq!(loaded.releases, vec![StoredRelease { revision: 9, release: killed }]);
+    let audit = f.store.audit(&prod, &AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("audit");
+    assert_eq!((audit[0].revision, audit[0].action, audit[0].actor.as_str()), (9, Action::StoreReseed, "oncall"));
+    // Writes go on above the seed.
+    let next = f.store.write(&prod, Write::KillAll { on: true, reason: None }, &WriteMeta { floor: 9, ..meta }).await;
+    assert_eq!(next.expect("writes").revision, 10);
 }
