@@ -162,3 +162,24 @@ async fn a_misspelt_cohort_variable_stops_the_binary_but_the_clients_variables_d
     let message = stderr(&o);
     assert!(message.contains("COHORT_AUTH__ISUER") && message.contains("COHORT_AUTH__ISSUER"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_data_directory_exits_naming_it_and_the_holders_pid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
+    let mut command = cohort_command();
+    command.args(["serve", "--port", "0", "--data-dir"]).arg(dir.path());
+    let o = run_to_exit(command).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let message = stderr(&o);
+    assert!(message.contains(&dir.path().display().to_string()), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())), "the holder is this test process: {message}");
+
+    // `token mint` reads the secret from the data directory without opening the store:
+    // it works while a server holds the directory.
+    let mut mint = cohort_command();
+    mint.args(["token", "mint", "--sub", "me", "--scope", "admin", "--data-dir"]).arg(dir.path());
+    let o = run_to_exit(mint).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    app.stop().await;
+}
