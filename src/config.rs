@@ -1,7 +1,7 @@
 //! Settings, loaded in one place: `config/default.toml` (compiled in) < a config file <
 //! `COHORT_…` environment variables < command-line flags. Nothing else reads the
 //! environment. A key that no setting reads, in the file or the environment, stops
-//! start-up (see [`keys`]).
+//! start-up (`config/keys.rs`).
 
 mod keys;
 
