@@ -1,7 +1,13 @@
 //! Settings, loaded in one place: `config/default.toml` (compiled in) < a config file <
 //! `COHORT_…` environment variables < command-line flags. Nothing else reads the
-//! environment.
+//! environment. A key that no setting reads, in the file or the environment, stops
+//! start-up (`config/keys.rs`).
 
+mod keys;
+
+pub use keys::{CLI_VARIABLES, KeyOrigin, UnknownKey};
+
+use config::Source as _;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +17,7 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// Everything cohort can be told.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// HTTP server.
     pub server: ServerSettings,
@@ -61,6 +68,7 @@ impl std::fmt::Debug for Secret {
 
 /// Token verification settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// HS256 secret; empty = the data directory's `hs256.secret`.
     pub hs256_secret: Secret,
@@ -80,6 +88,7 @@ pub struct AuthSettings {
 
 /// Ramp driver settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RampSettings {
     /// How often the driver looks at running ramps.
     pub tick_ms: u64,
@@ -89,6 +98,7 @@ pub struct RampSettings {
 
 /// Fleet settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FleetSettings {
     /// A node whose last heartbeat is older than this is gone.
     pub node_ttl_ms: u64,
@@ -96,6 +106,7 @@ pub struct FleetSettings {
 
 /// One webhook receiver.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Environment whose transitions it gets (`*` for all).
     pub env: String,
@@ -107,6 +118,7 @@ pub struct WebhookSettings {
 
 /// Audit log settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     /// Entries kept per environment.
     pub retention: usize,
@@ -114,6 +126,7 @@ pub struct AuditSettings {
 
 /// HTTP server settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to bind.
     pub host: IpAddr,
@@ -179,6 +192,7 @@ impl std::fmt::Debug for RedisUrl {
 
 /// Store settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// Which store (`redis` is implied by a `redis_url`).
     pub kind: StoreKind,
@@ -217,6 +231,7 @@ pub enum LogFormat {
 
 /// Logging settings.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `tracing` filter.
     pub level: String,
@@ -237,13 +252,24 @@ pub struct Overrides {
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    /// A value is missing, malformed or out of range, or the file cannot be read.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// Keys no setting reads: each one is a mistake that would otherwise be ignored
+    /// silently (a typo leaves the default in force).
+    #[error("invalid configuration: {}", list(.0))]
+    UnknownKeys(Vec<UnknownKey>),
+}
+
+fn list(unknown: &[UnknownKey]) -> String {
+    unknown.iter().map(UnknownKey::to_string).collect::<Vec<_>>().join("; ")
+}
 
 impl Settings {
     /// Loads defaults < `file` < `COHORT_…` environment < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
-        Self::load_from(file, overrides, config::Environment::with_prefix("COHORT").separator("__"))
+        Self::load_with_env(file, overrides, cohort_variables()?)
     }
 
     /// Like [`Settings::load`] with explicit environment variables (for tests).
@@ -252,7 +278,21 @@ impl Settings {
         overrides: &Overrides,
         vars: std::collections::HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        Self::load_from(file, overrides, config::Environment::with_prefix("COHORT").separator("__").source(Some(vars)))
+        let invalid = |e: config::ConfigError| ConfigError::Invalid(e.to_string());
+        let known = keys::known_keys();
+        // Every mistake at once, file first: one start-up attempt shows them all.
+        let mut unknown = Vec::new();
+        if let Some(file) = file {
+            let tree = config::File::from(file).format(config::FileFormat::Toml).required(true).collect();
+            unknown.extend(keys::unknown_in_file(&known, &tree.map_err(invalid)?, file));
+        }
+        let (vars, unknown_vars) = keys::split_environment(&known, vars);
+        unknown.extend(unknown_vars);
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownKeys(unknown));
+        }
+        let env = config::Environment::with_prefix("COHORT").separator("__").source(Some(vars.into_iter().collect()));
+        Self::load_from(file, overrides, env)
     }
 
     fn load_from(
@@ -260,7 +300,7 @@ impl Settings {
         overrides: &Overrides,
         env: config::Environment,
     ) -> Result<Settings, ConfigError> {
-        let err = |e: config::ConfigError| ConfigError(e.to_string());
+        let err = |e: config::ConfigError| ConfigError::Invalid(e.to_string());
         let mut builder =
             config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(file) = file {
@@ -284,19 +324,40 @@ impl Settings {
             settings.store.kind = StoreKind::Redis;
         }
         if settings.store.kind == StoreKind::Redis && !settings.store.redis_url.is_set() {
-            return Err(ConfigError("store.kind is redis but no store.redis_url (or --redis-url) is set".into()));
+            return Err(ConfigError::Invalid(
+                "store.kind is redis but no store.redis_url (or --redis-url) is set".into(),
+            ));
         }
         if settings.server.max_body_bytes == 0 {
-            return Err(ConfigError("server.max_body_bytes must be above 0".into()));
+            return Err(ConfigError::Invalid("server.max_body_bytes must be above 0".into()));
         }
         if settings.server.sse_heartbeat_ms == 0 {
-            return Err(ConfigError("server.sse_heartbeat_ms must be above 0".into()));
+            return Err(ConfigError::Invalid("server.sse_heartbeat_ms must be above 0".into()));
         }
         if settings.server.stream_buffer == 0 {
-            return Err(ConfigError("server.stream_buffer must be above 0".into()));
+            return Err(ConfigError::Invalid("server.stream_buffer must be above 0".into()));
         }
         Ok(settings)
     }
+}
+
+/// The process's `COHORT_…` variables — the only place the environment is read for
+/// settings. The command line's own variables are skipped here already: a token file
+/// path need not be UTF-8, and is none of the settings' business.
+fn cohort_variables() -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let mut vars = std::collections::HashMap::new();
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        let prefixed = name.get(..keys::ENV_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(keys::ENV_PREFIX));
+        if !prefixed || CLI_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::Invalid(format!("the environment variable {name} is not valid UTF-8")))?;
+        vars.insert(name, value);
+    }
+    Ok(vars)
 }
 
 impl Settings {
@@ -306,7 +367,7 @@ impl Settings {
     pub fn client_token(token_file: Option<&Path>) -> Result<Option<String>, ConfigError> {
         if let Some(path) = token_file {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("cannot read the token file {}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::Invalid(format!("cannot read the token file {}: {e}", path.display())))?;
             return Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()));
         }
         Ok(std::env::var("COHORT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))

@@ -1,6 +1,7 @@
 //! The embedded store: everything in memory, persisted to one JSON file in the data
 //! directory on every change (write to a temp file, fsync, rename, fsync the
-//! directory), reloaded at start. No setup; one instance.
+//! directory), reloaded at start. No setup; one instance — enforced: the store holds an
+//! exclusive lock on the directory's lock file for its whole life (see `DirLock`).
 //!
 //! Concurrency: one async mutex serialises writers, and is held across the file write so
 //! that the file and memory never disagree about the order of changes. Writes are rare
@@ -16,13 +17,16 @@ use super::{
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 
 /// The data file's name inside the data directory.
 pub const DATA_FILE: &str = "cohort.json";
+/// The lock file's name inside the data directory: its lock marks the directory's one
+/// writer, its content is that writer's pid.
+pub const LOCK_FILE: &str = "cohort.lock";
 const FORMAT: u32 = 1;
 
 /// How many recent changes per environment are kept for followers.
@@ -39,6 +43,71 @@ pub enum OpenError {
         "data file {path} is corrupt and was not loaded: {message}. Restore it from a backup or move it away to start empty"
     )]
     Corrupt { path: PathBuf, message: String },
+    /// Another process holds the directory. Two writers would both acknowledge writes
+    /// at the same revision and the file would keep only one of them.
+    #[error(
+        "data directory {dir} is in use by another cohort process ({}); only one process may use an embedded data directory: stop that one or give this one another --data-dir",
+        holder_text(*.holder)
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file (`None` if it has not yet).
+        holder: Option<u32>,
+    },
+}
+
+fn holder_text(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid not yet written".to_owned(),
+    }
+}
+
+/// The data directory's exclusive lock, held as long as this value lives.
+///
+/// An advisory `flock`-style lock on [`LOCK_FILE`] (std's [`std::fs::File::try_lock`]):
+/// the kernel drops it when the process ends however it ends, so a lock file left by a
+/// crashed process holds no lock and does not block the next start. The file itself is
+/// never deleted — removing it while another process waits to lock it would let two
+/// processes each hold a lock on a different file of the same name.
+#[derive(Debug)]
+struct DirLock {
+    file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock on `dir`'s lock file (creating it) and writes this process's pid
+    /// into it, or says which process holds it.
+    fn acquire(dir: &Path) -> Result<DirLock, OpenError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| OpenError::Io { path: path.clone(), source };
+        // Not truncated on open: until the lock is ours, the content is the holder's pid.
+        let mut file =
+            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                // Best effort: the holder may be between taking the lock and writing.
+                let holder = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+                return Err(OpenError::Locked { dir: dir.to_owned(), holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DirLock { file })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first also releases it if a
+        // child process ever inherited the descriptor.
+        let _ = self.file.unlock();
+    }
 }
 
 /// Minute → `release\x1fversion` → (ok, error).
@@ -78,15 +147,20 @@ pub struct EmbeddedStore {
     written: watch::Sender<u64>,
     /// Audit entries kept per environment.
     audit_retention: usize,
+    /// This store is the data directory's one writer for as long as it lives.
+    _lock: DirLock,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `data_dir`, keeping the newest `audit_retention`
-    /// audit entries per environment.
+    /// audit entries per environment. Fails with [`OpenError::Locked`] while another
+    /// store (in this process or another) has the directory.
     pub fn open(data_dir: &Path, audit_retention: usize) -> Result<Self, OpenError> {
         let path = data_dir.join(DATA_FILE);
         let io = |source| OpenError::Io { path: path.clone(), source };
         std::fs::create_dir_all(data_dir).map_err(io)?;
+        // Before reading the file: what it holds is only current if no one else writes it.
+        let lock = DirLock::acquire(data_dir)?;
         let data = match std::fs::read(&path) {
             Ok(bytes) => {
                 let data: FileData = serde_json::from_slice(&bytes)
@@ -107,6 +181,7 @@ impl EmbeddedStore {
             state: Mutex::new(State { data, history: HashMap::new(), acks: HashMap::new(), nodes: HashMap::new() }),
             written: watch::channel(0).0,
             audit_retention: audit_retention.max(1),
+            _lock: lock,
         })
     }
 

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod cli;
+mod config;
 mod evaluate;
 mod events;
 mod fleets;

@@ -1,7 +1,10 @@
-//! The embedded store survives restarts and refuses to start on a corrupt file.
+//! The embedded store survives restarts, refuses to start on a corrupt file, and has one
+//! writer per data directory.
 
 use crate::helpers::{Backend, spawn_app, test_settings};
-use cohort::startup::Application;
+use cohort::startup::{Application, StartError};
+use cohort::store::EmbeddedStore;
+use cohort::store::embedded::{LOCK_FILE, OpenError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -96,4 +99,52 @@ async fn fifty_concurrent_allocation_updates_with_one_if_match_let_exactly_one_t
         assert_eq!(body["revision"], 2, "{backend}: nothing lost or doubled");
         assert_eq!(body["allocation"]["v2"], f64::from(ok[0]), "{backend}: the winner's value is stored");
     }
+}
+
+#[test]
+fn a_second_store_on_one_data_directory_is_refused_naming_the_directory_and_the_holders_pid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = EmbeddedStore::open(dir.path(), 10).expect("the first store opens");
+    let err = match EmbeddedStore::open(dir.path(), 10) {
+        Ok(_) => panic!("two stores must not share a data directory"),
+        Err(e) => e,
+    };
+    assert!(matches!(&err, OpenError::Locked { holder: Some(pid), .. } if *pid == std::process::id()), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&dir.path().display().to_string()), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+
+    drop(first);
+    EmbeddedStore::open(dir.path(), 10).expect("the directory is free once its store is gone");
+}
+
+#[test]
+fn a_lock_file_left_by_a_crashed_process_does_not_block_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lock = dir.path().join(LOCK_FILE);
+    // What a killed process leaves: its pid in the file, and no lock (the kernel dropped it).
+    std::fs::write(&lock, "4194304\n").expect("write");
+    let _store = EmbeddedStore::open(dir.path(), 10).expect("a stale lock file does not block");
+    let holder = std::fs::read_to_string(&lock).expect("read");
+    assert_eq!(holder.trim(), std::process::id().to_string(), "the lock file now names this process");
+}
+
+#[tokio::test]
+async fn a_second_application_on_a_running_ones_data_directory_does_not_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
+    app.given_release("production", "checkout", 5.0).await;
+    let (settings, _) = test_settings(&Backend::EmbeddedAt(dir.path()));
+    match Application::build(settings).await {
+        Err(StartError::DataFile(OpenError::Locked { dir: locked, .. })) => assert_eq!(locked, dir.path()),
+        Err(other) => panic!("expected the data directory lock, got: {other}"),
+        Ok(_) => panic!("a second instance must not start on the same data directory"),
+    }
+    // The refused instance changed nothing: the first goes on writing.
+    let r = app.set_percent("production", "checkout", json!({"v2": 10}), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+    // And once it has stopped, the directory can be opened again.
+    let app = spawn_app(Backend::EmbeddedAt(dir.path())).await;
+    assert_eq!(app.served_revision("production").await, 2);
 }
