@@ -538,4 +538,22 @@ mod tests {
         let mut late = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
         assert_eq!(next(&mut late).await, None, "no new stream after close");
     }
+
+    #[tokio::test]
+    async fn delivered_only_counts_streams_written_the_revision_and_forgets_ended_ones() {
+        let (snapshots, streams, _fanout, _stop) = setup(8);
+        let mut web = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
+        let sdk = Listener::Sdk { sdk_id: "web-1".into(), connection: 1 };
+        let mut from_sdk = Box::pin(streams.subscribe(&env(), None, sdk).into_stream());
+        next(&mut web).await.expect("snapshot");
+        next(&mut from_sdk).await.expect("snapshot");
+        let at_1 = streams.delivered_only(&env(), 1);
+        assert_eq!(at_1, DeliveredOnly { written: 0, open: 1 }, "the SDK's stream is not counted, revision 0 was sent");
+        snapshots.apply(&env(), &kill(1));
+        assert_eq!(streams.delivered_only(&env(), 1).written, 0, "queued is not written");
+        assert!(next(&mut web).await.expect("change").starts_with("event: change\nid: 1\n"));
+        assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly { written: 1, open: 1 });
+        drop(web);
+        assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly::default(), "gone with its stream");
+    }
 }
