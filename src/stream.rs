@@ -13,6 +13,12 @@
 //! starting state read, under the registry mutex that the fan-out task also takes to
 //! deliver. Each subscriber records the revision it already has (`from`); the fan-out
 //! skips anything at or below it, so nothing is sent twice and nothing is missed.
+//!
+//! Kill confirmation needs to know who is listening, so every open stream is also a
+//! `Connection` until its body is dropped (the client closed, a write failed, the
+//! server ended it): who is on the other end ([`Listener`]) and the highest revision
+//! whose event was handed to its socket. A connection outlives its place in the fan-out
+//! (a subscriber that fell behind still drains its buffer), so the two are kept apart.
 
 use crate::snapshots::{Announcement, EnvSnapshot, Snapshots, Update};
 use crate::store::EnvName;
@@ -21,6 +27,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -65,13 +72,49 @@ struct Registry {
     closed: bool,
     next_id: u64,
     envs: HashMap<EnvName, Vec<Subscriber>>,
+    /// Every open stream by environment and id, fed by the fan-out or not.
+    connections: HashMap<EnvName, HashMap<u64, Connection>>,
 }
 
 struct Subscriber {
     id: u64,
     /// The revision this subscriber has (or has queued): anything at or below is skipped.
     from: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<(u64, Bytes)>,
+}
+
+/// Who is on the other end of a stream: what the server may conclude from having
+/// written an event to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    /// A cohort SDK that named itself (`X-Cohort-Sdk-Id`) and acknowledges each
+    /// revision it applies: it is counted through its acknowledgements, not its socket.
+    Sdk {
+        /// The id it acknowledges under.
+        sdk_id: String,
+        /// Which of the SDK's stream connections this is (it counts them), so that
+        /// the end of an old one never forgets an acknowledgement sent over a newer one.
+        connection: u64,
+    },
+    /// An OFREP provider, a browser's `EventSource`, any raw SSE client: the server
+    /// knows an event was written to it, never that it was applied.
+    DeliveredOnly,
+}
+
+/// An open stream, as kill confirmation sees it.
+struct Connection {
+    listener: Listener,
+    /// The highest revision whose event was handed to the socket (0 before any).
+    written: Arc<AtomicU64>,
+}
+
+/// The delivered-only streams of an environment on this instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveredOnly {
+    /// Streams that were written an event at or past the revision asked about.
+    pub written: usize,
+    /// Every open delivered-only stream.
+    pub open: usize,
 }
 
 /// Size of the slices the initial frames are written in.
@@ -80,10 +123,13 @@ const SLICE: usize = 4_096;
 /// One subscriber's stream: the frames to send first, then whatever the fan-out hands
 /// it, with heartbeats while idle. Dropping it unregisters the subscriber.
 pub struct Subscription {
-    initial: VecDeque<Bytes>,
+    /// Slices of the first frames; the last slice of each frame carries its revision.
+    initial: VecDeque<(Option<u64>, Bytes)>,
     started: bool,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<(u64, Bytes)>,
     heartbeat: Interval,
+    /// Shared with this stream's [`Connection`]: raised as each event goes out.
+    written: Arc<AtomicU64>,
     _registration: Registration,
 }
 
@@ -110,9 +156,10 @@ impl Streams {
     /// Subscribes to `env`. With `last_event_id` (the revision the subscriber has), it
     /// first gets only the changes after it when they are all still held, otherwise
     /// (unknown, too old, before a reload) a fresh snapshot. After [`Streams::close`],
-    /// the stream ends at once.
-    pub fn subscribe(&self, env: &EnvName, last_event_id: Option<u64>) -> Subscription {
+    /// the stream ends at once. `listener` says who asked, for kill confirmation.
+    pub fn subscribe(&self, env: &EnvName, last_event_id: Option<u64>, listener: Listener) -> Subscription {
         let (tx, rx) = mpsc::channel(self.shared.settings.buffer.max(1));
+        let written = Arc::new(AtomicU64::new(0));
         let (current, id, closed) = {
             let mut registry = self.shared.registry();
             let current = self.shared.snapshots.get(env).unwrap_or_default();
@@ -121,12 +168,14 @@ impl Streams {
             if !registry.closed {
                 let from = current.revision();
                 registry.envs.entry(env.clone()).or_default().push(Subscriber { id, from, tx });
+                let connection = Connection { listener, written: Arc::clone(&written) };
+                registry.connections.entry(env.clone()).or_default().insert(id, connection);
             }
             (current, id, registry.closed)
         };
         // Built outside the lock: everything after `current` reaches the channel, so
         // these frames and the fan-out's never overlap nor leave a gap.
-        let initial: VecDeque<Bytes> = if closed {
+        let initial: VecDeque<(Option<u64>, Bytes)> = if closed {
             VecDeque::new()
         } else {
             // Hand the initial frames (a whole snapshot can be megabytes) to actix in 4 KiB
@@ -136,7 +185,13 @@ impl Streams {
             self.shared
                 .initial_frames(env, &current, last_event_id)
                 .into_iter()
-                .flat_map(|f| (0..f.len()).step_by(SLICE).map(move |i| f.slice(i..(i + SLICE).min(f.len()))))
+                .flat_map(|(revision, f)| {
+                    (0..f.len()).step_by(SLICE).map(move |i| {
+                        let end = (i + SLICE).min(f.len());
+                        // Only once its last slice is out has the event been written.
+                        (Some(revision).filter(|_| end == f.len()), f.slice(i..end))
+                    })
+                })
                 .collect()
         };
         let period = self.shared.settings.heartbeat;
@@ -147,6 +202,7 @@ impl Streams {
             started: false,
             rx,
             heartbeat,
+            written,
             _registration: Registration { shared: Arc::clone(&self.shared), env: env.clone(), id },
         }
     }
@@ -154,6 +210,22 @@ impl Streams {
     /// How many subscribers `env` has on this instance.
     pub fn subscribers(&self, env: &EnvName) -> usize {
         self.shared.registry().envs.get(env).map_or(0, Vec::len)
+    }
+
+    /// How many of `env`'s delivered-only streams on this instance were written an
+    /// event at or past `revision`, of how many are open.
+    pub fn delivered_only(&self, env: &EnvName, revision: u64) -> DeliveredOnly {
+        let registry = self.shared.registry();
+        let mut counts = DeliveredOnly::default();
+        for connection in registry.connections.get(env).into_iter().flat_map(HashMap::values) {
+            if connection.listener == Listener::DeliveredOnly {
+                counts.open += 1;
+                if connection.written.load(Ordering::Relaxed) >= revision {
+                    counts.written += 1;
+                }
+            }
+        }
+        counts
     }
 
     /// Ends every stream (after what each has buffered) and refuses new ones: the
@@ -204,15 +276,22 @@ impl Shared {
         self.registry().envs.contains_key(env)
     }
 
-    fn initial_frames(&self, env: &EnvName, current: &EnvSnapshot, last_event_id: Option<u64>) -> VecDeque<Bytes> {
+    /// The first frames of a subscriber, each with the revision it brings it to.
+    fn initial_frames(
+        &self,
+        env: &EnvName,
+        current: &EnvSnapshot,
+        last_event_id: Option<u64>,
+    ) -> VecDeque<(u64, Bytes)> {
         if let Some(missed) = last_event_id.and_then(|after| current.history.after(after)) {
-            let frames: Option<VecDeque<Bytes>> =
-                missed.map(|change| frame("change", change.revision, &**change)).collect();
+            let frames: Option<VecDeque<(u64, Bytes)>> = missed
+                .map(|change| frame("change", change.revision, &**change).map(|f| (change.revision, f)))
+                .collect();
             if let Some(frames) = frames {
                 return frames;
             }
         }
-        self.snapshot_frame(env, current).into_iter().collect()
+        self.snapshot_frame(env, current).map(|f| (current.revision(), f)).into_iter().collect()
     }
 
     fn snapshot_frame(&self, env: &EnvName, current: &EnvSnapshot) -> Option<Bytes> {
@@ -264,7 +343,7 @@ impl Shared {
             if revision <= subscriber.from {
                 return true;
             }
-            match subscriber.tx.try_send(frame.clone()) {
+            match subscriber.tx.try_send((revision, frame.clone())) {
                 Ok(()) => {
                     subscriber.from = revision;
                     true
@@ -301,6 +380,13 @@ impl Drop for Registration {
                 registry.envs.remove(&self.env);
             }
         }
+        // The stream is over: whoever was on it is no longer reached through it.
+        if let Some(connections) = registry.connections.get_mut(&self.env) {
+            connections.remove(&self.id);
+            if connections.is_empty() {
+                registry.connections.remove(&self.env);
+            }
+        }
     }
 }
 
@@ -309,17 +395,23 @@ impl Subscription {
     /// drops this subscriber or the streams close.
     pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
         futures_util::stream::unfold(self, |mut sub| async move {
-            if let Some(frame) = sub.initial.pop_front() {
+            if let Some((revision, frame)) = sub.initial.pop_front() {
                 // Let actix flush between slices so its write buffer stays small.
                 if sub.started {
                     tokio::task::yield_now().await;
                 }
                 sub.started = true;
+                if let Some(revision) = revision {
+                    sub.written.fetch_max(revision, Ordering::Relaxed);
+                }
                 return Some((Ok(frame), sub));
             }
             tokio::select! {
                 biased;
-                frame = sub.rx.recv() => frame.map(|frame| (Ok(frame), sub)),
+                frame = sub.rx.recv() => frame.map(|(revision, frame)| {
+                    sub.written.fetch_max(revision, Ordering::Relaxed);
+                    (Ok(frame), sub)
+                }),
                 _ = sub.heartbeat.tick() => Some((Ok(Bytes::from_static(HEARTBEAT)), sub)),
             }
         })
@@ -387,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_subscriber_gets_the_snapshot_then_changes() {
         let (snapshots, streams, _fanout, _stop) = setup(8);
-        let mut stream = Box::pin(streams.subscribe(&env(), None).into_stream());
+        let mut stream = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
         assert!(next(&mut stream).await.expect("snapshot").starts_with("event: snapshot\nid: 0\ndata: {"));
         snapshots.apply(&env(), &kill(1));
         let change = next(&mut stream).await.expect("change");
@@ -400,22 +492,22 @@ mod tests {
         for revision in 1..=6 {
             snapshots.apply(&env(), &kill(revision));
         }
-        let mut resumed = Box::pin(streams.subscribe(&env(), Some(4)).into_stream());
+        let mut resumed = Box::pin(streams.subscribe(&env(), Some(4), Listener::DeliveredOnly).into_stream());
         assert!(next(&mut resumed).await.expect("5").starts_with("event: change\nid: 5\n"));
         assert!(next(&mut resumed).await.expect("6").starts_with("event: change\nid: 6\n"));
         // History holds 3..=6 only (4 changes): after 1 is too old.
-        let mut old = Box::pin(streams.subscribe(&env(), Some(1)).into_stream());
+        let mut old = Box::pin(streams.subscribe(&env(), Some(1), Listener::DeliveredOnly).into_stream());
         assert!(next(&mut old).await.expect("snapshot").starts_with("event: snapshot\nid: 6\n"));
         // Ahead of the server (another store, a lagging instance): a snapshot too.
-        let mut ahead = Box::pin(streams.subscribe(&env(), Some(60)).into_stream());
+        let mut ahead = Box::pin(streams.subscribe(&env(), Some(60), Listener::DeliveredOnly).into_stream());
         assert!(next(&mut ahead).await.expect("snapshot").starts_with("event: snapshot\nid: 6\n"));
     }
 
     #[tokio::test]
     async fn a_subscriber_that_does_not_read_is_dropped_and_others_get_everything() {
         let (snapshots, streams, _fanout, _stop) = setup(2);
-        let stuck = streams.subscribe(&env(), None);
-        let mut reader = Box::pin(streams.subscribe(&env(), None).into_stream());
+        let stuck = streams.subscribe(&env(), None, Listener::DeliveredOnly);
+        let mut reader = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
         assert!(next(&mut reader).await.expect("snapshot").starts_with("event: snapshot"));
         assert_eq!(streams.subscribers(&env()), 2);
         for revision in 1..=10 {
@@ -436,14 +528,32 @@ mod tests {
     #[tokio::test]
     async fn a_reload_sends_a_fresh_snapshot_and_close_ends_every_stream() {
         let (snapshots, streams, _fanout, _stop) = setup(8);
-        let mut stream = Box::pin(streams.subscribe(&env(), None).into_stream());
+        let mut stream = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
         assert!(next(&mut stream).await.expect("snapshot").starts_with("event: snapshot\nid: 0\n"));
         snapshots.replace(&env(), EnvData { revision: 9, kill_all: true, ..EnvData::default() });
         let snapshot = next(&mut stream).await.expect("fresh snapshot");
         assert!(snapshot.starts_with("event: snapshot\nid: 9\ndata: {\"revision\":9,\"kill_all\":true"), "{snapshot}");
         streams.close();
         assert_eq!(next(&mut stream).await, None);
-        let mut late = Box::pin(streams.subscribe(&env(), None).into_stream());
+        let mut late = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
         assert_eq!(next(&mut late).await, None, "no new stream after close");
+    }
+
+    #[tokio::test]
+    async fn delivered_only_counts_streams_written_the_revision_and_forgets_ended_ones() {
+        let (snapshots, streams, _fanout, _stop) = setup(8);
+        let mut web = Box::pin(streams.subscribe(&env(), None, Listener::DeliveredOnly).into_stream());
+        let sdk = Listener::Sdk { sdk_id: "web-1".into(), connection: 1 };
+        let mut from_sdk = Box::pin(streams.subscribe(&env(), None, sdk).into_stream());
+        next(&mut web).await.expect("snapshot");
+        next(&mut from_sdk).await.expect("snapshot");
+        let at_1 = streams.delivered_only(&env(), 1);
+        assert_eq!(at_1, DeliveredOnly { written: 0, open: 1 }, "the SDK's stream is not counted, revision 0 was sent");
+        snapshots.apply(&env(), &kill(1));
+        assert_eq!(streams.delivered_only(&env(), 1).written, 0, "queued is not written");
+        assert!(next(&mut web).await.expect("change").starts_with("event: change\nid: 1\n"));
+        assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly { written: 1, open: 1 });
+        drop(web);
+        assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly::default(), "gone with its stream");
     }
 }

@@ -392,7 +392,8 @@ pub(super) async fn evaluate_flags(
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 async fn events(state: web::Data<AppState>, auth: OfrepStreamAuthorized, req: HttpRequest) -> HttpResponse {
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    let subscription = state.streams.subscribe(&auth.env, last_event_id);
+    // OFREP clients never acknowledge: the server can only say it wrote the event.
+    let subscription = state.streams.subscribe(&auth.env, last_event_id, crate::stream::Listener::DeliveredOnly);
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))

@@ -11,6 +11,7 @@ use thiserror::Error;
 use super::args::PercentArg;
 use super::client::{ClientError, CohortClient, Reply};
 use super::output;
+use super::views::Reach;
 use super::{
     ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, KillArgs, RampCmd, ReleaseCmd,
 };
@@ -28,9 +29,17 @@ pub enum CliError {
          was changed; check `cohort release get {key}` and run the command again"
     )]
     Stale { key: String, revision: u64, source: ClientError },
-    /// `--wait` ran out of time; the change itself was made.
-    #[error("{report}not every connected SDK confirmed in time")]
-    NotConfirmed { report: String },
+    /// `--wait` ran out of time with live SDKs that had not applied the change; the
+    /// change itself was made, and `stdout` (printed before this error) says so.
+    #[error(
+        "{pending} live SDK(s) did not confirm revision {revision} within {}; the change itself was made",
+        humantime::format_duration(*.waited)
+    )]
+    NotConfirmed { stdout: String, revision: u64, pending: usize, waited: Duration },
+    /// The change was made, but asking how far it reached failed; `stdout` (printed
+    /// before this error) reports the change.
+    #[error("the change was made, but its confirmation failed: {source}")]
+    ConfirmationFailed { stdout: String, source: ClientError },
     #[error("{version} is given more than once")]
     DuplicateVersion { version: String },
     #[error("cannot read {}: {source}", .path.display())]
@@ -45,7 +54,7 @@ impl CliError {
     /// The process exit code for this failure (see the `EXIT_*` constants).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Client(err) => err.exit_code(),
+            Self::Client(err) | Self::ConfirmationFailed { source: err, .. } => err.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
             Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
             Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
@@ -53,10 +62,28 @@ impl CliError {
             }
         }
     }
+
+    /// What belongs on stdout even though the command fails: a change that was made.
+    fn stdout(&self) -> Option<&str> {
+        match self {
+            Self::NotConfirmed { stdout, .. } | Self::ConfirmationFailed { stdout, .. } => Some(stdout),
+            _ => None,
+        }
+    }
 }
 
-/// Runs `cmd` and returns what to print on stdout.
+/// Runs `cmd` and returns what to print on stdout. When it fails after making a change
+/// (`--wait` not confirmed), the report of the change is printed here, on stdout, and
+/// only the failure is left for stderr.
 pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
+    let result = dispatch(args, cmd, token).await;
+    if let Some(stdout) = result.as_ref().err().and_then(CliError::stdout) {
+        super::print_stdout(stdout);
+    }
+    result
+}
+
+async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
     let client = CohortClient::new(&args.url, &args.env, token)?;
     let json = args.json;
     match cmd {
@@ -65,12 +92,12 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
         ClientCommand::KillAll { reason, wait, wait_timeout } => {
             let started = Instant::now();
             let reply = client.kill_all(reason.as_deref()).await?;
-            let mut out = show(json, &reply, output::render_environment_state);
-            if wait {
-                let revision = reply.value.revision;
-                out = with_reach(out, wait_for_reach(&client, revision, started, wait_timeout).await)?;
+            if !wait {
+                return Ok(show(json, &reply, output::render_environment_state));
             }
-            Ok(out)
+            let revision = reply.value.revision;
+            let kill = Killed { body: &reply.body, text: output::render_environment_state(&reply.value), revision };
+            confirm(json, kill, wait_for_reach(&client, revision, started, wait_timeout).await)
         }
         ClientCommand::UnkillAll => {
             let reply = client.unkill_all().await?;
@@ -184,43 +211,89 @@ async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String,
 async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<String, CliError> {
     let started = Instant::now();
     let reply = client.kill(&args.key, args.reason.as_deref()).await?;
-    let mut out = show(json, &reply, output::render_killed);
-    if args.wait {
-        out = with_reach(out, wait_for_reach(client, reply.value.revision, started, args.wait_timeout).await)?;
+    if !args.wait {
+        return Ok(show(json, &reply, output::render_killed));
     }
-    Ok(out)
+    let revision = reply.value.revision;
+    let kill = Killed { body: &reply.body, text: output::render_killed(&reply.value), revision };
+    confirm(json, kill, wait_for_reach(client, revision, started, args.wait_timeout).await)
 }
 
-/// Appends the reach report to what the kill printed, also when the wait timed out (the
-/// on-call engineer must still see that the kill itself happened).
-fn with_reach(out: String, reach: Result<String, CliError>) -> Result<String, CliError> {
-    match reach {
-        Ok(report) => Ok(out + &report),
-        Err(CliError::NotConfirmed { report }) => Err(CliError::NotConfirmed { report: out + &report }),
-        Err(e) => Err(e),
-    }
+/// A kill that was made, as `--wait` reports it.
+struct Killed<'a> {
+    /// The server's answer (for `--json`).
+    body: &'a Value,
+    /// Its human rendering.
+    text: String,
+    revision: u64,
 }
 
-/// Polls `reach` until every connected SDK has applied `revision` or `timeout` passes;
-/// says how many did, how fast, and which have not.
+/// What `--wait` saw last.
+struct Waited {
+    reach: Reply<Reach>,
+    elapsed: Duration,
+    timed_out: bool,
+}
+
+/// Reports the kill and its confirmation: one text, or one JSON document
+/// `{"kill": …, "confirmation": …}`. The kill succeeded whatever the confirmation
+/// says, so it is always on stdout; the command fails (exit 6) only when a live
+/// acknowledging SDK did not apply it in time.
+fn confirm(json: bool, kill: Killed<'_>, waited: Result<Waited, ClientError>) -> Result<String, CliError> {
+    let waited = match waited {
+        Ok(waited) => waited,
+        Err(source) => {
+            let stdout = if json {
+                let confirmation = json!({"revision": kill.revision, "error": source.to_string()});
+                output::render_json(&json!({"kill": kill.body, "confirmation": confirmation}))
+            } else {
+                kill.text
+            };
+            return Err(CliError::ConfirmationFailed { stdout, source });
+        }
+    };
+    let reach = &waited.reach.value;
+    let stdout = if json {
+        let mut confirmation = waited.reach.body.clone();
+        if let Value::Object(fields) = &mut confirmation {
+            fields.insert("elapsed_ms".into(), json!(waited.elapsed.as_millis() as u64));
+            fields.insert("timed_out".into(), json!(waited.timed_out));
+        }
+        output::render_json(&json!({"kill": kill.body, "confirmation": confirmation}))
+    } else {
+        kill.text + &output::render_reach(reach, waited.elapsed, now_ms())
+    };
+    if reach.confirmed() {
+        return Ok(stdout);
+    }
+    Err(CliError::NotConfirmed {
+        stdout,
+        revision: kill.revision,
+        pending: reach.pending.len(),
+        waited: waited.elapsed,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls `reach` until every live acknowledging SDK has applied `revision` and every
+/// delivered-only subscriber was sent it, or `timeout` passes.
 async fn wait_for_reach(
     client: &CohortClient,
     revision: u64,
     started: Instant,
     timeout: Duration,
-) -> Result<String, CliError> {
+) -> Result<Waited, ClientError> {
     loop {
-        let reach = client.reach(revision).await?.value;
+        let reach = client.reach(revision).await?;
         let elapsed = started.elapsed();
-        let done = reach.applied == reach.connected;
-        if done || elapsed >= timeout {
-            let line = output::render_reach(&reach, elapsed);
-            if done {
-                return Ok(line);
-            }
-            return Err(CliError::NotConfirmed { report: line });
+        let settled = reach.value.settled();
+        if settled || elapsed >= timeout {
+            return Ok(Waited { reach, elapsed, timed_out: !settled });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -451,28 +451,93 @@ mod audit_tests {
     }
 }
 
-/// `applied by 998/1000 connected SDKs in 38 ms`, then the ones that have not.
-pub fn render_reach(reach: &Reach, elapsed: std::time::Duration) -> String {
+/// The confirmation part of `kill --wait`: `applied by 998/1000 connected SDKs in 38 ms`
+/// (or what is missing, with the SDKs that have not applied it and when each was last
+/// heard from), then the subscribers that cannot acknowledge.
+pub fn render_reach(reach: &Reach, elapsed: std::time::Duration, now_ms: u64) -> String {
     let mut out = String::new();
-    if reach.connected == 0 {
-        let _ = writeln!(out, "no SDK is connected to confirm revision {}", reach.revision);
-        return out;
-    }
-    let _ =
-        writeln!(out, "applied by {}/{} connected SDKs in {} ms", reach.applied, reach.connected, elapsed.as_millis());
-    if !reach.pending.is_empty() {
+    let ms = elapsed.as_millis();
+    if reach.acknowledging_total == 0 {
+        let _ = writeln!(out, "no acknowledging SDK is connected to confirm revision {}", reach.revision);
+    } else if reach.confirmed() {
+        let _ =
+            writeln!(out, "applied by {}/{} connected SDKs in {ms} ms", reach.acknowledged, reach.acknowledging_total);
+    } else {
+        let _ = writeln!(
+            out,
+            "applied by {}/{} connected SDKs after {ms} ms; {} did not apply revision {} yet",
+            reach.acknowledged,
+            reach.acknowledging_total,
+            reach.pending.len(),
+            reach.revision
+        );
         let mut table = Table::new();
         table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Disabled).set_header(vec![
             "NOT YET",
             "ADDRESS",
             "HAS REVISION",
+            "LAST SEEN",
         ]);
         for sdk in &reach.pending {
-            table.add_row(vec![sdk.sdk_id.clone(), sdk.address.clone(), sdk.revision.to_string()]);
+            let ago = std::time::Duration::from_secs(now_ms.saturating_sub(sdk.seen_ms) / 1000);
+            table.add_row(vec![
+                sdk.sdk_id.clone(),
+                sdk.address.clone(),
+                sdk.revision.to_string(),
+                format!("{} ago", humantime::format_duration(ago)),
+            ]);
         }
         let _ = writeln!(out, "{table}");
     }
+    if reach.delivered_only_total > 0 {
+        let _ = writeln!(
+            out,
+            "delivered to {}/{} stream subscribers that cannot acknowledge (OFREP, raw SSE)",
+            reach.delivered_only, reach.delivered_only_total
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+    use crate::cli::views::PendingSdk;
+    use std::time::Duration;
+
+    fn reach(pending: Vec<PendingSdk>, delivered_only: usize, delivered_only_total: usize) -> Reach {
+        Reach {
+            revision: 7,
+            acknowledged: 2,
+            acknowledging_total: 2 + pending.len(),
+            pending,
+            delivered_only,
+            delivered_only_total,
+        }
+    }
+
+    #[test]
+    fn a_confirmed_kill_says_how_fast_and_counts_subscribers_that_cannot_acknowledge() {
+        let text = render_reach(&reach(vec![], 1, 2), Duration::from_millis(38), 0);
+        assert_eq!(
+            text,
+            "applied by 2/2 connected SDKs in 38 ms\n\
+             delivered to 1/2 stream subscribers that cannot acknowledge (OFREP, raw SSE)\n"
+        );
+        let none = Reach { acknowledged: 0, acknowledging_total: 0, ..reach(vec![], 0, 0) };
+        assert_eq!(render_reach(&none, Duration::ZERO, 0), "no acknowledging SDK is connected to confirm revision 7\n");
+    }
+
+    #[test]
+    fn an_unconfirmed_kill_names_the_sdks_that_did_not_apply_it_and_when_they_were_seen() {
+        let stuck = PendingSdk { sdk_id: "web-9".into(), revision: 6, address: "10.0.0.9:5000".into(), seen_ms: 1_000 };
+        let text = render_reach(&reach(vec![stuck], 0, 0), Duration::from_secs(1), 13_000);
+        assert!(
+            text.starts_with("applied by 2/3 connected SDKs after 1000 ms; 1 did not apply revision 7 yet\n"),
+            "{text}"
+        );
+        assert!(text.contains("web-9") && text.contains("10.0.0.9:5000") && text.contains("12s ago"), "{text}");
+    }
 }
 
 /// `cohort ramp status`: the steps with a progress bar, and the guard's current rates.

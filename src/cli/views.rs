@@ -113,21 +113,42 @@ pub struct AuditEntryView {
     pub reason: Option<String>,
 }
 
-/// `GET /v1/envs/{env}/reach`.
+/// `GET /v1/envs/{env}/reach`: acknowledging SDKs (live ones only) and delivered-only
+/// stream subscribers (OFREP, raw SSE), which cannot acknowledge.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Reach {
     pub revision: u64,
-    pub connected: usize,
-    pub applied: usize,
+    pub acknowledged: usize,
+    pub acknowledging_total: usize,
     #[serde(default)]
     pub pending: Vec<PendingSdk>,
+    #[serde(default)]
+    pub delivered_only: usize,
+    #[serde(default)]
+    pub delivered_only_total: usize,
 }
 
-/// An SDK that has not applied the revision yet.
+impl Reach {
+    /// Every live acknowledging SDK has applied the revision (true when there is none).
+    pub fn confirmed(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Nothing more to wait for: confirmed, and written to every delivered-only
+    /// subscriber too.
+    pub fn settled(&self) -> bool {
+        self.confirmed() && self.delivered_only >= self.delivered_only_total
+    }
+}
+
+/// A live SDK that has not applied the revision yet.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct PendingSdk {
     pub sdk_id: String,
     pub revision: u64,
     #[serde(default)]
     pub address: String,
+    /// When it was last heard from, milliseconds since the epoch.
+    #[serde(default)]
+    pub seen_ms: u64,
 }

@@ -466,6 +466,16 @@ impl Store for EmbeddedStore {
         Ok(all)
     }
 
+    async fn forget_sdk(&self, env: &EnvName, sdk_id: &str, up_to_connection: u64) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(acks) = state.acks.get_mut(env)
+            && acks.get(sdk_id).is_some_and(|ack| ack.connection <= up_to_connection)
+        {
+            acks.remove(sdk_id);
+        }
+        Ok(())
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
         let now_minute =

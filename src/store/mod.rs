@@ -239,6 +239,12 @@ pub trait Store: Send + Sync + 'static {
     /// forgotten.
     async fn sdk_acks(&self, env: &EnvName, since_ms: u64) -> Result<Vec<SdkAck>, StoreError>;
 
+    /// Forgets the SDK instance `sdk_id` at once (it said goodbye, or its stream
+    /// ended) unless its latest acknowledgement came over a stream connection after
+    /// `up_to_connection` — then it has reconnected and is alive. Atomic, so an
+    /// acknowledgement landing meanwhile on another instance is never lost.
+    async fn forget_sdk(&self, env: &EnvName, sdk_id: &str, up_to_connection: u64) -> Result<(), StoreError>;
+
     /// Records a fleet node's heartbeat (replacing its previous one).
     async fn heartbeat(&self, env: &EnvName, fleet: &str, report: &NodeReport) -> Result<(), StoreError>;
 

@@ -685,6 +685,31 @@ impl Store for RedisStore {
         Ok(live)
     }
 
+    async fn forget_sdk(&self, env: &EnvName, sdk_id: &str, up_to_connection: u64) -> Result<(), StoreError> {
+        // Compare and delete in one step: an acknowledgement over a newer connection
+        // (the SDK reconnected to another instance) must survive the old one's end.
+        // An entry that cannot be read is stale anyway.
+        const FORGET_SDK_SCRIPT: &str = r"
+            local json = redis.call('HGET', KEYS[1], ARGV[1])
+            if not json then return 0 end
+            local ok, ack = pcall(cjson.decode, json)
+            local connection = ok and tonumber(ack['connection']) or 0
+            if (not ok) or connection <= tonumber(ARGV[2]) then
+                return redis.call('HDEL', KEYS[1], ARGV[1])
+            end
+            return 0
+        ";
+        let mut conn = self.manager.clone();
+        Script::new(FORGET_SDK_SCRIPT)
+            .key(self.key(env, "sdks"))
+            .arg(sdk_id)
+            .arg(up_to_connection.to_string())
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {
         let mut conn = self.blocking_connection(wait).await?;
         let block_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);

@@ -14,4 +14,10 @@ pub struct SdkAck {
     pub seen_ms: u64,
     /// The address it acknowledged from.
     pub address: String,
+    /// Which of the SDK's stream connections it acknowledged over (the SDK counts
+    /// them; 0 without a stream). The end of stream `n` forgets the SDK only if its
+    /// latest acknowledgement came over stream `n` or earlier: one sent after it
+    /// reconnected (to this instance or another) is kept.
+    #[serde(default)]
+    pub connection: u64,
 }

@@ -213,7 +213,9 @@ impl ClientBuilder {
     }
 
     /// The id this instance acknowledges applied revisions under (default
-    /// `sdk-<pid>-<random>`); `cohort kill --wait` lists SDKs by it.
+    /// `sdk-<pid>-<random>`); `cohort kill --wait` lists SDKs by it. Also sent when
+    /// the stream opens, so the service counts this client through its
+    /// acknowledgements; keep it to 1 to 128 printable ASCII characters.
     #[must_use]
     pub fn sdk_id(mut self, id: impl Into<String>) -> Self {
         self.sdk_id = Some(id.into());
@@ -285,21 +287,25 @@ impl ClientBuilder {
             interval: self.reporting.flush_interval,
             timeout: self.settings.request_timeout,
         };
+        let (connections, opened) = watch::channel(0);
+        let signals = ack::Signals { revisions: shared.revisions(), connections: opened, shutdown: stop.clone() };
         let flusher = runtime.spawn(flusher.run(stop));
-        let ack = runtime.spawn(ack::run(
-            http.clone(),
-            urls.ack.clone(),
-            self.sdk_id.unwrap_or_else(ack::default_sdk_id),
-            shared.revisions(),
-            ACK_HEARTBEAT,
-            self.settings.request_timeout,
-        ));
+        let sdk_id = self.sdk_id.unwrap_or_else(ack::default_sdk_id);
+        let acknowledger = ack::Acknowledger {
+            http: http.clone(),
+            url: urls.ack.clone(),
+            sdk_id: sdk_id.clone(),
+            heartbeat: ACK_HEARTBEAT,
+            timeout: self.settings.request_timeout,
+        };
+        let acknowledger = runtime.spawn(acknowledger.run(signals));
         let watchdog = self
             .max_staleness
             .map(|limit| runtime.spawn(freshness::watchdog(Arc::downgrade(&shared), limit)).abort_handle());
-        let task = SyncTask::new(self.settings, urls, http, Arc::clone(&shared));
-        let tasks = vec![ack.abort_handle(), runtime.spawn(task.run()).abort_handle()];
-        Ok(Client::start(Parts { shared, outcomes, tasks, watchdog, flusher, shutdown }))
+        let stream_id = ack::stream_sdk_id(&sdk_id);
+        let task = SyncTask::new(self.settings, urls, http, Arc::clone(&shared), stream_id, connections);
+        let tasks = vec![runtime.spawn(task.run()).abort_handle()];
+        Ok(Client::start(Parts { shared, outcomes, tasks, watchdog, flusher, acknowledger, shutdown }))
     }
 }
 

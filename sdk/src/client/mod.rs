@@ -80,7 +80,7 @@ pub struct Client {
 struct Inner {
     shared: Arc<Shared>,
     outcomes: Arc<Outcomes>,
-    /// Sync and acknowledgements: stopped by `close`.
+    /// Sync: stopped by `close`.
     tasks: Vec<AbortHandle>,
     /// The staleness watchdog, if any: it runs until the last clone goes, so a closed
     /// client with a `max_staleness` still turns stale.
@@ -88,6 +88,9 @@ struct Inner {
     /// The outcome flusher: told to stop by `shutdown` (it reports a last time), and
     /// awaited by `close`.
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The acknowledger: told to stop by `shutdown` (it says goodbye, so kill
+    /// confirmation stops counting this client at once), and awaited by `close`.
+    acknowledger: Mutex<Option<JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -98,6 +101,7 @@ pub(crate) struct Parts {
     pub(crate) tasks: Vec<AbortHandle>,
     pub(crate) watchdog: Option<AbortHandle>,
     pub(crate) flusher: JoinHandle<()>,
+    pub(crate) acknowledger: JoinHandle<()>,
     pub(crate) shutdown: watch::Sender<bool>,
 }
 
@@ -106,8 +110,9 @@ impl Drop for Inner {
         for task in self.tasks.iter().chain(&self.watchdog) {
             task.abort();
         }
-        // The flusher reports what is pending and ends (bounded by the request
-        // timeout); it is cancelled with the runtime if that goes first.
+        // The flusher reports what is pending and the acknowledger says goodbye, then
+        // both end (bounded by the request timeout); they are cancelled with the
+        // runtime if that goes first.
         self.shutdown.send_replace(true);
     }
 }
@@ -120,9 +125,17 @@ impl Client {
     }
 
     pub(crate) fn start(parts: Parts) -> Self {
-        let Parts { shared, outcomes, tasks, watchdog, flusher, shutdown } = parts;
+        let Parts { shared, outcomes, tasks, watchdog, flusher, acknowledger, shutdown } = parts;
         Client {
-            inner: Arc::new(Inner { shared, outcomes, tasks, watchdog, flusher: Mutex::new(Some(flusher)), shutdown }),
+            inner: Arc::new(Inner {
+                shared,
+                outcomes,
+                tasks,
+                watchdog,
+                flusher: Mutex::new(Some(flusher)),
+                acknowledger: Mutex::new(Some(acknowledger)),
+                shutdown,
+            }),
         }
     }
 
@@ -194,20 +207,25 @@ impl Client {
         self.inner.outcomes.dropped()
     }
 
-    /// Stops following the service and reports the outcomes still pending; returns
-    /// once that report is delivered or has failed (bounded by the request timeout).
-    /// Call it on shutdown. Afterwards every clone keeps answering from the last
-    /// snapshot (turning stale after `max_staleness`, if set), and tracking only
-    /// counts drops. A second call returns at once.
+    /// Stops following the service, reports the outcomes still pending and tells the
+    /// service this instance is gone (so `cohort kill --wait` stops counting it at
+    /// once); returns once both are delivered or have failed (each bounded by the
+    /// request timeout). Call it on shutdown. Afterwards every clone keeps answering
+    /// from the last snapshot (turning stale after `max_staleness`, if set), and
+    /// tracking only counts drops. A second call returns at once.
     pub async fn close(&self) {
-        let flusher = self.inner.flusher.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let take = |slot: &Mutex<Option<JoinHandle<()>>>| slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (flusher, acknowledger) = (take(&self.inner.flusher), take(&self.inner.acknowledger));
         for task in &self.inner.tasks {
             task.abort();
         }
         self.inner.shutdown.send_replace(true);
+        // Only an abort (the runtime shutting down) ends them otherwise.
         if let Some(flusher) = flusher {
-            // Only an abort (the runtime shutting down) ends it otherwise.
             let _ = flusher.await;
+        }
+        if let Some(acknowledger) = acknowledger {
+            let _ = acknowledger.await;
         }
     }
 

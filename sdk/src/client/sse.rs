@@ -2,6 +2,7 @@
 //! configuration, each `change` event is applied in revision order. Parsing is
 //! eventsource-stream's; this module only wires it to reqwest and to the snapshot.
 
+use super::ack::{SDK_CONNECTION_HEADER, SDK_ID_HEADER};
 use super::sync::{SyncError, SyncTask};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::{Stream, StreamExt};
@@ -18,7 +19,12 @@ impl SyncTask {
     /// until it ends or fails. Sets `heard` once anything arrived, so the caller can
     /// tell a stream that worked for a while from one that cannot be opened.
     pub(super) async fn follow_stream(&mut self, heard: &mut bool) -> Result<(), SyncError> {
+        let connection = self.next_connection;
+        self.next_connection += 1;
         let mut request = self.http.get(self.urls.stream.clone()).header(ACCEPT, "text/event-stream");
+        if let Some(sdk_id) = &self.sdk_id {
+            request = request.header(SDK_ID_HEADER, sdk_id).header(SDK_CONNECTION_HEADER, connection.to_string());
+        }
         if let Some(revision) = self.served {
             request = request.header(LAST_EVENT_ID, revision.to_string());
         }
@@ -31,6 +37,9 @@ impl SyncTask {
         // An open stream counts as word from the service: what this client missed is
         // the first thing on it.
         self.shared.freshness().heard();
+        // The service forgets this SDK when an earlier stream of it ends: acknowledge
+        // over this one.
+        self.connections.send_replace(connection);
         let shared = Arc::clone(&self.shared);
         let bytes = with_idle_timeout(response.bytes_stream(), self.settings.idle_timeout);
         let mut events = std::pin::pin!(

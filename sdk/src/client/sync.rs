@@ -8,6 +8,7 @@ use crate::snapshot::{Snapshot, SnapshotData};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Why talking to the service failed. Never surfaces to the application: the task logs
@@ -49,11 +50,28 @@ pub(crate) struct SyncTask {
     /// or after a change it could not apply: the next connection then asks for a full
     /// snapshot.
     pub(super) served: Option<u64>,
+    /// The id this client acknowledges under, sent with each stream so the service
+    /// can tell an acknowledging SDK's stream from one that cannot acknowledge
+    /// (`None` for an id the service would refuse).
+    pub(super) sdk_id: Option<String>,
+    /// The number of the latest stream connection that opened, for the acknowledger
+    /// (it acknowledges again on each).
+    pub(super) connections: watch::Sender<u64>,
+    /// The number the next stream request carries: every attempt gets its own, so
+    /// the end of one never stands for another.
+    pub(super) next_connection: u64,
 }
 
 impl SyncTask {
-    pub(crate) fn new(settings: Settings, urls: Urls, http: reqwest::Client, shared: Arc<Shared>) -> Self {
-        SyncTask { settings, urls, http, shared, served: None }
+    pub(crate) fn new(
+        settings: Settings,
+        urls: Urls,
+        http: reqwest::Client,
+        shared: Arc<Shared>,
+        sdk_id: Option<String>,
+        connections: watch::Sender<u64>,
+    ) -> Self {
+        SyncTask { settings, urls, http, shared, served: None, sdk_id, connections, next_connection: 1 }
     }
 
     /// Runs until the client is dropped (which aborts it).
