@@ -8,8 +8,9 @@
 //! again each entry is written through the ordinary domain operation (idempotent: a kill
 //! another instance already wrote is not written twice) and then dropped.
 
+use crate::releases::{Actor, EnvView, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::{KillState, KillTarget};
-use crate::store::EnvName;
+use crate::store::{EnvName, StoreError};
 use crate::store_watch::{WatchError, write_atomically};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -128,5 +129,132 @@ mod tests {
         assert_eq!(reopened.list().len(), 2);
         reopened.remove(&kill("checkout", false, 3)).expect("removes");
         assert_eq!(reopened.list(), vec![kill("search", true, 2)]);
+    }
+}
+
+/// A kill's answer: what is served now, and whether the store has it (`false`: served
+/// by this instance and journalled, written when the store is usable again; 202).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct KillAnswer<T> {
+    #[serde(flatten)]
+    pub view: T,
+    pub persisted: bool,
+}
+
+/// Whether a failed kill should be served locally: the store cannot take it now.
+fn store_cannot_take(error: &ReleaseError) -> bool {
+    matches!(error, ReleaseError::Store(StoreError::Unavailable(_) | StoreError::Regressed { .. }))
+}
+
+impl Releases {
+    /// Turns a release's kill switch on or off — through the store when it can take
+    /// it, else at once on this instance and journalled (see the module doc).
+    pub async fn kill_release(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<KillAnswer<ReleaseView>, ReleaseError> {
+        match self.set_killed(env, actor, key, on, reason.clone()).await {
+            Ok(view) => Ok(KillAnswer { view, persisted: true }),
+            Err(error) if store_cannot_take(&error) => {
+                let served = self.require_env(env)?;
+                let release = served.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+                let reason = reason.or_else(|| release.release().kill_reason.clone()).filter(|_| on);
+                let state = KillState { on, reason };
+                self.serve_locally(env, actor, KillTarget::Release(key.to_owned()), state, &error);
+                let view = self.get(env, key)?;
+                Ok(KillAnswer { view, persisted: false })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Turns the environment kill switch on or off, like [`Releases::kill_release`].
+    pub async fn kill_environment(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<KillAnswer<EnvView>, ReleaseError> {
+        match self.set_kill_all(env, actor, on, reason.clone()).await {
+            Ok(view) => Ok(KillAnswer { view, persisted: true }),
+            Err(error) if store_cannot_take(&error) => {
+                let served = self.require_env(env)?;
+                let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
+                self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, &error);
+                Ok(KillAnswer { view: self.environment(env)?, persisted: false })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
+        let kill = PendingKill {
+            env: env.clone(),
+            target: target.clone(),
+            state: state.clone(),
+            actor: actor.0.clone(),
+            time_ms: crate::ramp::now_ms(),
+        };
+        if let Err(error) = self.pending().record(kill) {
+            // Still served: losing it at a restart is better than not serving it now.
+            tracing::error!(%env, %error, "cannot journal a pending kill in the data directory; it is served but a restart forgets it");
+        }
+        self.snapshots().lay_kill(env, &target, state.clone());
+        tracing::warn!(
+            %env, ?target, on = state.on, %actor, reason = %why,
+            "the store cannot take this kill; served by this instance now and written when the store is usable"
+        );
+    }
+
+    /// Serves the journalled kills a previous run left (start-up, before the first load).
+    pub fn restore_pending(&self) {
+        for kill in self.pending().list() {
+            tracing::warn!(env = %kill.env, target = ?kill.target, on = kill.state.on, "serving a kill the store has not taken yet");
+            self.snapshots().restore_kill(&kill.env, kill.target, kill.state);
+        }
+    }
+
+    /// Writes every pending kill the store can take now, through the ordinary domain
+    /// operations (idempotent: one another instance already wrote is not written again),
+    /// and stops laying it over the store's state. Returns how many were settled.
+    pub async fn replay_pending(&self) -> usize {
+        let mut settled = 0;
+        for kill in self.pending().list() {
+            if self.snapshots().watch().regressed(&kill.env).is_some() {
+                continue;
+            }
+            let actor = Actor(kill.actor.clone());
+            let reason = kill.state.reason.clone();
+            let written = match &kill.target {
+                KillTarget::Release(key) => {
+                    self.set_killed(&kill.env, &actor, key, kill.state.on, reason).await.map(|_| ())
+                }
+                KillTarget::Environment => {
+                    self.set_kill_all(&kill.env, &actor, kill.state.on, reason).await.map(|_| ())
+                }
+            };
+            match written {
+                Ok(()) => {}
+                Err(ReleaseError::Store(StoreError::NotFound(_)) | ReleaseError::EnvironmentNotFound { .. }) => {
+                    tracing::warn!(env = %kill.env, target = ?kill.target, "a pending kill's release or environment is gone; dropped");
+                }
+                Err(error) => {
+                    tracing::debug!(env = %kill.env, %error, "pending kill not written yet");
+                    continue;
+                }
+            }
+            self.snapshots().settle(&kill.env, &kill.target);
+            if let Err(error) = self.pending().remove(&kill) {
+                tracing::error!(env = %kill.env, %error, "cannot update the journal of pending kills");
+            }
+            tracing::info!(env = %kill.env, target = ?kill.target, on = kill.state.on, "pending kill written to the store");
+            settled += 1;
+        }
+        settled
     }
 }

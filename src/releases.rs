@@ -226,12 +226,23 @@ impl std::fmt::Display for Actor {
 pub struct Releases {
     store: Arc<dyn Store>,
     snapshots: Arc<Snapshots>,
+    pending: Arc<crate::pending::PendingKills>,
 }
 
 impl Releases {
     /// Operations over `store`, keeping `snapshots` current.
     pub fn new(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
-        Releases { store, snapshots }
+        Releases { store, snapshots, pending: Arc::new(crate::pending::PendingKills::in_memory()) }
+    }
+
+    /// These operations with kills that cannot reach the store journalled in `pending`.
+    pub fn with_pending(self, pending: Arc<crate::pending::PendingKills>) -> Self {
+        Releases { pending, ..self }
+    }
+
+    /// The journal of kills served but not yet stored.
+    pub fn pending(&self) -> &Arc<crate::pending::PendingKills> {
+        &self.pending
     }
 
     /// The snapshots this instance serves.
@@ -450,7 +461,15 @@ impl Releases {
     }
 
     /// The release and its revision as this instance serves them.
+    ///
+    /// A release whose kill switch this instance serves without the store having it (a
+    /// pending kill) is read from the store instead: the decision to write must be made
+    /// against what is stored, not against what is served.
     async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
+        if self.snapshots.overlay(env).releases.contains_key(key) {
+            let data = self.store.load(env).await?;
+            return Ok(data.releases.into_iter().find(|r| r.release.key == key).map(|r| (r.release, r.revision)));
+        }
         let snap = self.snapshots.get(env).unwrap_or_default();
         Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
     }
