@@ -320,8 +320,12 @@ impl Ramps {
             Transition::Extend => (Action::RampExtend, "extended"),
             Transition::PauseForData => (Action::RampPause, "paused"),
         };
+        let ceiling = match (assessment.ceiling_p, ramp.guard.max_error_rate) {
+            (Some(p), Some(max)) => format!(", ceiling {max}: p {p:.3e} vs {:.3}", 1.0 - ramp.guard.confidence),
+            _ => String::new(),
+        };
         let reason = format!(
-            "guard {}: candidate {}/{} errors, baseline {}/{}, z {} vs {:.3}",
+            "guard {}: candidate {}/{} errors, baseline {}/{}, z {} vs {:.3}{ceiling}",
             figures.verdict,
             c.errors,
             c.total,
@@ -352,7 +356,11 @@ impl Ramps {
                     Transition::Complete => ramp.state = RampState::Completed,
                     Transition::RollBack => {
                         ramp.state = RampState::RolledBack;
-                        ramp.reason = Some("guard: candidate error rate regressed".to_owned());
+                        ramp.reason = Some(if assessment.over_ceiling {
+                            "guard: candidate error rate above max_error_rate".to_owned()
+                        } else {
+                            "guard: candidate error rate regressed".to_owned()
+                        });
                         release.allocation.insert(candidate, 0);
                     }
                     Transition::Extend => ramp.extensions += 1,

@@ -13,9 +13,24 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The server's outcome bucket (DESIGN.md "Ramps and guards": at most 10 s).
+const BUCKET_MS: u64 = 10_000;
+
+/// Where the guard's window of a step that started at `step_started_ms` begins: the
+/// first bucket boundary at or after it.
+fn window_start_ms(step_started_ms: u64) -> u64 {
+    step_started_ms.div_ceil(BUCKET_MS) * BUCKET_MS
+}
+
+/// Waits until the wall clock (which the in-process server reads too) reaches `at_ms`.
+async fn wait_until_ms(at_ms: u64) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(at_ms.saturating_sub(now))).await;
+}
 
 /// Reports outcomes for `release` every few milliseconds until dropped: per batch,
 /// `per_batch` outcomes on each version with the given error rates (in percent).
@@ -203,6 +218,38 @@ async fn people_pause_resume_abort_and_promote_and_a_kill_pauses() {
     assert_eq!(body["allocation"], json!({}));
     let d = app.decision("production", "checkout", json!({"targetingKey": "u"})).await;
     assert_eq!(d["version"], "v2", "the promoted version is the baseline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_far_over_max_error_rate_is_rolled_back_before_min_samples() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 0.0).await;
+    let plan = json!({
+        "candidate": "v2",
+        "steps": [{"percent": 5, "hold": "1h"}, {"percent": 100}],
+        "guard": {"max_error_rate": 0.05, "min_samples": 500, "confidence": 0.99}
+    });
+    assert_eq!(start_ramp(&app, "checkout", plan).await.status(), StatusCode::CREATED);
+    // Report once the step's window has begun (outcomes before it are not the step's).
+    let started = ramp(&app, "checkout").await["step_started_ms"].as_u64().expect("step_started_ms");
+    wait_until_ms(window_start_ms(started)).await;
+    let sdk = client_with(&token("sdk", "production", "eval"));
+    let bad = json!([{"release": "checkout", "version": "v2", "ok": 30, "error": 70}]);
+    let r = sdk.post(app.env_url("production", "/events")).json(&bad).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    assert!(state_becomes(&app, "checkout", "rolled_back").await, "70 errors in 100 against 5 % is enough evidence");
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["step"].clone(), status["percent"].clone()), (json!(0), json!(0.0)));
+    assert_eq!(status["reason"], "guard: candidate error rate above max_error_rate");
+    let figures = &status["guard_figures"];
+    assert_eq!((figures["candidate_samples"].clone(), figures["candidate_errors"].clone()), (json!(100), json!(70)));
+    assert_eq!(figures["baseline_samples"], 0, "no baseline sample was needed");
+    let entries = audit_actions(&app, "checkout").await;
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().expect("a")).collect();
+    assert_eq!(actions, vec!["create", "ramp-start", "ramp-rollback"], "never extended or paused first");
+    let reason = entries[2]["reason"].as_str().expect("reason");
+    assert!(reason.contains("ceiling 0.05"), "{reason}");
 }
 
 #[tokio::test]
