@@ -9,8 +9,8 @@ mod fleet;
 pub mod guard;
 pub mod plan;
 pub mod tick;
+pub mod window;
 
-use crate::events::current_minute;
 use crate::fleet::Fleets;
 use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::Snapshots;
@@ -269,7 +269,8 @@ impl Ramps {
         })
     }
 
-    /// The guard over the current step's window (whole minutes, from the step's start).
+    /// The guard over the current step's window at `now`: only the step's own outcomes
+    /// (see [`window`]).
     async fn assess(
         &self,
         env: &EnvName,
@@ -278,22 +279,7 @@ impl Ramps {
         ramp: &Ramp,
         now: u64,
     ) -> Result<(Assessment, Sample, Sample), ReleaseError> {
-        let from = ramp.step_started_ms / 60_000;
-        let to = current_minute().max(from);
-        let counts = self.releases.store().outcomes(env, key, from, to).await?;
-        let (mut b, mut c) = (Sample::default(), Sample::default());
-        for m in counts {
-            let side = if m.version == baseline {
-                &mut b
-            } else if m.version == ramp.candidate {
-                &mut c
-            } else {
-                continue;
-            };
-            side.total += m.ok + m.error;
-            side.errors += m.error;
-        }
-        let _ = now;
+        let (b, c) = window::samples(self.releases.store(), env, key, baseline, ramp, now).await?;
         Ok((guard::assess(&ramp.guard, b, c), b, c))
     }
 
