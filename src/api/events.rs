@@ -4,8 +4,8 @@
 use super::auth::{Authorized, Eval, Read};
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
-use crate::events::{self, EventsError, VersionHealth};
-use crate::store::{MinuteCounts, OutcomeCount};
+use crate::events::{self, EventsError, MinuteCounts, VersionHealth};
+use crate::store::OutcomeCount;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ async fn post_events(
     let batch = match body.into_inner() {
         Report::Bare(batch) | Report::Wrapped { events: batch } => batch,
     };
-    let recorded = events::record(state.releases.store(), &auth.env, batch).await?;
+    let recorded = events::record(state.releases.store(), &auth.env, batch, events::now_ms()).await?;
     Ok(HttpResponse::Accepted().json(Accepted { accepted: recorded }))
 }
 
@@ -91,6 +91,7 @@ async fn health(
     if minutes == 0 || minutes > 24 * 60 {
         return Err(ApiError::BadRequest("minutes must be 1 to 1440".into()));
     }
-    let (versions, per_minute) = events::health(state.releases.store(), &auth.env, &path.key, minutes).await?;
+    let (versions, per_minute) =
+        events::health(state.releases.store(), &auth.env, &path.key, minutes, events::now_ms()).await?;
     Ok(HttpResponse::Ok().json(HealthReport { release: path.into_inner().key, minutes, versions, per_minute }))
 }

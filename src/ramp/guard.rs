@@ -1,15 +1,26 @@
-//! The guard's statistics: is the candidate's error rate worse than the baseline's by
-//! more than the tolerated increase? A one-sided two-proportion z-test (unpooled
-//! standard error, since the null hypothesis has a margin), plus an absolute ceiling.
+//! The guard's statistics, two tests at the configured confidence:
+//! - the absolute ceiling `max_error_rate`: an exact one-sided binomial test of the
+//!   candidate's errors alone, valid from the first outcome, so a clearly bad candidate
+//!   is stopped before `min_samples` arrive (70 errors in 100 against 0.05 is not luck);
+//! - the relative test: is the candidate's error rate worse than the baseline's by more
+//!   than the tolerated increase? A one-sided two-proportion z-test (unpooled standard
+//!   error, since the null hypothesis has a margin) that needs `min_samples` on both
+//!   sides, because its normal approximation is only good with enough of them.
+//!
+//! The binomial tail and the normal quantile come from `statrs` rather than
+//! hand-written numerics.
 
 use cohort_sdk::RampGuard;
+use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::function::beta::checked_beta_reg;
 
 /// What the guard concludes about a window of outcomes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
     /// Enough samples on both sides and no significant regression.
     Pass,
-    /// The candidate is significantly worse (or above the absolute ceiling).
+    /// The candidate is significantly worse than the baseline, or significantly above
+    /// the absolute ceiling.
     Regression,
     /// Not enough samples to conclude either way.
     InsufficientData,
@@ -47,13 +58,21 @@ pub struct Assessment {
     pub z: Option<f64>,
     /// The one-sided critical value at the configured confidence.
     pub z_critical: f64,
+    /// The ceiling test's p-value, `P(X >= errors)` for `X ~ Binomial(samples,
+    /// max_error_rate)`: how likely a candidate exactly at the ceiling shows this many
+    /// errors or more. `None` without a ceiling.
+    pub ceiling_p: Option<f64>,
+    /// The ceiling test rejected (`ceiling_p <= 1 - confidence`): the candidate is above
+    /// `max_error_rate`, whatever the baseline does and however few its samples.
+    pub over_ceiling: bool,
 }
 
 /// Judges `candidate` against `baseline`.
 ///
-/// A regression needs `min_samples` on both sides — except the absolute ceiling, which
-/// only needs them on the candidate's. A pass also needs `min_samples` on both sides, so
-/// the ramp never advances blind.
+/// The ceiling test needs no minimum sample: an exact test is valid at any sample size,
+/// and with few outcomes it simply rejects only an overwhelming error count. The
+/// relative test needs `min_samples` on both sides, and so does a pass, so the ramp
+/// never advances blind.
 pub fn assess(guard: &RampGuard, baseline: Sample, candidate: Sample) -> Assessment {
     let z_critical = inverse_normal_cdf(guard.confidence);
     let enough = |s: Sample| s.total >= guard.min_samples.max(1);
@@ -70,65 +89,52 @@ pub fn assess(guard: &RampGuard, baseline: Sample, candidate: Sample) -> Assessm
             f64::NEG_INFINITY
         }
     });
-    let over_ceiling = guard.max_error_rate.is_some_and(|ceiling| enough(candidate) && pc > ceiling);
-    let verdict = if over_ceiling || (enough(baseline) && enough(candidate) && z.is_some_and(|z| z > z_critical)) {
+    let ceiling_p = guard.max_error_rate.map(|ceiling| binomial_upper_tail(candidate, ceiling));
+    let over_ceiling = ceiling_p.is_some_and(|p| p <= 1.0 - guard.confidence);
+    let relative = enough(baseline) && enough(candidate) && z.is_some_and(|z| z > z_critical);
+    let verdict = if over_ceiling || relative {
         Verdict::Regression
     } else if enough(baseline) && enough(candidate) {
         Verdict::Pass
     } else {
         Verdict::InsufficientData
     };
-    Assessment { verdict, z, z_critical }
+    Assessment { verdict, z, z_critical, ceiling_p, over_ceiling }
 }
 
-/// Φ⁻¹(p), the standard normal quantile, by Acklam's rational approximation (relative
-/// error below 1.2e-9 over (0, 1)). Written here rather than pulling in a statistics
-/// crate for one function; tested against tabulated values.
-pub fn inverse_normal_cdf(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] =
-        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
-    const LOW: f64 = 0.024_25;
+/// `P(X >= sample.errors)` for `X ~ Binomial(sample.total, p)`, exactly: the regularized
+/// incomplete beta function `I_p(k, n - k + 1)` (the identity behind Clopper–Pearson).
+/// 1 when there is nothing to explain (no errors); 0 for errors at a rate of 0.
+pub fn binomial_upper_tail(sample: Sample, p: f64) -> f64 {
+    let (n, k) = (sample.total, sample.errors.min(sample.total));
+    if k == 0 {
+        return 1.0;
+    }
     if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    // Valid arguments (a, b > 0, 0 < p < 1) never fail; if they did, "no evidence" is
+    // the answer that cannot roll a healthy candidate back. statrs's continued fraction
+    // stops after 140 terms: checked against exact sums, it is good to ~1e-9 relative
+    // up to 1e9 samples wherever the tail is below 0.2, and only overestimates within a
+    // third of a standard deviation of n·p at 1e8+ samples, where the true tail is near
+    // 1/2 and no test at a confidence of 0.5 or more rejects. Hence the clamp.
+    checked_beta_reg(k as f64, (n - k + 1) as f64, p).map_or(1.0, |tail| tail.clamp(0.0, 1.0))
+}
+
+/// Φ⁻¹(p), the standard normal quantile (the relative test's critical value), from
+/// `statrs`; infinite at and beyond 0 and 1, where it has no finite value.
+pub fn inverse_normal_cdf(p: f64) -> f64 {
+    if p.is_nan() || p <= 0.0 {
         return f64::NEG_INFINITY;
     }
     if p >= 1.0 {
         return f64::INFINITY;
     }
-    if p < LOW {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    } else if p <= 1.0 - LOW {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    } else {
-        -inverse_normal_cdf(1.0 - p)
-    }
+    Normal::standard().inverse_cdf(p)
 }
 
 #[cfg(test)]
@@ -150,6 +156,9 @@ mod tests {
         }
         assert!(close(inverse_normal_cdf(0.01), -2.326_347_9, 1e-6));
         assert!(close(inverse_normal_cdf(0.001), -3.090_232_3, 1e-6));
+        assert_eq!(inverse_normal_cdf(0.0), f64::NEG_INFINITY);
+        assert_eq!(inverse_normal_cdf(1.0), f64::INFINITY);
+        assert_eq!(inverse_normal_cdf(f64::NAN), f64::NEG_INFINITY);
     }
 
     #[test]
@@ -193,14 +202,94 @@ mod tests {
         assert_eq!((none.verdict, none.z), (Verdict::InsufficientData, None));
     }
 
+    fn with_ceiling(ceiling: f64, min_samples: u64, confidence: f64) -> RampGuard {
+        RampGuard { max_error_rate: Some(ceiling), ..guard(0.01, min_samples, confidence) }
+    }
+
+    fn candidate(total: u64, errors: u64) -> Sample {
+        Sample { total, errors }
+    }
+
     #[test]
-    fn the_absolute_ceiling_needs_only_the_candidates_samples() {
-        let mut g = guard(0.5, 100, 0.99);
-        g.max_error_rate = Some(0.05);
-        let a = assess(&g, Sample { total: 10, errors: 0 }, Sample { total: 100, errors: 6 });
+    fn seventy_errors_in_a_hundred_break_a_five_percent_ceiling_without_min_samples() {
+        // P(X >= 70 | n = 100, p = 0.05) <= C(100,70) * 0.05^70 (each way to place 70
+        // errors, the rest bounded by 1) < 2^100 * 0.05^70 = 1.27e30 * 8.47e-92 ≈ 1.1e-61,
+        // far below 1 - 0.99 = 0.01. (Exactly: 5.46e-67.) No baseline sample at all,
+        // min_samples 500: the ceiling alone rolls back.
+        let a = assess(&with_ceiling(0.05, 500, 0.99), Sample::default(), candidate(100, 70));
         assert_eq!(a.verdict, Verdict::Regression);
-        let a = assess(&g, Sample { total: 10, errors: 0 }, Sample { total: 100, errors: 5 });
+        assert!(a.over_ceiling);
+        let p = a.ceiling_p.unwrap_or(1.0);
+        assert!(p < 1.1e-61 && p > 1e-68, "p = {p}");
+    }
+
+    #[test]
+    fn one_error_in_ten_is_no_evidence_against_five_percent() {
+        // P(X >= 1 | n = 10, p = 0.05) = 1 - 0.95^10 = 1 - 0.598737 = 0.401263 > 0.01.
+        let a = assess(&with_ceiling(0.05, 500, 0.99), Sample::default(), candidate(10, 1));
         assert_eq!(a.verdict, Verdict::InsufficientData);
+        assert!(!a.over_ceiling);
+        assert!(close(a.ceiling_p.unwrap_or_default(), 0.401_263, 1e-6), "{:?}", a.ceiling_p);
+    }
+
+    #[test]
+    fn the_ceiling_borderline_at_ten_samples_is_between_three_and_four_errors() {
+        // With q = 0.95, p = 0.05, n = 10:
+        //   P(X=0) = q^10                 = 0.598737
+        //   P(X=1) = 10 * p * q^9         = 0.315125
+        //   P(X=2) = 45 * p^2 * q^8       = 0.074635
+        //   P(X=3) = 120 * p^3 * q^7      = 0.010475
+        // P(X >= 3) = 1 - 0.598737 - 0.315125 - 0.074635 = 0.011504 > 0.01: not yet;
+        // P(X >= 4) = 0.011504 - 0.010475 = 0.001029 <= 0.01: regression at 99 %.
+        let g = with_ceiling(0.05, 500, 0.99);
+        let three = assess(&g, Sample::default(), candidate(10, 3));
+        assert_eq!(three.verdict, Verdict::InsufficientData);
+        assert!(close(three.ceiling_p.unwrap_or_default(), 0.011_504, 1e-6), "{:?}", three.ceiling_p);
+        let four = assess(&g, Sample::default(), candidate(10, 4));
+        assert_eq!(four.verdict, Verdict::Regression);
+        assert!(close(four.ceiling_p.unwrap_or_default(), 0.001_029, 1e-6), "{:?}", four.ceiling_p);
+        // At 95 % confidence (alpha 0.05) three errors in ten already reject.
+        let three_at_95 = assess(&with_ceiling(0.05, 500, 0.95), Sample::default(), candidate(10, 3));
+        assert_eq!(three_at_95.verdict, Verdict::Regression);
+    }
+
+    #[test]
+    fn the_ceiling_is_valid_from_the_first_outcome() {
+        // One error in one: P = 0.05 > 0.01. Two in two: P = 0.05^2 = 0.0025 <= 0.01.
+        let g = with_ceiling(0.05, 500, 0.99);
+        let one = assess(&g, Sample::default(), candidate(1, 1));
+        assert_eq!(one.verdict, Verdict::InsufficientData);
+        assert!(close(one.ceiling_p.unwrap_or_default(), 0.05, 1e-12));
+        let two = assess(&g, Sample::default(), candidate(2, 2));
+        assert_eq!(two.verdict, Verdict::Regression);
+        assert!(close(two.ceiling_p.unwrap_or_default(), 0.0025, 1e-12));
+        // No outcome, or no error, is no evidence; without a ceiling there is no test.
+        assert_eq!(assess(&g, Sample::default(), Sample::default()).ceiling_p, Some(1.0));
+        assert_eq!(assess(&g, Sample::default(), candidate(50, 0)).ceiling_p, Some(1.0));
+        assert_eq!(assess(&guard(0.01, 1, 0.99), Sample::default(), candidate(2, 2)).ceiling_p, None);
+    }
+
+    #[test]
+    fn a_rate_just_over_the_ceiling_is_not_yet_significant_but_a_pass_still_needs_samples() {
+        // 6 in 100 against 0.05: P(X >= 6) = 0.384 (the mean is 5), no regression;
+        // with 10 baseline samples against min_samples 100, not a pass either.
+        let g = with_ceiling(0.05, 100, 0.99);
+        let a = assess(&g, Sample { total: 10, errors: 0 }, candidate(100, 6));
+        assert_eq!((a.verdict, a.over_ceiling), (Verdict::InsufficientData, false));
+        let a = assess(&g, Sample { total: 100, errors: 5 }, candidate(100, 6));
+        assert_eq!(a.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_zero_ceiling_rejects_the_first_error_and_a_full_one_never() {
+        assert_eq!(
+            assess(&with_ceiling(0.0, 500, 0.99), Sample::default(), candidate(1, 1)).verdict,
+            Verdict::Regression
+        );
+        assert_eq!(
+            assess(&with_ceiling(1.0, 500, 0.99), Sample::default(), candidate(5, 5)).verdict,
+            Verdict::InsufficientData
+        );
     }
 
     #[test]

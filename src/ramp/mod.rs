@@ -9,8 +9,8 @@ mod fleet;
 pub mod guard;
 pub mod plan;
 pub mod tick;
+pub mod window;
 
-use crate::events::current_minute;
 use crate::fleet::Fleets;
 use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::Snapshots;
@@ -269,7 +269,8 @@ impl Ramps {
         })
     }
 
-    /// The guard over the current step's window (whole minutes, from the step's start).
+    /// The guard over the current step's window at `now`: only the step's own outcomes
+    /// (see [`window`]).
     async fn assess(
         &self,
         env: &EnvName,
@@ -278,22 +279,7 @@ impl Ramps {
         ramp: &Ramp,
         now: u64,
     ) -> Result<(Assessment, Sample, Sample), ReleaseError> {
-        let from = ramp.step_started_ms / 60_000;
-        let to = current_minute().max(from);
-        let counts = self.releases.store().outcomes(env, key, from, to).await?;
-        let (mut b, mut c) = (Sample::default(), Sample::default());
-        for m in counts {
-            let side = if m.version == baseline {
-                &mut b
-            } else if m.version == ramp.candidate {
-                &mut c
-            } else {
-                continue;
-            };
-            side.total += m.ok + m.error;
-            side.errors += m.error;
-        }
-        let _ = now;
+        let (b, c) = window::samples(self.releases.store(), env, key, baseline, ramp, now).await?;
         Ok((guard::assess(&ramp.guard, b, c), b, c))
     }
 
@@ -320,8 +306,12 @@ impl Ramps {
             Transition::Extend => (Action::RampExtend, "extended"),
             Transition::PauseForData => (Action::RampPause, "paused"),
         };
+        let ceiling = match (assessment.ceiling_p, ramp.guard.max_error_rate) {
+            (Some(p), Some(max)) => format!(", ceiling {max}: p {p:.3e} vs {:.3}", 1.0 - ramp.guard.confidence),
+            _ => String::new(),
+        };
         let reason = format!(
-            "guard {}: candidate {}/{} errors, baseline {}/{}, z {} vs {:.3}",
+            "guard {}: candidate {}/{} errors, baseline {}/{}, z {} vs {:.3}{ceiling}",
             figures.verdict,
             c.errors,
             c.total,
@@ -352,7 +342,11 @@ impl Ramps {
                     Transition::Complete => ramp.state = RampState::Completed,
                     Transition::RollBack => {
                         ramp.state = RampState::RolledBack;
-                        ramp.reason = Some("guard: candidate error rate regressed".to_owned());
+                        ramp.reason = Some(if assessment.over_ceiling {
+                            "guard: candidate error rate above max_error_rate".to_owned()
+                        } else {
+                            "guard: candidate error rate regressed".to_owned()
+                        });
                         release.allocation.insert(candidate, 0);
                     }
                     Transition::Extend => ramp.extensions += 1,

@@ -54,6 +54,7 @@ pub fn tick(ramp: &Ramp, now_ms: u64, assessment: &Assessment) -> Option<Transit
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ramp::guard::{Sample, assess};
     use cohort_sdk::{RampGuard, RampStep};
 
     fn ramp(step: usize, extensions: u32) -> Ramp {
@@ -77,7 +78,7 @@ mod tests {
     }
 
     fn verdict(v: Verdict) -> Assessment {
-        Assessment { verdict: v, z: None, z_critical: 2.3 }
+        Assessment { verdict: v, z: None, z_critical: 2.3, ceiling_p: None, over_ceiling: false }
     }
 
     #[test]
@@ -91,6 +92,20 @@ mod tests {
     #[test]
     fn a_regression_rolls_back_at_once_even_mid_hold() {
         assert_eq!(tick(&ramp(0, 0), 1_001, &verdict(Verdict::Regression)), Some(Transition::RollBack));
+    }
+
+    #[test]
+    fn a_candidate_far_over_the_ceiling_rolls_back_at_once_instead_of_waiting_for_samples() {
+        // The case: min_samples 500, max_error_rate 0.05, 70 errors in 100 and no
+        // baseline samples, mid-hold and at the hold's end alike. P(X >= 70 | 100, 0.05)
+        // is about 5e-67 (guard.rs works it out), far below 1 - 0.99.
+        let mut r = ramp(0, 0);
+        r.guard = RampGuard { max_error_rate: Some(0.05), min_samples: 500, ..r.guard };
+        let a = assess(&r.guard, Sample::default(), Sample { total: 100, errors: 70 });
+        assert_eq!(tick(&r, 1_001, &a), Some(Transition::RollBack));
+        assert_eq!(tick(&r, 1_100, &a), Some(Transition::RollBack), "not an extension");
+        r.extensions = MAX_EXTENSIONS;
+        assert_eq!(tick(&r, 1_400, &a), Some(Transition::RollBack), "not a pause");
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use super::apply::apply;
 use super::outcomes::{field, split_field};
 use super::{
-    AuditEntry, AuditQuery, Change, EnvData, EnvName, MinuteCounts, NodeReport, OUTCOME_TTL_SECS, OutcomeCount, SdkAck,
-    Store, StoreError, Write, WriteMeta,
+    AuditEntry, AuditQuery, Bucket, BucketCounts, Change, EnvData, EnvName, NodeReport, OUTCOME_TTL_SECS, OutcomeCount,
+    SdkAck, Store, StoreError, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -110,8 +110,8 @@ impl Drop for DirLock {
     }
 }
 
-/// Minute → `release\x1fversion` → (ok, error).
-type OutcomeMinutes = BTreeMap<u64, BTreeMap<String, (u64, u64)>>;
+/// Bucket start (ms since the epoch) → `release\x1fversion` → (ok, error).
+type OutcomeBuckets = BTreeMap<u64, BTreeMap<String, (u64, u64)>>;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FileData {
@@ -120,10 +120,13 @@ struct FileData {
     /// Newest last; capped at the retention count.
     #[serde(default)]
     audit: BTreeMap<EnvName, VecDeque<AuditEntry>>,
-    /// Outcome counts: environment → minute → `release\x1fversion` → (ok, error).
-    /// Kept in memory and written with the file (on every change and on shutdown).
+    /// Outcome counts: environment → 10 s bucket start → `release\x1fversion` →
+    /// (ok, error). Kept in memory and written with the file (on every change and on
+    /// shutdown). Files written before buckets kept per-minute counts under `outcomes`;
+    /// a new name lets those load (their counts are dropped: short-lived data that
+    /// cannot be split into buckets) and lets an older binary still read a newer file.
     #[serde(default)]
-    outcomes: BTreeMap<EnvName, OutcomeMinutes>,
+    outcome_buckets: BTreeMap<EnvName, OutcomeBuckets>,
     /// Environments deleted on purpose → the revision they had (see
     /// [`Store::deleted_environments`]).
     #[serde(default)]
@@ -192,10 +195,10 @@ impl EmbeddedStore {
 }
 
 /// Drops outcome counts older than their time to live.
-fn prune_outcomes(data: &mut FileData, now_minute: u64) {
-    let oldest = now_minute.saturating_sub(OUTCOME_TTL_SECS / 60);
-    for minutes in data.outcomes.values_mut() {
-        *minutes = minutes.split_off(&oldest);
+fn prune_outcomes(data: &mut FileData, now_ms: u64) {
+    let oldest = Bucket::containing(now_ms.saturating_sub(OUTCOME_TTL_SECS * 1_000)).start_ms();
+    for buckets in data.outcome_buckets.values_mut() {
+        *buckets = buckets.split_off(&oldest);
     }
 }
 
@@ -237,7 +240,7 @@ impl EmbeddedStore {
             format: state.data.format,
             environments: state.data.environments.clone(),
             audit: state.data.audit.clone(),
-            outcomes: state.data.outcomes.clone(),
+            outcome_buckets: state.data.outcome_buckets.clone(),
             deleted: state.data.deleted.clone(),
         };
         let value = edit(&mut next)?;
@@ -288,7 +291,7 @@ impl Store for EmbeddedStore {
                 let revision = current.revision;
                 data.environments.remove(env);
                 data.audit.remove(env);
-                data.outcomes.remove(env);
+                data.outcome_buckets.remove(env);
                 data.deleted.insert(env.clone(), revision);
                 Ok(revision)
             })
@@ -347,7 +350,7 @@ impl Store for EmbeddedStore {
 
         // Persist the new whole — data and audit entry in one file write — before
         // committing it in memory.
-        prune_outcomes(&mut state.data, meta.time_ms / 60_000);
+        prune_outcomes(&mut state.data, meta.time_ms);
         let previous = state.data.environments.insert(env.clone(), next);
         let audit = state.data.audit.entry(env.clone()).or_default();
         audit.push_back(entry);
@@ -399,9 +402,9 @@ impl Store for EmbeddedStore {
             .unwrap_or_default())
     }
 
-    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError> {
+    async fn record_outcomes(&self, env: &EnvName, bucket: Bucket, counts: &[OutcomeCount]) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        let slots = state.data.outcomes.entry(env.clone()).or_default().entry(minute).or_default();
+        let slots = state.data.outcome_buckets.entry(env.clone()).or_default().entry(bucket.start_ms()).or_default();
         for count in counts {
             let slot = slots.entry(field(&count.release, &count.version)).or_default();
             slot.0 = slot.0.saturating_add(count.ok);
@@ -414,17 +417,17 @@ impl Store for EmbeddedStore {
         &self,
         env: &EnvName,
         release: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        from: Bucket,
+        to: Bucket,
+    ) -> Result<Vec<BucketCounts>, StoreError> {
+        let Some((first, last)) = Bucket::span(from, to) else { return Ok(Vec::new()) };
         let state = self.state.lock().await;
-        let Some(minutes) = state.data.outcomes.get(env) else { return Ok(Vec::new()) };
+        let Some(buckets) = state.data.outcome_buckets.get(env) else { return Ok(Vec::new()) };
         let mut counts = Vec::new();
-        for (&minute, slots) in minutes.range(from..=to) {
+        for (&bucket_start_ms, slots) in buckets.range(first.start_ms()..=last.start_ms()) {
             for (key, &(ok, error)) in slots {
-                if let Some((r, version)) = split_field(key).filter(|(r, _)| *r == release) {
-                    debug_assert_eq!(r, release);
-                    counts.push(MinuteCounts { minute, version: version.to_owned(), ok, error });
+                if let Some((_, version)) = split_field(key).filter(|(r, _)| *r == release) {
+                    counts.push(BucketCounts { bucket_start_ms, version: version.to_owned(), ok, error });
                 }
             }
         }
@@ -478,9 +481,9 @@ impl Store for EmbeddedStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        let now_minute =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 60);
-        prune_outcomes(&mut state.data, now_minute);
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        prune_outcomes(&mut state.data, now_ms);
         let bytes = serde_json::to_vec_pretty(&state.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use audit::{Action, AuditEntry, AuditQuery, WriteMeta};
 pub use embedded::EmbeddedStore;
 pub use nodes::NodeReport;
-pub use outcomes::{MinuteCounts, OUTCOME_TTL_SECS, OutcomeCount};
+pub use outcomes::{BUCKET_MS, Bucket, BucketCounts, MAX_BUCKETS_PER_READ, OUTCOME_TTL_SECS, OutcomeCount};
 pub use redis::RedisStore;
 pub use sdks::SdkAck;
 
@@ -225,12 +225,18 @@ pub trait Store: Send + Sync + 'static {
     /// `after + 1` has missed some and must [`Store::load`] again.
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError>;
 
-    /// Adds SDK-reported outcome counts to `minute` (minutes since the epoch).
-    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError>;
+    /// Adds SDK-reported outcome counts to `bucket`.
+    async fn record_outcomes(&self, env: &EnvName, bucket: Bucket, counts: &[OutcomeCount]) -> Result<(), StoreError>;
 
-    /// Per-minute counts of `release`'s versions for minutes `from..=to`.
-    async fn outcomes(&self, env: &EnvName, release: &str, from: u64, to: u64)
-    -> Result<Vec<MinuteCounts>, StoreError>;
+    /// Per-bucket counts of `release`'s versions for the buckets `from..=to` (see
+    /// [`Bucket::range`]: none when `to < from`, at most a day), oldest first.
+    async fn outcomes(
+        &self,
+        env: &EnvName,
+        release: &str,
+        from: Bucket,
+        to: Bucket,
+    ) -> Result<Vec<BucketCounts>, StoreError>;
 
     /// Records an SDK instance's acknowledgement (replacing its previous one).
     async fn record_ack(&self, env: &EnvName, ack: &SdkAck) -> Result<(), StoreError>;

@@ -17,10 +17,10 @@
 //! (`SET rev NX`) and every write checks for it inside the script, so a write can never
 //! re-create an environment that was deleted or lost with the data.
 
-use super::outcomes::{field, split_field};
+use super::outcomes::{bucket_key, field, split_field};
 use super::{
-    Action, AuditEntry, AuditQuery, Change, ChangeKind, EnvData, EnvName, MinuteCounts, NodeReport, OUTCOME_TTL_SECS,
-    OutcomeCount, SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
+    Action, AuditEntry, AuditQuery, Bucket, BucketCounts, Change, ChangeKind, EnvData, EnvName, NodeReport,
+    OUTCOME_TTL_SECS, OutcomeCount, SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -551,11 +551,11 @@ impl Store for RedisStore {
         }
     }
 
-    async fn record_outcomes(&self, env: &EnvName, minute: u64, counts: &[OutcomeCount]) -> Result<(), StoreError> {
+    async fn record_outcomes(&self, env: &EnvName, bucket: Bucket, counts: &[OutcomeCount]) -> Result<(), StoreError> {
         if counts.is_empty() {
             return Ok(());
         }
-        let key = self.key(env, &format!("outcomes:{minute}"));
+        let key = self.key(env, &bucket_key(bucket));
         // One pipelined round trip: every HINCRBY, then the expiry.
         let mut pipe = redis::pipe();
         for count in counts {
@@ -572,18 +572,21 @@ impl Store for RedisStore {
         &self,
         env: &EnvName,
         release: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<MinuteCounts>, StoreError> {
-        let minutes: Vec<u64> = (from..=to).take(24 * 60).collect();
+        from: Bucket,
+        to: Bucket,
+    ) -> Result<Vec<BucketCounts>, StoreError> {
+        let buckets: Vec<Bucket> = Bucket::range(from, to).collect();
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
-        for minute in &minutes {
-            pipe.hgetall(self.key(env, &format!("outcomes:{minute}")));
+        for &bucket in &buckets {
+            pipe.hgetall(self.key(env, &bucket_key(bucket)));
         }
         let mut conn = self.manager.clone();
         let hashes: Vec<HashMap<String, u64>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut counts = Vec::new();
-        for (minute, hash) in minutes.iter().zip(hashes) {
+        for (bucket, hash) in buckets.iter().zip(hashes) {
             let mut per_version: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
             for (key, value) in hash {
                 let Some((pair, kind)) = key.rsplit_once('\u{1f}') else { continue };
@@ -594,8 +597,8 @@ impl Store for RedisStore {
                 let slot = per_version.entry(version.to_owned()).or_default();
                 if kind == "ok" { slot.0 = value } else { slot.1 = value }
             }
-            counts.extend(per_version.into_iter().map(|(version, (ok, error))| MinuteCounts {
-                minute: *minute,
+            counts.extend(per_version.into_iter().map(|(version, (ok, error))| BucketCounts {
+                bucket_start_ms: bucket.start_ms(),
                 version,
                 ok,
                 error,

@@ -5,8 +5,8 @@ use crate::helpers::unique_prefix;
 use crate::redis_harness::RedisServer;
 use cohort::store::redis::RedisOptions;
 use cohort::store::{
-    Action, AuditQuery, ChangeKind, EmbeddedStore, EnvData, EnvName, RedisStore, Store, StoreError, StoredRelease, Write,
-    WriteMeta,
+    Action, AuditQuery, Bucket, BucketCounts, ChangeKind, EmbeddedStore, EnvData, EnvName, OutcomeCount, RedisStore,
+    Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use cohort_sdk::Release;
 use std::sync::Arc;
@@ -95,6 +95,8 @@ store_suite!(
     a_write_and_its_audit_entry_land_together,
     a_refused_write_leaves_neither_change_nor_audit_entry,
     the_audit_log_pages_newest_first,
+    outcomes_are_counted_in_ten_second_buckets,
+    outcome_reads_are_inclusive_per_release_and_per_environment,
 );
 
 async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
@@ -437,4 +439,90 @@ async fn a_reseed_overwrites_the_environment_above_every_revision_with_one_audit
     // Writes go on above the seed.
     let next = f.store.write(&prod, Write::KillAll { on: true, reason: None }, &WriteMeta { floor: 9, ..meta }).await;
     assert_eq!(next.expect("writes").revision, 10);
+}
+
+fn outcome(release: &str, version: &str, ok: u64, error: u64) -> OutcomeCount {
+    OutcomeCount { release: release.into(), version: version.into(), ok, error }
+}
+
+fn bucket_counts(bucket_start_ms: u64, version: &str, ok: u64, error: u64) -> BucketCounts {
+    BucketCounts { bucket_start_ms, version: version.into(), ok, error }
+}
+
+/// A minute boundary (so also a bucket boundary) an hour ago: recent enough that no
+/// store prunes its counts as expired.
+fn hour_ago() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    (now - 3_600_000) / 60_000 * 60_000
+}
+
+async fn outcomes_are_counted_in_ten_second_buckets(f: Fixture) {
+    let (prod, t) = (env("production"), hour_ago());
+    for (at, ok, error) in [(t, 1, 1), (t + 9_999, 2, 0), (t + 10_000, 4, 4), (t + 25_000, 8, 0)] {
+        let bucket = Bucket::containing(at);
+        f.store.record_outcomes(&prod, bucket, &[outcome("checkout", "v2", ok, error)]).await.expect("recorded");
+    }
+    f.store.record_outcomes(&prod, Bucket::containing(t), &[outcome("checkout", "v1", 5, 0)]).await.expect("rec");
+    let read = f.store.outcomes(&prod, "checkout", Bucket::containing(t), Bucket::containing(t + 25_000)).await;
+    assert_eq!(
+        read.expect("read"),
+        vec![
+            bucket_counts(t, "v1", 5, 0),
+            bucket_counts(t, "v2", 3, 1),
+            bucket_counts(t + 10_000, "v2", 4, 4),
+            bucket_counts(t + 20_000, "v2", 8, 0),
+        ],
+        "{}: the same 10 s add up, the next 10 s are apart, oldest first",
+        f.store.kind()
+    );
+}
+
+async fn outcome_reads_are_inclusive_per_release_and_per_environment(f: Fixture) {
+    let (prod, staging, t) = (env("production"), env("staging"), hour_ago());
+    let (first, second) = (Bucket::containing(t), Bucket::containing(t + 10_000));
+    f.store.record_outcomes(&prod, first, &[outcome("checkout", "v2", 1, 0)]).await.expect("recorded");
+    f.store
+        .record_outcomes(&prod, second, &[outcome("checkout", "v2", 2, 0), outcome("search", "v2", 9, 9)])
+        .await
+        .expect("recorded");
+    f.store.record_outcomes(&staging, second, &[outcome("checkout", "v2", 7, 7)]).await.expect("recorded");
+    let read = |env: EnvName, release: &'static str, from: Bucket, to: Bucket| {
+        let store = Arc::clone(&f.store);
+        async move { store.outcomes(&env, release, from, to).await.expect("read") }
+    };
+    assert_eq!(read(prod.clone(), "checkout", second, second).await, vec![bucket_counts(t + 10_000, "v2", 2, 0)]);
+    assert_eq!(read(prod.clone(), "checkout", first, first).await, vec![bucket_counts(t, "v2", 1, 0)]);
+    assert!(read(prod.clone(), "checkout", second, first).await.is_empty(), "a reversed range is empty");
+    assert_eq!(read(prod.clone(), "search", first, second).await, vec![bucket_counts(t + 10_000, "v2", 9, 9)]);
+    assert_eq!(read(staging, "checkout", first, second).await, vec![bucket_counts(t + 10_000, "v2", 7, 7)]);
+    assert!(read(env("dev"), "checkout", first, second).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_embedded_data_file_with_per_minute_outcomes_still_loads_without_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (prod, t) = (env("production"), hour_ago());
+    let store = EmbeddedStore::open(dir.path(), 1_000).expect("opens");
+    store.write(&prod, Write::Create(release("checkout", 5_000)), &meta()).await.expect("created");
+    let path = store.path().to_owned();
+    drop(store);
+    // Files written before 10 s buckets kept counts per minute under `outcomes`.
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let minute = t / 60_000;
+    file["outcomes"] = serde_json::json!({"production": {minute.to_string(): {"checkout\u{1f}v2": [7, 3]}}});
+    std::fs::write(&path, serde_json::to_vec(&file).expect("json")).expect("written");
+
+    let store = EmbeddedStore::open(dir.path(), 1_000).expect("an old file still loads");
+    assert_eq!(store.load(&prod).await.expect("loads").releases.len(), 1, "its releases are kept");
+    let (first, last) = (Bucket::containing(minute * 60_000), Bucket::containing(minute * 60_000 + 59_999));
+    assert!(store.outcomes(&prod, "checkout", first, last).await.expect("read").is_empty(), "minute counts dropped");
+    store.record_outcomes(&prod, first, &[outcome("checkout", "v2", 1, 0)]).await.expect("recorded");
+    store.flush().await.expect("flushed");
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    assert!(written.get("outcomes").is_none(), "the old counts are not written back");
+    let reopened = EmbeddedStore::open(dir.path(), 1_000).expect("opens");
+    assert_eq!(
+        reopened.outcomes(&prod, "checkout", first, last).await.expect("read"),
+        vec![bucket_counts(t, "v2", 1, 0)]
+    );
 }
