@@ -21,9 +21,13 @@ pub enum ReleaseError {
     /// The request describes an invalid release.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
-    /// The request conflicts with the release's state (e.g. a ramp is running).
+    /// The request conflicts with the release's state (e.g. a ramp is already running).
     #[error("{0}")]
     Conflict(String),
+    /// The write would move a ramped release's allocation behind its ramp's back (see
+    /// [`ramp_guard`]); the message names the commands that hand control back.
+    #[error("{0}")]
+    RampActive(String),
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -53,9 +57,10 @@ pub struct ReleaseInput {
     /// Bucketing algorithm; recorded as `xxh3-slots-v1` when omitted.
     #[serde(default)]
     pub bucketing: Option<String>,
-    /// Candidate → percent.
+    /// Candidate → percent. On replace, omitting it keeps the current allocation (a
+    /// ramp's share survives an edit of the rules); `{}` clears it.
     #[serde(default)]
-    pub allocation: BTreeMap<String, f64>,
+    pub allocation: Option<BTreeMap<String, f64>>,
     /// Unit value → version.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
@@ -152,6 +157,13 @@ fn to_buckets(field: &str, percent: f64) -> Result<u32, ReleaseError> {
 
 /// Builds and validates a release from API input. Nothing invalid gets past this.
 pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Release, ReleaseError> {
+    validate(assemble(input, path_key, None)?)
+}
+
+/// A release from API input, not yet validated (a replace checks the ramp rule first, so
+/// a refused write says why it is refused rather than what else is wrong with it). An
+/// omitted `allocation` is `current`'s.
+fn assemble(input: ReleaseInput, path_key: Option<&str>, current: Option<&Release>) -> Result<Release, ReleaseError> {
     let key = match (input.key, path_key) {
         (Some(body), Some(path)) if body != path => {
             return Err(ReleaseError::invalid("key", format!("body key `{body}` differs from the URL's `{path}`")));
@@ -169,9 +181,14 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     if let Some(bucketing) = input.bucketing {
         release.bucketing = bucketing;
     }
-    for (version, percent) in input.allocation {
-        let buckets = to_buckets(&format!("allocation.{version}"), percent)?;
-        release.allocation.insert(version, buckets);
+    match input.allocation {
+        Some(percents) => {
+            for (version, percent) in percents {
+                let buckets = to_buckets(&format!("allocation.{version}"), percent)?;
+                release.allocation.insert(version, buckets);
+            }
+        }
+        None => release.allocation = current.map(|c| c.allocation.clone()).unwrap_or_default(),
     }
     release.overrides = input.overrides;
     release.rules = input.rules;
@@ -199,7 +216,59 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     } else if input.fleet_nodes.is_some() {
         return Err(ReleaseError::invalid("fleet_nodes", "only for fleet releases"));
     }
-    validate(release)
+    Ok(release)
+}
+
+/// The one rule every write path asks before changing a release (replace, allocation,
+/// delete, promote, and any later import or console): **only the ramp moves a ramped
+/// release's allocation**. While a ramp is running or paused, `next` (`None` for a
+/// delete) may not change the candidate's share or slot, nor remove the candidate or the
+/// baseline. Everything else — rules, overrides, description, other candidates — may
+/// change. Promoting the ramp's own candidate (the ramp ends with it) is the one way to
+/// change the baseline. Kept in one function so no route can drift from it.
+pub fn ramp_guard(current: &Release, next: Option<&Release>) -> Result<(), ReleaseError> {
+    let Some(ramp) = current.ramp.as_ref().filter(|r| !r.state.is_finished()) else { return Ok(()) };
+    let candidate = ramp.candidate.as_str();
+    let refuse = |what: String| {
+        Err(ReleaseError::RampActive(format!(
+            "a ramp of `{candidate}` is {state} on `{key}`, and only the ramp moves its allocation: {what} is \
+             refused. Run `cohort ramp pause {key}` to hold the ramp or `cohort ramp abort {key}` to end it, then retry",
+            state = ramp.state.as_str(),
+            key = current.key,
+        )))
+    };
+    let Some(next) = next else { return refuse("deleting the release".to_owned()) };
+    if next.ramp.is_none() && next.baseline() == Some(candidate) {
+        return Ok(());
+    }
+    if next.baseline() != current.baseline() {
+        return refuse(format!(
+            "making `{}` the baseline instead of `{}`",
+            next.baseline().unwrap_or_default(),
+            current.baseline().unwrap_or_default()
+        ));
+    }
+    // A candidate's units are those of its slot (DESIGN.md "Evaluation"): moving the slot
+    // moves users in and out of the candidate as surely as changing its share.
+    let slot = |r: &Release| (r.versions.iter().position(|v| v == candidate), r.versions.len());
+    if slot(next).0.is_none() {
+        return refuse(format!("removing the candidate `{candidate}`"));
+    }
+    if slot(next) != slot(current) {
+        return refuse(format!("adding, removing or reordering versions around `{candidate}`"));
+    }
+    let share = |r: &Release| r.allocation.get(candidate).copied().unwrap_or(0);
+    if share(next) != share(current) {
+        return refuse(format!(
+            "setting `{candidate}` from {} % to {} %",
+            buckets_to_percent(share(current)),
+            buckets_to_percent(share(next))
+        ));
+    }
+    if next.fleet != current.fleet || next.fleet_nodes != current.fleet_nodes {
+        return refuse(format!("changing the fleet or node count of `{candidate}`"));
+    }
+    Ok(())
 }
 
 fn validate(release: Release) -> Result<Release, ReleaseError> {
@@ -273,7 +342,8 @@ impl Releases {
         Ok(ReleaseView::new(&release, change.revision))
     }
 
-    /// Replaces a release at revision `expected`.
+    /// Replaces a release at revision `expected`. An omitted `allocation` keeps the
+    /// current one; the ramp rule ([`ramp_guard`]) decides whether the rest may change.
     pub async fn replace(
         &self,
         env: &EnvName,
@@ -282,24 +352,29 @@ impl Releases {
         input: ReleaseInput,
         expected: u64,
     ) -> Result<ReleaseView, ReleaseError> {
-        let mut release = build_release(input, Some(key))?;
+        let current = self.current_at(env, key, Some(expected)).await?;
+        let mut release = assemble(input, Some(key), current.as_ref().map(|(r, _)| r))?;
         // Kill state is changed through kill/unkill only, so a replace never revives a
         // killed release by accident.
-        if let Some(current) = self.current(env, key).await? {
-            release.killed = current.0.killed;
-            release.kill_reason = current.0.kill_reason;
-            release.ramp = current.0.ramp;
-            if release.fleet.is_some() && release.fleet == current.0.fleet {
-                release.overrides = current.0.overrides;
+        if let Some((current, _)) = current {
+            if release.fleet.is_some() && release.fleet == current.fleet {
+                release.overrides = current.overrides.clone();
             }
+            release.killed = current.killed;
+            release.kill_reason = current.kill_reason.clone();
+            release.ramp = current.ramp.clone();
+            ramp_guard(&current, Some(&release))?;
         }
+        let release = validate(release)?;
         let meta = WriteMeta::now(&actor.0, Action::Update, None);
         let change = self.write(env, Write::Update { release: release.clone(), expected }, &meta).await?;
         tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "update", "release written");
         Ok(ReleaseView::new(&release, change.revision))
     }
 
-    /// Deletes a release.
+    /// Deletes a release, refused while a ramp runs ([`ramp_guard`]). The delete is a
+    /// compare-and-set at the revision the rule was checked against, so a ramp started
+    /// meanwhile (on any instance) is never deleted from under itself.
     pub async fn delete(
         &self,
         env: &EnvName,
@@ -308,12 +383,32 @@ impl Releases {
         expected: Option<u64>,
     ) -> Result<u64, ReleaseError> {
         let meta = WriteMeta::now(&actor.0, Action::Delete, None);
-        let change = self.write(env, Write::Delete { key: key.to_owned(), expected }, &meta).await?;
-        tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
-        Ok(change.revision)
+        let mut attempt = 0;
+        loop {
+            let (release, revision) =
+                self.current_at(env, key, expected).await?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+            if let Some(expected) = expected.filter(|&e| e != revision) {
+                return Err(StoreError::RevisionMismatch { key: key.to_owned(), expected, current: revision }.into());
+            }
+            ramp_guard(&release, None)?;
+            match self.write(env, Write::Delete { key: key.to_owned(), expected: Some(revision) }, &meta).await {
+                Ok(change) => {
+                    tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
+                    return Ok(change.revision);
+                }
+                Err(ReleaseError::Store(StoreError::RevisionMismatch { .. }))
+                    if expected.is_none() && attempt < UNCONDITIONAL_RETRIES =>
+                {
+                    attempt += 1;
+                    reload(&*self.store, &self.snapshots, env).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// Sets some candidates' allocation (percent); others keep theirs.
+    /// Sets some candidates' allocation (percent); others keep theirs. A ramped
+    /// candidate's share is the ramp's ([`ramp_guard`]).
     pub async fn set_allocation(
         &self,
         env: &EnvName,
@@ -335,19 +430,11 @@ impl Releases {
         }
         let view = self
             .modify(env, key, expected, WriteMeta::now(&actor.0, Action::Allocation, None), |release| {
-                if let Some(ramp) = release.ramp.as_ref().filter(|r| !r.state.is_finished())
-                    && buckets.contains_key(&ramp.candidate)
-                {
-                    return Err(ReleaseError::Conflict(format!(
-                        "a ramp of `{}` is {}; pause and abort it (or let it finish) before setting its share by hand",
-                        ramp.candidate,
-                        ramp.state.as_str()
-                    )));
-                }
+                let before = release.clone();
                 for (version, b) in &buckets {
                     release.allocation.insert(version.clone(), *b);
                 }
-                Ok(())
+                ramp_guard(&before, Some(release))
             })
             .await?;
         Ok(view)
@@ -441,6 +528,26 @@ impl Releases {
         }
     }
 
+    /// The release and its revision, caught up with the store first when this instance's
+    /// snapshot does not hold the revision the caller expects (it may lag a write made
+    /// through another instance, and a rule checked against stale state is no rule).
+    async fn current_at(
+        &self,
+        env: &EnvName,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Option<(Release, u64)>, ReleaseError> {
+        let current = self.current(env, key).await?;
+        match (expected, &current) {
+            (Some(expected), Some((_, revision))) if *revision == expected => Ok(current),
+            (None, Some(_)) => Ok(current),
+            _ => {
+                reload(&*self.store, &self.snapshots, env).await?;
+                self.current(env, key).await
+            }
+        }
+    }
+
     /// The release and its revision as this instance serves them.
     async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
         let snap = self.snapshots.get(env).unwrap_or_default();
@@ -471,5 +578,80 @@ fn env_view(env: &EnvName, snap: &crate::snapshots::EnvSnapshot) -> EnvView {
         revision: snap.revision(),
         kill_all: snap.snapshot.kill_all(),
         kill_reason: snap.kill_reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_sdk::{Ramp, RampGuard, RampState, RampStep};
+
+    fn ramped(state: RampState) -> Release {
+        let mut release = Release::new("checkout", ["v1", "v2", "v3"]);
+        release.allocation.insert("v2".into(), 10_000);
+        release.ramp = Some(Ramp {
+            candidate: "v2".into(),
+            steps: vec![RampStep { buckets: 10_000, nodes: None, hold_ms: Some(1_000) }],
+            guard: RampGuard { max_error_rate_increase: 0.01, max_error_rate: None, min_samples: 10, confidence: 0.99 },
+            state,
+            step: 0,
+            step_started_ms: 0,
+            extensions: 0,
+            reason: None,
+            guard_figures: None,
+            progress_deadline_ms: None,
+            max_unavailable: None,
+        });
+        release
+    }
+
+    fn refused(current: &Release, next: Option<&Release>) -> bool {
+        matches!(ramp_guard(current, next), Err(ReleaseError::RampActive(_)))
+    }
+
+    #[test]
+    fn a_running_or_paused_ramp_owns_its_candidates_share() {
+        for state in [RampState::Running, RampState::Paused] {
+            let current = ramped(state);
+            let mut other = current.clone();
+            other.allocation.insert("v3".into(), 5_000);
+            other.description = "edited".into();
+            assert!(ramp_guard(&current, Some(&other)).is_ok(), "other candidates and fields may change");
+            let mut jump = current.clone();
+            jump.allocation.insert("v2".into(), 40_000);
+            assert!(refused(&current, Some(&jump)));
+            let mut cleared = current.clone();
+            cleared.allocation.clear();
+            assert!(refused(&current, Some(&cleared)), "an absent share is 0 %");
+            let mut removed = current.clone();
+            removed.versions.retain(|v| v != "v2");
+            assert!(refused(&current, Some(&removed)));
+            let mut moved = current.clone();
+            moved.versions.swap(1, 2);
+            assert!(refused(&current, Some(&moved)), "moving the slot moves users");
+            assert!(refused(&current, None), "delete");
+        }
+    }
+
+    #[test]
+    fn only_the_ramps_own_candidate_may_be_promoted() {
+        let current = ramped(RampState::Running);
+        let promote = |version: &str| {
+            let mut next = current.clone();
+            next.versions.retain(|v| v != version);
+            next.versions.insert(0, version.to_owned());
+            next.allocation.clear();
+            next.ramp = None;
+            next
+        };
+        assert!(ramp_guard(&current, Some(&promote("v2"))).is_ok());
+        assert!(refused(&current, Some(&promote("v3"))));
+    }
+
+    #[test]
+    fn a_finished_ramp_guards_nothing() {
+        for state in [RampState::Completed, RampState::Aborted, RampState::RolledBack] {
+            assert!(ramp_guard(&ramped(state), None).is_ok());
+        }
     }
 }

@@ -109,13 +109,13 @@ async fn create(
         .json(view))
 }
 
-/// Replaces a release; needs `If-Match`.
+/// Replaces a release; needs `If-Match`. An omitted `allocation` keeps the current one.
 #[utoipa::path(put, path = "/v1/envs/{env}/releases/{key}", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), ("If-Match" = Option<String>, Header, description = "The release's revision (its ETag), e.g. `\"7\"`")),
     request_body = ReleaseInput,
     responses(
         (status = 200, description = "Replaced", body = ReleaseView, headers(("ETag" = String))),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
         (status = 428, description = "`If-Match` is missing", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
@@ -138,7 +138,7 @@ async fn replace(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
     ))]
 async fn delete(
@@ -157,7 +157,7 @@ async fn delete(
     responses(
         (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape, or an invalid release", body = ErrorBody),

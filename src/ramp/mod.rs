@@ -12,7 +12,7 @@ pub mod tick;
 
 use crate::events::current_minute;
 use crate::fleet::Fleets;
-use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
+use crate::releases::{Actor, ReleaseError, ReleaseView, Releases, ramp_guard};
 use crate::snapshots::Snapshots;
 use crate::store::{Action, EnvName, StoreError, WriteMeta};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -212,6 +212,8 @@ impl Ramps {
     }
 
     /// Makes the candidate (the ramp's, or `candidate`) the baseline; allocation cleared.
+    /// While a ramp is active only its own candidate may be promoted ([`ramp_guard`]):
+    /// promoting another would silently discard the ramp.
     pub async fn promote(
         &self,
         env: &EnvName,
@@ -232,11 +234,12 @@ impl Ramps {
                 .position(|v| *v == chosen)
                 .filter(|&i| i > 0)
                 .ok_or_else(|| conflict(format!("`{chosen}` is not a candidate of this release")))?;
+            let before = release.clone();
             let promoted = release.versions.remove(index);
             release.versions.insert(0, promoted);
             release.allocation.clear();
             release.ramp = None;
-            Ok(())
+            ramp_guard(&before, Some(release))
         })
         .await
     }
