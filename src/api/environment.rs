@@ -21,7 +21,9 @@ async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpRespons
     HttpResponse::Ok().json(state.releases.environment(&auth.env))
 }
 
-/// Kills every release of the environment.
+/// Kills every release of the environment and pauses its running ramps.
+///
+/// Ramps pause with reason `killed`; unkill-all does not resume them.
 #[utoipa::path(post, path = "/v1/envs/{env}/kill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The environment", body = EnvView),
@@ -33,7 +35,7 @@ async fn kill_all(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&auth.env, &auth.actor(), true, reason).await?))
+    Ok(HttpResponse::Ok().json(state.ramps.set_kill_all(&auth.env, &auth.actor(), true, reason).await?))
 }
 
 /// Lifts the environment's kill switch.

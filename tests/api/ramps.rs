@@ -9,6 +9,7 @@ use crate::helpers::{
 use crate::redis_harness::RedisServer;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use cohort::config::{Secret, WebhookSettings};
+use cohort::store::{Action, EnvName, Write, WriteMeta};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -468,4 +469,70 @@ async fn the_command_line_shows_why_a_ramped_release_cannot_be_promoted_or_delet
         assert!(stderr.contains("ramp_active") && stderr.contains("cohort ramp abort checkout"), "{stderr}");
     }
     assert_eq!(ramp(&app, "checkout").await["state"], "running", "the ramp was not discarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_pauses_running_ramps_and_unkill_all_does_not_resume_them() {
+    let (hook_url, received) = receiver("hook-secret", false).await;
+    // The driver ticks once at start-up and then not for an hour: the pause must be the
+    // kill-all's own (the driver's freeze of a ramp left running has its own test).
+    let app = spawn_app_with(Backend::Embedded, move |s| {
+        s.webhooks = vec![WebhookSettings {
+            env: "production".into(),
+            url: hook_url.clone(),
+            secret: Secret::new("hook-secret"),
+        }];
+        s.ramp.tick_ms = 3_600_000;
+    })
+    .await;
+    app.given_release("production", "checkout", 0.0).await;
+    let slow = json!({"candidate": "v2", "steps": [{"percent": 10, "hold": "1h"}, {"percent": 100}]});
+    assert_eq!(start_ramp(&app, "checkout", slow).await.status(), StatusCode::CREATED);
+
+    let oncall = client_with(&token("oncall", "production", "kill"));
+    let r = oncall.post(app.env_url("production", "/kill-all")).json(&json!({"reason": "incident"})).send().await;
+    assert_eq!(r.expect("sent").status(), StatusCode::OK);
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["state"].clone(), status["reason"].clone()), (json!("paused"), json!("killed")));
+    assert_eq!(status["percent"], 10.0);
+    let pause = audit_actions(&app, "checkout").await.pop().expect("an entry");
+    assert_eq!((pause["action"].clone(), pause["reason"].clone()), (json!("ramp-pause"), json!("killed")));
+    assert_eq!(pause["actor"], "oncall");
+    let kinds = || received.lock().expect("lock").iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert!(eventually(DEADLINE, || async { kinds().contains(&"killed".to_owned()) }).await, "{:?}", kinds());
+
+    let r = app.post(&app.env_url("production", "/releases/checkout/ramp/resume"), &json!({})).await;
+    assert_error(r, StatusCode::CONFLICT, "conflict").await;
+    let r = oncall.post(app.env_url("production", "/unkill-all")).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["state"].clone(), status["step"].clone()), (json!("paused"), json!(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_pauses_a_ramp_left_running_under_kill_all_and_never_advances_it() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 0.0).await;
+    let _traffic = traffic(&app, "production", "checkout", 200, 1, 1);
+    let plan = json!({
+        "candidate": "v2",
+        "steps": [{"percent": 1, "hold": "2s"}, {"percent": 100}],
+        "guard": {"min_samples": 200}
+    });
+    assert_eq!(start_ramp(&app, "checkout", plan).await.status(), StatusCode::CREATED);
+    // A kill-all whose ramp pauses never happened: written by another instance, or by
+    // one that crashed right after the switch. Only the driver can freeze the ramp.
+    let env = EnvName::parse("production").expect("env");
+    let meta = WriteMeta::now("elsewhere", Action::KillAll, Some("incident".into()));
+    let store = app.state.releases.store();
+    store.write(&env, Write::KillAll { on: true, reason: Some("incident".into()) }, &meta).await.expect("written");
+
+    assert!(state_becomes(&app, "checkout", "paused").await, "the driver freezes the ramp");
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["reason"].clone(), status["step"].clone()), (json!("killed"), json!(0)));
+    assert_eq!(status["percent"], 1.0, "the candidate never went past the first step");
+    let entries = audit_actions(&app, "checkout").await;
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, vec!["create", "ramp-start", "ramp-pause"]);
+    assert_eq!((entries[2]["actor"].clone(), entries[2]["reason"].clone()), (json!("cohort:ramp"), json!("killed")));
 }
