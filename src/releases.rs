@@ -440,7 +440,10 @@ impl Releases {
         Ok(view)
     }
 
-    /// Turns a release's kill switch on or off.
+    /// Turns a release's kill switch on or off. Idempotent: a kill of a killed release
+    /// (or an unkill of a live one) writes nothing and answers the current state, so a
+    /// second on-call engineer repeating the kill neither erases the incident's reason
+    /// nor adds noise to the audit log; only a new non-empty reason replaces the reason.
     pub async fn set_killed(
         &self,
         env: &EnvName,
@@ -450,24 +453,43 @@ impl Releases {
         reason: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
         let action = if killed { Action::Kill } else { Action::Unkill };
-        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
-            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+        let reason = check_reason(reason)?;
+        let unchanged = |release: &Release| {
+            let running = release.ramp.as_ref().is_some_and(|r| r.state == cohort_sdk::RampState::Running);
+            release.killed == killed
+                && (!killed || reason.is_none() || release.kill_reason == reason)
+                && !(killed && running)
+        };
+        if self.current(env, key).await?.is_some_and(|(release, _)| unchanged(&release)) {
+            // The snapshot may lag the store (another instance unkilled): confirm against
+            // the store before answering "nothing to do" to a kill.
+            reload(&*self.store, &self.snapshots, env).await?;
+            if let Some((release, revision)) = self.current(env, key).await?.filter(|(r, _)| unchanged(r)) {
+                tracing::info!(%env, release = %key, revision, %actor, %action, "kill switch already in that state; nothing written");
+                return Ok(ReleaseView::new(&release, revision));
+            }
         }
         self.modify(env, key, None, WriteMeta::now(&actor.0, action, reason.clone()), |release| {
+            release.kill_reason = match (killed, &reason) {
+                (false, _) => None,
+                (true, Some(reason)) => Some(reason.clone()),
+                (true, None) => release.kill_reason.clone().filter(|_| release.killed),
+            };
             release.killed = killed;
-            release.kill_reason = reason.clone().filter(|_| killed);
             // A kill freezes a running ramp; it stays paused after the unkill until
             // someone resumes it deliberately.
             if let Some(ramp) = release.ramp.as_mut().filter(|r| killed && r.state == cohort_sdk::RampState::Running) {
                 ramp.state = cohort_sdk::RampState::Paused;
-                ramp.reason = Some("killed".to_owned());
+                ramp.reason = Some(crate::ramp::KILLED.to_owned());
             }
             Ok(())
         })
         .await
     }
 
-    /// Turns the environment kill switch on or off.
+    /// Turns the environment kill switch on or off; idempotent like [`Self::set_killed`].
+    /// Pausing the environment's running ramps is [`crate::ramp::Ramps::set_kill_all`]'s
+    /// part.
     pub async fn set_kill_all(
         &self,
         env: &EnvName,
@@ -475,18 +497,32 @@ impl Releases {
         on: bool,
         reason: Option<String>,
     ) -> Result<EnvView, ReleaseError> {
-        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
-            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
-        }
+        let reason = check_reason(reason)?;
         let action = if on { Action::KillAll } else { Action::UnkillAll };
-        let meta = WriteMeta::now(&actor.0, action, reason.clone());
-        let change = self.write(env, Write::KillAll { on, reason: reason.clone() }, &meta).await?;
+        let unchanged = |view: &EnvView| view.kill_all == on && (!on || reason.is_none() || view.kill_reason == reason);
+        if unchanged(&self.environment(env)) {
+            // As for a release: never answer "already killed" from a lagging snapshot.
+            reload(&*self.store, &self.snapshots, env).await?;
+            let view = self.environment(env);
+            if unchanged(&view) {
+                tracing::info!(%env, revision = view.revision, %actor, %action, "environment kill switch already in that state; nothing written");
+                return Ok(view);
+            }
+        }
+        // A kill-all without a reason keeps the reason of the kill-all already in force.
+        let stored_reason = match (on, &reason) {
+            (false, _) => None,
+            (true, Some(reason)) => Some(reason.clone()),
+            (true, None) => self.environment(env).kill_reason,
+        };
+        let meta = WriteMeta::now(&actor.0, action, reason);
+        let change = self.write(env, Write::KillAll { on, reason: stored_reason.clone() }, &meta).await?;
         tracing::info!(%env, revision = change.revision, %actor, %action, "environment kill switch written");
         Ok(EnvView {
             environment: env.to_string(),
             revision: change.revision,
             kill_all: on,
-            kill_reason: reason.filter(|_| on),
+            kill_reason: stored_reason,
         })
     }
 
@@ -570,6 +606,15 @@ impl Releases {
         }
         Ok(change)
     }
+}
+
+/// A kill reason as stored: at most 1 KiB, and blank means none (so it never replaces
+/// the reason of the kill in force).
+fn check_reason(reason: Option<String>) -> Result<Option<String>, ReleaseError> {
+    if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
+        return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+    }
+    Ok(reason.filter(|r| !r.trim().is_empty()))
 }
 
 fn env_view(env: &EnvName, snap: &crate::snapshots::EnvSnapshot) -> EnvView {

@@ -23,7 +23,8 @@ async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> HttpRespons
 
 /// Kills every release of the environment and pauses its running ramps.
 ///
-/// Ramps pause with reason `killed`; unkill-all does not resume them.
+/// Ramps pause with reason `killed`; unkill-all does not resume them. Killing a killed
+/// environment writes nothing; a new non-empty reason replaces the old.
 #[utoipa::path(post, path = "/v1/envs/{env}/kill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The environment", body = EnvView),

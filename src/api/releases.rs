@@ -174,7 +174,9 @@ async fn set_allocation(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
-/// Kills a release: everyone gets the baseline.
+/// Kills a release: everyone gets the baseline and a running ramp pauses.
+///
+/// Killing a killed release writes nothing; a new reason replaces the old.
 #[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/kill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
     request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
@@ -195,7 +197,9 @@ async fn kill(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
-/// Lifts a release's kill switch.
+/// Lifts a release's kill switch; a ramp it paused stays paused.
+///
+/// Unkilling a live release writes nothing.
 #[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/unkill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
     request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
