@@ -142,7 +142,7 @@ pub struct KillAnswer<T> {
 }
 
 /// Whether a failed kill should be served locally: the store cannot take it now.
-fn store_cannot_take(error: &ReleaseError) -> bool {
+pub(crate) fn store_cannot_take(error: &ReleaseError) -> bool {
     matches!(error, ReleaseError::Store(StoreError::Unavailable(_) | StoreError::Regressed { .. }))
 }
 
@@ -172,24 +172,20 @@ impl Releases {
         }
     }
 
-    /// Turns the environment kill switch on or off, like [`Releases::kill_release`].
-    pub async fn kill_environment(
+    /// The fallback of an environment kill the store could not take (the caller,
+    /// [`crate::ramp::Ramps::kill_environment`], pauses ramps when it is written).
+    pub(crate) fn kill_environment_locally(
         &self,
         env: &EnvName,
         actor: &Actor,
         on: bool,
         reason: Option<String>,
+        why: &ReleaseError,
     ) -> Result<KillAnswer<EnvView>, ReleaseError> {
-        match self.set_kill_all(env, actor, on, reason.clone()).await {
-            Ok(view) => Ok(KillAnswer { view, persisted: true }),
-            Err(error) if store_cannot_take(&error) => {
-                let served = self.require_env(env)?;
-                let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
-                self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, &error);
-                Ok(KillAnswer { view: self.environment(env)?, persisted: false })
-            }
-            Err(error) => Err(error),
-        }
+        let served = self.require_env(env)?;
+        let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
+        self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, why);
+        Ok(KillAnswer { view: self.environment(env)?, persisted: false })
     }
 
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
@@ -209,14 +205,6 @@ impl Releases {
             %env, ?target, on = state.on, %actor, reason = %why,
             "the store cannot take this kill; served by this instance now and written when the store is usable"
         );
-    }
-
-    /// Serves the journalled kills a previous run left (start-up, before the first load).
-    pub fn restore_pending(&self) {
-        for kill in self.pending().list() {
-            tracing::warn!(env = %kill.env, target = ?kill.target, on = kill.state.on, "serving a kill the store has not taken yet");
-            self.snapshots().restore_kill(&kill.env, kill.target, kill.state);
-        }
     }
 
     /// Writes every pending kill the store can take now, through the ordinary domain
@@ -256,5 +244,20 @@ impl Releases {
             settled += 1;
         }
         settled
+    }
+}
+
+/// Writes pending kills whenever the store can take them, until `shutdown`.
+pub async fn run(releases: Releases, every: std::time::Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = interval.tick() => {}
+        }
+        if !releases.pending().list().is_empty() {
+            releases.replay_pending().await;
+        }
     }
 }

@@ -21,12 +21,16 @@ pub enum ReleaseError {
     /// The request describes an invalid release.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
-    /// The request conflicts with the release's state (e.g. a ramp is running).
+    /// The request conflicts with the release's state (e.g. a ramp is already running).
     #[error("{0}")]
     Conflict(String),
     /// The environment does not exist; `nearest` is the closest existing name.
     #[error("environment `{env}` does not exist")]
     EnvironmentNotFound { env: String, nearest: Option<String> },
+    /// The write would move a ramped release's allocation behind its ramp's back (see
+    /// [`ramp_guard`]); the message names the commands that hand control back.
+    #[error("{0}")]
+    RampActive(String),
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,9 +60,10 @@ pub struct ReleaseInput {
     /// Bucketing algorithm; recorded as `xxh3-slots-v1` when omitted.
     #[serde(default)]
     pub bucketing: Option<String>,
-    /// Candidate → percent.
+    /// Candidate → percent. On replace, omitting it keeps the current allocation (a
+    /// ramp's share survives an edit of the rules); `{}` clears it.
     #[serde(default)]
-    pub allocation: BTreeMap<String, f64>,
+    pub allocation: Option<BTreeMap<String, f64>>,
     /// Unit value → version.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
@@ -155,6 +160,13 @@ fn to_buckets(field: &str, percent: f64) -> Result<u32, ReleaseError> {
 
 /// Builds and validates a release from API input. Nothing invalid gets past this.
 pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Release, ReleaseError> {
+    validate(assemble(input, path_key, None)?)
+}
+
+/// A release from API input, not yet validated (a replace checks the ramp rule first, so
+/// a refused write says why it is refused rather than what else is wrong with it). An
+/// omitted `allocation` is `current`'s.
+fn assemble(input: ReleaseInput, path_key: Option<&str>, current: Option<&Release>) -> Result<Release, ReleaseError> {
     let key = match (input.key, path_key) {
         (Some(body), Some(path)) if body != path => {
             return Err(ReleaseError::invalid("key", format!("body key `{body}` differs from the URL's `{path}`")));
@@ -172,9 +184,14 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     if let Some(bucketing) = input.bucketing {
         release.bucketing = bucketing;
     }
-    for (version, percent) in input.allocation {
-        let buckets = to_buckets(&format!("allocation.{version}"), percent)?;
-        release.allocation.insert(version, buckets);
+    match input.allocation {
+        Some(percents) => {
+            for (version, percent) in percents {
+                let buckets = to_buckets(&format!("allocation.{version}"), percent)?;
+                release.allocation.insert(version, buckets);
+            }
+        }
+        None => release.allocation = current.map(|c| c.allocation.clone()).unwrap_or_default(),
     }
     release.overrides = input.overrides;
     release.rules = input.rules;
@@ -202,7 +219,59 @@ pub fn build_release(input: ReleaseInput, path_key: Option<&str>) -> Result<Rele
     } else if input.fleet_nodes.is_some() {
         return Err(ReleaseError::invalid("fleet_nodes", "only for fleet releases"));
     }
-    validate(release)
+    Ok(release)
+}
+
+/// The one rule every write path asks before changing a release (replace, allocation,
+/// delete, promote, and any later import or console): **only the ramp moves a ramped
+/// release's allocation**. While a ramp is running or paused, `next` (`None` for a
+/// delete) may not change the candidate's share or slot, nor remove the candidate or the
+/// baseline. Everything else — rules, overrides, description, other candidates — may
+/// change. Promoting the ramp's own candidate (the ramp ends with it) is the one way to
+/// change the baseline. Kept in one function so no route can drift from it.
+pub fn ramp_guard(current: &Release, next: Option<&Release>) -> Result<(), ReleaseError> {
+    let Some(ramp) = current.ramp.as_ref().filter(|r| !r.state.is_finished()) else { return Ok(()) };
+    let candidate = ramp.candidate.as_str();
+    let refuse = |what: String| {
+        Err(ReleaseError::RampActive(format!(
+            "a ramp of `{candidate}` is {state} on `{key}`, and only the ramp moves its allocation: {what} is \
+             refused. Run `cohort ramp pause {key}` to hold the ramp or `cohort ramp abort {key}` to end it, then retry",
+            state = ramp.state.as_str(),
+            key = current.key,
+        )))
+    };
+    let Some(next) = next else { return refuse("deleting the release".to_owned()) };
+    if next.ramp.is_none() && next.baseline() == Some(candidate) {
+        return Ok(());
+    }
+    if next.baseline() != current.baseline() {
+        return refuse(format!(
+            "making `{}` the baseline instead of `{}`",
+            next.baseline().unwrap_or_default(),
+            current.baseline().unwrap_or_default()
+        ));
+    }
+    // A candidate's units are those of its slot (DESIGN.md "Evaluation"): moving the slot
+    // moves users in and out of the candidate as surely as changing its share.
+    let slot = |r: &Release| (r.versions.iter().position(|v| v == candidate), r.versions.len());
+    if slot(next).0.is_none() {
+        return refuse(format!("removing the candidate `{candidate}`"));
+    }
+    if slot(next) != slot(current) {
+        return refuse(format!("adding, removing or reordering versions around `{candidate}`"));
+    }
+    let share = |r: &Release| r.allocation.get(candidate).copied().unwrap_or(0);
+    if share(next) != share(current) {
+        return refuse(format!(
+            "setting `{candidate}` from {} % to {} %",
+            buckets_to_percent(share(current)),
+            buckets_to_percent(share(next))
+        ));
+    }
+    if next.fleet != current.fleet || next.fleet_nodes != current.fleet_nodes {
+        return refuse(format!("changing the fleet or node count of `{candidate}`"));
+    }
+    Ok(())
 }
 
 fn validate(release: Release) -> Result<Release, ReleaseError> {
@@ -292,7 +361,8 @@ impl Releases {
         Ok(ReleaseView::new(&release, change.revision))
     }
 
-    /// Replaces a release at revision `expected`.
+    /// Replaces a release at revision `expected`. An omitted `allocation` keeps the
+    /// current one; the ramp rule ([`ramp_guard`]) decides whether the rest may change.
     pub async fn replace(
         &self,
         env: &EnvName,
@@ -301,24 +371,29 @@ impl Releases {
         input: ReleaseInput,
         expected: u64,
     ) -> Result<ReleaseView, ReleaseError> {
-        let mut release = build_release(input, Some(key))?;
+        let current = self.current_at(env, key, Some(expected)).await?;
+        let mut release = assemble(input, Some(key), current.as_ref().map(|(r, _)| r))?;
         // Kill state is changed through kill/unkill only, so a replace never revives a
         // killed release by accident.
-        if let Some(current) = self.current(env, key).await? {
-            release.killed = current.0.killed;
-            release.kill_reason = current.0.kill_reason;
-            release.ramp = current.0.ramp;
-            if release.fleet.is_some() && release.fleet == current.0.fleet {
-                release.overrides = current.0.overrides;
+        if let Some((current, _)) = current {
+            if release.fleet.is_some() && release.fleet == current.fleet {
+                release.overrides = current.overrides.clone();
             }
+            release.killed = current.killed;
+            release.kill_reason = current.kill_reason.clone();
+            release.ramp = current.ramp.clone();
+            ramp_guard(&current, Some(&release))?;
         }
+        let release = validate(release)?;
         let meta = WriteMeta::now(&actor.0, Action::Update, None);
         let change = self.write(env, Write::Update { release: release.clone(), expected }, &meta).await?;
         tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "update", "release written");
         Ok(ReleaseView::new(&release, change.revision))
     }
 
-    /// Deletes a release.
+    /// Deletes a release, refused while a ramp runs ([`ramp_guard`]). The delete is a
+    /// compare-and-set at the revision the rule was checked against, so a ramp started
+    /// meanwhile (on any instance) is never deleted from under itself.
     pub async fn delete(
         &self,
         env: &EnvName,
@@ -327,12 +402,32 @@ impl Releases {
         expected: Option<u64>,
     ) -> Result<u64, ReleaseError> {
         let meta = WriteMeta::now(&actor.0, Action::Delete, None);
-        let change = self.write(env, Write::Delete { key: key.to_owned(), expected }, &meta).await?;
-        tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
-        Ok(change.revision)
+        let mut attempt = 0;
+        loop {
+            let (release, revision) =
+                self.current_at(env, key, expected).await?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+            if let Some(expected) = expected.filter(|&e| e != revision) {
+                return Err(StoreError::RevisionMismatch { key: key.to_owned(), expected, current: revision }.into());
+            }
+            ramp_guard(&release, None)?;
+            match self.write(env, Write::Delete { key: key.to_owned(), expected: Some(revision) }, &meta).await {
+                Ok(change) => {
+                    tracing::info!(%env, release = %key, revision = change.revision, %actor, action = "delete", "release written");
+                    return Ok(change.revision);
+                }
+                Err(ReleaseError::Store(StoreError::RevisionMismatch { .. }))
+                    if expected.is_none() && attempt < UNCONDITIONAL_RETRIES =>
+                {
+                    attempt += 1;
+                    reload(&*self.store, &self.snapshots, env).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    /// Sets some candidates' allocation (percent); others keep theirs.
+    /// Sets some candidates' allocation (percent); others keep theirs. A ramped
+    /// candidate's share is the ramp's ([`ramp_guard`]).
     pub async fn set_allocation(
         &self,
         env: &EnvName,
@@ -354,25 +449,20 @@ impl Releases {
         }
         let view = self
             .modify(env, key, expected, WriteMeta::now(&actor.0, Action::Allocation, None), |release| {
-                if let Some(ramp) = release.ramp.as_ref().filter(|r| !r.state.is_finished())
-                    && buckets.contains_key(&ramp.candidate)
-                {
-                    return Err(ReleaseError::Conflict(format!(
-                        "a ramp of `{}` is {}; pause and abort it (or let it finish) before setting its share by hand",
-                        ramp.candidate,
-                        ramp.state.as_str()
-                    )));
-                }
+                let before = release.clone();
                 for (version, b) in &buckets {
                     release.allocation.insert(version.clone(), *b);
                 }
-                Ok(())
+                ramp_guard(&before, Some(release))
             })
             .await?;
         Ok(view)
     }
 
-    /// Turns a release's kill switch on or off.
+    /// Turns a release's kill switch on or off. Idempotent: a kill of a killed release
+    /// (or an unkill of a live one) writes nothing and answers the current state, so a
+    /// second on-call engineer repeating the kill neither erases the incident's reason
+    /// nor adds noise to the audit log; only a new non-empty reason replaces the reason.
     pub async fn set_killed(
         &self,
         env: &EnvName,
@@ -382,24 +472,43 @@ impl Releases {
         reason: Option<String>,
     ) -> Result<ReleaseView, ReleaseError> {
         let action = if killed { Action::Kill } else { Action::Unkill };
-        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
-            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+        let reason = check_reason(reason)?;
+        let unchanged = |release: &Release| {
+            let running = release.ramp.as_ref().is_some_and(|r| r.state == cohort_sdk::RampState::Running);
+            release.killed == killed
+                && (!killed || reason.is_none() || release.kill_reason == reason)
+                && !(killed && running)
+        };
+        if self.current(env, key).await?.is_some_and(|(release, _)| unchanged(&release)) {
+            // The snapshot may lag the store (another instance unkilled): confirm against
+            // the store before answering "nothing to do" to a kill.
+            reload(&*self.store, &self.snapshots, env).await?;
+            if let Some((release, revision)) = self.current(env, key).await?.filter(|(r, _)| unchanged(r)) {
+                tracing::info!(%env, release = %key, revision, %actor, %action, "kill switch already in that state; nothing written");
+                return Ok(ReleaseView::new(&release, revision));
+            }
         }
         self.modify(env, key, None, WriteMeta::now(&actor.0, action, reason.clone()), |release| {
+            release.kill_reason = match (killed, &reason) {
+                (false, _) => None,
+                (true, Some(reason)) => Some(reason.clone()),
+                (true, None) => release.kill_reason.clone().filter(|_| release.killed),
+            };
             release.killed = killed;
-            release.kill_reason = reason.clone().filter(|_| killed);
             // A kill freezes a running ramp; it stays paused after the unkill until
             // someone resumes it deliberately.
             if let Some(ramp) = release.ramp.as_mut().filter(|r| killed && r.state == cohort_sdk::RampState::Running) {
                 ramp.state = cohort_sdk::RampState::Paused;
-                ramp.reason = Some("killed".to_owned());
+                ramp.reason = Some(crate::ramp::KILLED.to_owned());
             }
             Ok(())
         })
         .await
     }
 
-    /// Turns the environment kill switch on or off.
+    /// Turns the environment kill switch on or off; idempotent like [`Self::set_killed`].
+    /// Pausing the environment's running ramps is [`crate::ramp::Ramps::set_kill_all`]'s
+    /// part.
     pub async fn set_kill_all(
         &self,
         env: &EnvName,
@@ -407,18 +516,32 @@ impl Releases {
         on: bool,
         reason: Option<String>,
     ) -> Result<EnvView, ReleaseError> {
-        if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
-            return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
-        }
+        let reason = check_reason(reason)?;
         let action = if on { Action::KillAll } else { Action::UnkillAll };
-        let meta = WriteMeta::now(&actor.0, action, reason.clone());
-        let change = self.write(env, Write::KillAll { on, reason: reason.clone() }, &meta).await?;
+        let unchanged = |view: &EnvView| view.kill_all == on && (!on || reason.is_none() || view.kill_reason == reason);
+        if unchanged(&self.current_env(env).await?) {
+            // As for a release: never answer "already killed" from a lagging snapshot.
+            reload(&*self.store, &self.snapshots, env).await?;
+            let view = self.current_env(env).await?;
+            if unchanged(&view) {
+                tracing::info!(%env, revision = view.revision, %actor, %action, "environment kill switch already in that state; nothing written");
+                return Ok(view);
+            }
+        }
+        // A kill-all without a reason keeps the reason of the kill-all already in force.
+        let stored_reason = match (on, &reason) {
+            (false, _) => None,
+            (true, Some(reason)) => Some(reason.clone()),
+            (true, None) => self.current_env(env).await?.kill_reason,
+        };
+        let meta = WriteMeta::now(&actor.0, action, reason);
+        let change = self.write(env, Write::KillAll { on, reason: stored_reason.clone() }, &meta).await?;
         tracing::info!(%env, revision = change.revision, %actor, %action, "environment kill switch written");
         Ok(EnvView {
             environment: env.to_string(),
             revision: change.revision,
             kill_all: on,
-            kill_reason: reason.filter(|_| on),
+            kill_reason: stored_reason,
         })
     }
 
@@ -460,6 +583,26 @@ impl Releases {
         }
     }
 
+    /// The release and its revision, caught up with the store first when this instance's
+    /// snapshot does not hold the revision the caller expects (it may lag a write made
+    /// through another instance, and a rule checked against stale state is no rule).
+    async fn current_at(
+        &self,
+        env: &EnvName,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Option<(Release, u64)>, ReleaseError> {
+        let current = self.current(env, key).await?;
+        match (expected, &current) {
+            (Some(expected), Some((_, revision))) if *revision == expected => Ok(current),
+            (None, Some(_)) => Ok(current),
+            _ => {
+                reload(&*self.store, &self.snapshots, env).await?;
+                self.current(env, key).await
+            }
+        }
+    }
+
     /// The release and its revision as this instance serves them.
     ///
     /// A release whose kill switch this instance serves without the store having it (a
@@ -472,6 +615,22 @@ impl Releases {
         }
         let snap = self.snapshots.get(env).unwrap_or_default();
         Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
+    }
+
+    /// The environment's kill state as stored: from the snapshot, or from the store while
+    /// this instance serves a kill-all the store has not taken (see [`Self::current`]).
+    async fn current_env(&self, env: &EnvName) -> Result<EnvView, ReleaseError> {
+        let served = self.environment(env)?;
+        if self.snapshots.overlay(env).kill_all.is_none() {
+            return Ok(served);
+        }
+        let data = self.store.load(env).await?;
+        Ok(EnvView {
+            environment: env.to_string(),
+            revision: data.revision,
+            kill_all: data.kill_all,
+            kill_reason: data.kill_reason.filter(|_| data.kill_all),
+        })
     }
 
     /// A page of the audit log, newest first.
@@ -516,11 +675,95 @@ impl Releases {
     }
 }
 
+/// A kill reason as stored: at most 1 KiB, and blank means none (so it never replaces
+/// the reason of the kill in force).
+fn check_reason(reason: Option<String>) -> Result<Option<String>, ReleaseError> {
+    if reason.as_ref().is_some_and(|r| r.len() > 1_024) {
+        return Err(ReleaseError::invalid("reason", "at most 1024 bytes"));
+    }
+    Ok(reason.filter(|r| !r.trim().is_empty()))
+}
+
 fn env_view(env: &EnvName, snap: &crate::snapshots::EnvSnapshot) -> EnvView {
     EnvView {
         environment: env.to_string(),
         revision: snap.revision(),
         kill_all: snap.snapshot.kill_all(),
         kill_reason: snap.kill_reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_sdk::{Ramp, RampGuard, RampState, RampStep};
+
+    fn ramped(state: RampState) -> Release {
+        let mut release = Release::new("checkout", ["v1", "v2", "v3"]);
+        release.allocation.insert("v2".into(), 10_000);
+        release.ramp = Some(Ramp {
+            candidate: "v2".into(),
+            steps: vec![RampStep { buckets: 10_000, nodes: None, hold_ms: Some(1_000) }],
+            guard: RampGuard { max_error_rate_increase: 0.01, max_error_rate: None, min_samples: 10, confidence: 0.99 },
+            state,
+            step: 0,
+            step_started_ms: 0,
+            extensions: 0,
+            reason: None,
+            guard_figures: None,
+            progress_deadline_ms: None,
+            max_unavailable: None,
+        });
+        release
+    }
+
+    fn refused(current: &Release, next: Option<&Release>) -> bool {
+        matches!(ramp_guard(current, next), Err(ReleaseError::RampActive(_)))
+    }
+
+    #[test]
+    fn a_running_or_paused_ramp_owns_its_candidates_share() {
+        for state in [RampState::Running, RampState::Paused] {
+            let current = ramped(state);
+            let mut other = current.clone();
+            other.allocation.insert("v3".into(), 5_000);
+            other.description = "edited".into();
+            assert!(ramp_guard(&current, Some(&other)).is_ok(), "other candidates and fields may change");
+            let mut jump = current.clone();
+            jump.allocation.insert("v2".into(), 40_000);
+            assert!(refused(&current, Some(&jump)));
+            let mut cleared = current.clone();
+            cleared.allocation.clear();
+            assert!(refused(&current, Some(&cleared)), "an absent share is 0 %");
+            let mut removed = current.clone();
+            removed.versions.retain(|v| v != "v2");
+            assert!(refused(&current, Some(&removed)));
+            let mut moved = current.clone();
+            moved.versions.swap(1, 2);
+            assert!(refused(&current, Some(&moved)), "moving the slot moves users");
+            assert!(refused(&current, None), "delete");
+        }
+    }
+
+    #[test]
+    fn only_the_ramps_own_candidate_may_be_promoted() {
+        let current = ramped(RampState::Running);
+        let promote = |version: &str| {
+            let mut next = current.clone();
+            next.versions.retain(|v| v != version);
+            next.versions.insert(0, version.to_owned());
+            next.allocation.clear();
+            next.ramp = None;
+            next
+        };
+        assert!(ramp_guard(&current, Some(&promote("v2"))).is_ok());
+        assert!(refused(&current, Some(&promote("v3"))));
+    }
+
+    #[test]
+    fn a_finished_ramp_guards_nothing() {
+        for state in [RampState::Completed, RampState::Aborted, RampState::RolledBack] {
+            assert!(ramp_guard(&ramped(state), None).is_ok());
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
 use crate::store::redis::RedisOptions;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
+use crate::pending::PendingKills;
 use crate::store_watch::StoreWatch;
 use crate::stream::{Fanout, StreamSettings, Streams};
 use crate::sync::{SyncSettings, Syncer};
@@ -56,6 +57,7 @@ pub struct Application {
     fanout: Fanout,
     driver: Driver,
     dispatcher: Dispatcher,
+    pending_interval: Duration,
 }
 
 /// Stops a running application.
@@ -146,6 +148,13 @@ impl Application {
         let store = open_store(&settings).await?;
         let watch = Arc::new(StoreWatch::open(&settings.store.data_dir)?);
         let snapshots = Arc::new(Snapshots::new(settings.server.stream_history, watch));
+        // Kills a previous run served but the store never took are served again from the
+        // first load on.
+        let pending = Arc::new(PendingKills::open(&settings.store.data_dir)?);
+        for kill in pending.list() {
+            tracing::warn!(env = %kill.env, target = ?kill.target, on = kill.state.on, "serving a kill the store has not taken yet");
+            snapshots.restore_kill(&kill.env, kill.target, kill.state);
+        }
         let syncer = Syncer::new(
             Arc::clone(&store),
             Arc::clone(&snapshots),
@@ -169,7 +178,7 @@ impl Application {
             Arc::clone(&snapshots),
             StreamSettings { heartbeat: settings.server.sse_heartbeat(), buffer: settings.server.stream_buffer },
         );
-        let releases = Releases::new(Arc::clone(&store), Arc::clone(&snapshots));
+        let releases = Releases::new(Arc::clone(&store), Arc::clone(&snapshots)).with_pending(pending);
         let (webhooks, dispatcher) = webhooks::channel(settings.webhooks.clone());
         let fleets = Fleets::new(releases.clone(), Duration::from_millis(settings.fleet.node_ttl_ms.max(1)));
         let ramps = Ramps::new(releases.clone(), Arc::clone(&snapshots), webhooks, fleets);
@@ -212,7 +221,8 @@ impl Application {
             .map_err(|source| StartError::Bind { addr, source })?
             .run();
         tracing::info!(%addr, port, store = store.kind(), "cohort listening");
-        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher })
+        let pending_interval = Duration::from_millis(settings.store.resync_interval_ms.max(10));
+        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher, pending_interval })
     }
 
     /// The bound port (useful with port 0).
@@ -237,6 +247,11 @@ impl Application {
         let sync = tokio::spawn(self.syncer.run(stopped.clone()));
         let fanout = tokio::spawn(self.fanout.run(stopped.clone()));
         let driver = tokio::spawn(self.driver.run(stopped.clone()));
+        let pending = tokio::spawn(crate::pending::run(
+            self.state.releases.clone(),
+            self.pending_interval,
+            stopped.clone(),
+        ));
         let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
@@ -244,6 +259,7 @@ impl Application {
         let _ = fanout.await;
         let _ = driver.await;
         let _ = dispatcher.await;
+        let _ = pending.await;
         if let Err(error) = self.state.releases.store().flush().await {
             tracing::warn!(%error, "could not flush the store on shutdown");
         }

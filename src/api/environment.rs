@@ -5,6 +5,7 @@ use super::auth::{Authorized, Kill, Read};
 use super::openapi::ErrorBody;
 use super::releases::{ReasonRequest, optional_json};
 use super::{ApiError, AppState, resource};
+use crate::pending::KillAnswer;
 use crate::releases::EnvView;
 use actix_web::{HttpResponse, web};
 
@@ -21,7 +22,10 @@ async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> Result<Http
     Ok(HttpResponse::Ok().json(state.releases.environment(&auth.env)?))
 }
 
-/// Kills every release of the environment.
+/// Kills every release of the environment and pauses its running ramps.
+///
+/// Ramps pause with reason `killed`; unkill-all does not resume them. Killing a killed
+/// environment writes nothing; a new non-empty reason replaces the old.
 #[utoipa::path(post, path = "/v1/envs/{env}/kill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The environment", body = EnvView),
@@ -33,7 +37,7 @@ async fn kill_all(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&auth.env, &auth.actor(), true, reason).await?))
+    kill_answer(state.ramps.kill_environment(&auth.env, &auth.actor(), true, reason).await?)
 }
 
 /// Lifts the environment's kill switch.
@@ -48,5 +52,12 @@ async fn unkill_all(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    Ok(HttpResponse::Ok().json(state.releases.set_kill_all(&auth.env, &auth.actor(), false, reason).await?))
+    kill_answer(state.ramps.kill_environment(&auth.env, &auth.actor(), false, reason).await?)
+}
+
+/// 200 when the store has the kill, 202 `"persisted": false` when only this instance
+/// serves it so far (journalled, written when the store is usable).
+pub(super) fn kill_answer<T: serde::Serialize>(answer: KillAnswer<T>) -> Result<HttpResponse, ApiError> {
+    let mut response = if answer.persisted { HttpResponse::Ok() } else { HttpResponse::Accepted() };
+    Ok(response.json(answer))
 }

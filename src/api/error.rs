@@ -48,6 +48,9 @@ pub enum ApiError {
     /// The release's state does not allow this now.
     #[error("{0}")]
     Conflict(String),
+    /// The write would move a ramped release's allocation; only the ramp may.
+    #[error("{0}")]
+    RampActive(String),
     /// `If-Match` is stale.
     #[error("release `{key}` is at revision {current}, not {expected}: someone changed it; fetch it again and retry")]
     RevisionMismatch { key: String, expected: u64, current: u64 },
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RampActive(_) => "ramp_active",
             ApiError::RevisionMismatch { .. } => "revision_mismatch",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -142,6 +146,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::Invalid { field, message } => ApiError::InvalidRelease { field, message },
             ReleaseError::Conflict(message) => ApiError::Conflict(message),
             ReleaseError::EnvironmentNotFound { env, nearest } => ApiError::EnvironmentNotFound { env, nearest },
+            ReleaseError::RampActive(message) => ApiError::RampActive(message),
             ReleaseError::Store(e) => e.into(),
         }
     }
@@ -174,6 +179,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AlreadyExists(_)
             | ApiError::Conflict(_)
+            | ApiError::RampActive(_)
             | ApiError::EnvironmentExists(_)
             | ApiError::EnvironmentNotEmpty(_) => StatusCode::CONFLICT,
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,

@@ -130,7 +130,7 @@ async fn abort(
     responses(
         (status = 200, description = "Promoted", body = ReleaseView),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp of another candidate is running or paused (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape, or not a version", body = ErrorBody),
     ))]
 async fn promote(

@@ -109,13 +109,13 @@ async fn create(
         .json(view))
 }
 
-/// Replaces a release; needs `If-Match`.
+/// Replaces a release; needs `If-Match`. An omitted `allocation` keeps the current one.
 #[utoipa::path(put, path = "/v1/envs/{env}/releases/{key}", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), ("If-Match" = Option<String>, Header, description = "The release's revision (its ETag), e.g. `\"7\"`")),
     request_body = ReleaseInput,
     responses(
         (status = 200, description = "Replaced", body = ReleaseView, headers(("ETag" = String))),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
         (status = 428, description = "`If-Match` is missing", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
@@ -138,7 +138,7 @@ async fn replace(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
     ))]
 async fn delete(
@@ -157,7 +157,7 @@ async fn delete(
     responses(
         (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
         (status = 404, description = "No such release", body = ErrorBody),
-        (status = 409, description = "The release's state does not allow this now", body = ErrorBody),
+        (status = 409, description = "A ramp is running or paused and this would move its allocation (`ramp_active`), or the release's state does not allow this now", body = ErrorBody),
         (status = 412, description = "`If-Match` is stale", body = ErrorBody),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape, or an invalid release", body = ErrorBody),
@@ -174,11 +174,14 @@ async fn set_allocation(
     Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
 }
 
-/// Kills a release: everyone gets the baseline.
+/// Kills a release: everyone gets the baseline and a running ramp pauses.
+///
+/// Killing a killed release writes nothing; a new reason replaces the old.
 #[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/kill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
     request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
-        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 200, description = "The release, with `persisted: true`", body = ReleaseView, headers(("ETag" = String))),
+        (status = 202, description = "The store cannot take it now: served by this instance at once, journalled, written when the store is usable (`persisted: false`)", body = ReleaseView),
         (status = 404, description = "No such release", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
     ))]
@@ -190,16 +193,21 @@ async fn kill(
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
     let before = state.releases.get(&auth.env, &path.key).ok().and_then(|v| v.ramp);
-    let view = state.releases.set_killed(&auth.env, &auth.actor(), &path.key, true, reason).await?;
-    state.ramps.killed(&auth.env, &before, &view, &auth.principal.sub);
-    Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
+    let answer = state.releases.kill_release(&auth.env, &auth.actor(), &path.key, true, reason).await?;
+    if answer.persisted {
+        state.ramps.killed(&auth.env, &before, &answer.view, &auth.principal.sub);
+    }
+    kill_answer(answer)
 }
 
-/// Lifts a release's kill switch.
+/// Lifts a release's kill switch; a ramp it paused stays paused.
+///
+/// Unkilling a live release writes nothing.
 #[utoipa::path(post, path = "/v1/envs/{env}/releases/{key}/unkill", tag = "releases", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout")),
     request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
-        (status = 200, description = "The release", body = ReleaseView, headers(("ETag" = String))),
+        (status = 200, description = "The release, with `persisted: true`", body = ReleaseView, headers(("ETag" = String))),
+        (status = 202, description = "The store cannot take it now: served by this instance at once, journalled, written when the store is usable (`persisted: false`)", body = ReleaseView),
         (status = 404, description = "No such release", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
     ))]
@@ -210,6 +218,15 @@ async fn unkill(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    let view = state.releases.set_killed(&auth.env, &auth.actor(), &path.key, false, reason).await?;
-    Ok(HttpResponse::Ok().insert_header(etag(view.revision)).json(view))
+    kill_answer(state.releases.kill_release(&auth.env, &auth.actor(), &path.key, false, reason).await?)
+}
+
+/// 200 (with the release's `ETag`) when the store has the kill, 202 when only this
+/// instance serves it so far.
+fn kill_answer(answer: crate::pending::KillAnswer<ReleaseView>) -> Result<HttpResponse, ApiError> {
+    if answer.persisted {
+        Ok(HttpResponse::Ok().insert_header(etag(answer.view.revision)).json(answer))
+    } else {
+        Ok(HttpResponse::Accepted().json(answer))
+    }
 }

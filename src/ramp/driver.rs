@@ -2,7 +2,7 @@
 //! drives. Each tick walks the running ramps of the served snapshot and lets
 //! [`super::Ramps::drive`] decide and apply (compare-and-set) their transitions.
 
-use super::{Ramps, now_ms};
+use super::{DRIVER_ACTOR, Ramps, now_ms};
 use crate::snapshots::Snapshots;
 use crate::store::Store;
 use cohort_sdk::RampState;
@@ -80,6 +80,15 @@ impl Driver {
                     continue;
                 }
                 let revision = snapshot.revisions.get(release.key()).copied().unwrap_or(0);
+                // Nothing advances under a kill. A ramp still running under one (a crash
+                // between kill-all and its pauses, a kill-all by another instance) is
+                // paused here instead of driven.
+                if snapshot.snapshot.kill_all() || release.release().killed {
+                    if let Err(error) = self.ramps.freeze(&env, DRIVER_ACTOR, release.key(), Some(revision)).await {
+                        tracing::warn!(%env, release = %release.key(), %error, "pausing a killed ramp failed; retrying next tick");
+                    }
+                    continue;
+                }
                 if let Err(error) = self.ramps.drive(&env, release.key(), revision, now_ms()).await {
                     tracing::warn!(%env, release = %release.key(), %error, "ramp step failed; retrying next tick");
                 }

@@ -12,7 +12,7 @@ pub mod tick;
 pub mod window;
 
 use crate::fleet::Fleets;
-use crate::releases::{Actor, ReleaseError, ReleaseView, Releases};
+use crate::releases::{Actor, EnvView, ReleaseError, ReleaseView, Releases, ramp_guard};
 use crate::snapshots::Snapshots;
 use crate::store::{Action, EnvName, StoreError, WriteMeta};
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -26,6 +26,9 @@ use tick::Transition;
 
 /// The actor the driver writes as.
 pub const DRIVER_ACTOR: &str = "cohort:ramp";
+
+/// The reason (and webhook event) of a ramp paused because a kill covers its release.
+pub const KILLED: &str = "killed";
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -126,9 +129,13 @@ impl Ramps {
         request: RampRequest,
     ) -> Result<ReleaseView, ReleaseError> {
         let now = now_ms();
+        let kill_all = self.kill_all(env);
         self.change(env, actor, key, (Action::RampStart, None), "started", |release| {
             if release.killed {
                 return Err(conflict("the release is killed; unkill it before ramping"));
+            }
+            if kill_all {
+                return Err(conflict("the environment is killed (kill-all); unkill-all before ramping"));
             }
             if let Some(r) = release.ramp.as_ref().filter(|r| !r.state.is_finished()) {
                 return Err(conflict(format!("a ramp of `{}` is already {}", r.candidate, r.state.as_str())));
@@ -171,9 +178,13 @@ impl Ramps {
     /// Resumes a paused ramp; the current step's hold starts over.
     pub async fn resume(&self, env: &EnvName, actor: &Actor, key: &str) -> Result<ReleaseView, ReleaseError> {
         let now = now_ms();
+        let kill_all = self.kill_all(env);
         self.change(env, actor, key, (Action::RampResume, None), "resumed", |release| {
             if release.killed {
                 return Err(conflict("the release is killed; unkill it before resuming"));
+            }
+            if kill_all {
+                return Err(conflict("the environment is killed (kill-all); unkill-all before resuming"));
             }
             let ramp = release.ramp.as_mut().ok_or_else(|| conflict("no ramp to resume"))?;
             if ramp.state != RampState::Paused {
@@ -212,6 +223,8 @@ impl Ramps {
     }
 
     /// Makes the candidate (the ramp's, or `candidate`) the baseline; allocation cleared.
+    /// While a ramp is active only its own candidate may be promoted ([`ramp_guard`]):
+    /// promoting another would silently discard the ramp.
     pub async fn promote(
         &self,
         env: &EnvName,
@@ -232,11 +245,12 @@ impl Ramps {
                 .position(|v| *v == chosen)
                 .filter(|&i| i > 0)
                 .ok_or_else(|| conflict(format!("`{chosen}` is not a candidate of this release")))?;
+            let before = release.clone();
             let promoted = release.versions.remove(index);
             release.versions.insert(0, promoted);
             release.allocation.clear();
             release.ramp = None;
-            Ok(())
+            ramp_guard(&before, Some(release))
         })
         .await
     }
@@ -246,7 +260,99 @@ impl Ramps {
         let was_running = before.as_ref().is_some_and(|r| r.state == RampState::Running);
         let now_paused = after.ramp.as_ref().is_some_and(|r| r.state == RampState::Paused);
         if was_running && now_paused {
-            self.notify(env, after, "killed", actor);
+            self.notify(env, after, KILLED, actor);
+        }
+    }
+
+    /// Whether this instance serves `env` under kill-all.
+    fn kill_all(&self, env: &EnvName) -> bool {
+        self.snapshots.get(env).is_some_and(|s| s.snapshot.kill_all())
+    }
+
+    /// Sets the environment kill switch, then pauses every running ramp of the
+    /// environment (reason `killed`), each as its own compare-and-set with its audit
+    /// entry and `killed` webhook. The switch comes first: it is what protects users,
+    /// and a pause that fails here (store outage, crash) is made by the driver's next
+    /// tick, which freezes any ramp it finds running under a kill.
+    pub async fn set_kill_all(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<EnvView, ReleaseError> {
+        let view = self.releases.set_kill_all(env, actor, on, reason).await?;
+        if on {
+            let running: Vec<String> = self
+                .snapshots
+                .get(env)
+                .map(|snap| {
+                    snap.snapshot
+                        .iter()
+                        .filter(|r| r.release().ramp.as_ref().is_some_and(|r| r.state == RampState::Running))
+                        .map(|r| r.key().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for key in running {
+                if let Err(error) = self.freeze(env, &actor.0, &key, None).await {
+                    tracing::warn!(%env, release = %key, %error, "could not pause the ramp under kill-all; the driver will");
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// The environment kill switch as the API and CLI throw it: through the store when it
+    /// can take it (then every running ramp is paused), else served at once by this
+    /// instance and journalled ([`crate::pending`]); the driver pauses the ramps once
+    /// the journalled kill is written.
+    pub async fn kill_environment(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<crate::pending::KillAnswer<EnvView>, ReleaseError> {
+        match self.set_kill_all(env, actor, on, reason.clone()).await {
+            Ok(view) => Ok(crate::pending::KillAnswer { view, persisted: true }),
+            Err(error) if crate::pending::store_cannot_take(&error) => {
+                self.releases.kill_environment_locally(env, actor, on, reason, &error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Pauses `key`'s running ramp because a kill covers it (reason `killed`), audited as
+    /// a ramp pause by `actor` and announced as `killed`. With `revision`, one
+    /// compare-and-set at that revision (the driver: losing it means someone moved
+    /// first); without, against the latest state. A ramp no longer running is left alone.
+    pub(crate) async fn freeze(
+        &self,
+        env: &EnvName,
+        actor: &str,
+        key: &str,
+        revision: Option<u64>,
+    ) -> Result<(), ReleaseError> {
+        let meta = WriteMeta::now(actor, Action::RampPause, Some(KILLED.to_owned()));
+        let result = self
+            .releases
+            .modify(env, key, revision, meta, |release| {
+                let ramp = release.ramp.as_mut().filter(|r| r.state == RampState::Running);
+                let ramp = ramp.ok_or_else(|| conflict("the ramp is no longer running"))?;
+                ramp.state = RampState::Paused;
+                ramp.reason = Some(KILLED.to_owned());
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(view) => {
+                tracing::info!(%env, release = %key, revision = view.revision, %actor, "ramp paused: a kill covers it");
+                self.notify(env, &view, KILLED, actor);
+                Ok(())
+            }
+            Err(ReleaseError::Conflict(_) | ReleaseError::Store(StoreError::RevisionMismatch { .. })) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

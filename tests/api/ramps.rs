@@ -12,6 +12,7 @@ use crate::helpers::{
 use crate::redis_harness::RedisServer;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use cohort::config::{Secret, WebhookSettings};
+use cohort::store::{Action, EnvName, Write, WriteMeta};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -191,7 +192,7 @@ async fn people_pause_resume_abort_and_promote_and_a_kill_pauses() {
     let again = start_ramp(&app, "checkout", slow.clone()).await;
     assert_error(again, StatusCode::CONFLICT, "conflict").await;
     let manual = app.set_percent("production", "checkout", json!({"v2": 50}), None).await;
-    assert_error(manual, StatusCode::CONFLICT, "conflict").await;
+    assert_error(manual, StatusCode::CONFLICT, "ramp_active").await;
 
     // An alerting system with a kill token may pause.
     let alerts = client_with(&token("alertmanager", "production", "kill"));
@@ -452,4 +453,172 @@ async fn ramps_are_driven_from_the_command_line_and_show_in_metrics() {
     assert!(text.contains(r#"cohort_ramp_candidate_buckets{environment="production",release="checkout"} 2000"#));
     assert!(text.contains(r#"route="/v1/envs/{env}/evaluate""#), "latency by route pattern");
     assert!(text.contains(r#"cohort_evaluations_total{reason="SPLIT",release="checkout",version="#), "{text}");
+}
+
+/// A ramp of v2 running at 10 % on `checkout`, a three-version release (v1, v2, v3), so
+/// another candidate exists to be promoted; its hold is an hour, so only the test moves it.
+async fn ramping_at_ten_percent(app: &TestApp) {
+    let r = app.create_release("production", json!({"key": "checkout", "versions": ["v1", "v2", "v3"]})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let plan = json!({"candidate": "v2", "steps": [{"percent": 10, "hold": "1h"}, {"percent": 30}]});
+    assert_eq!(start_ramp(app, "checkout", plan).await.status(), StatusCode::CREATED);
+}
+
+async fn put_release(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    let revision = app.get_release("production", key).await.json::<Value>().await.expect("json")["revision"].clone();
+    app.client
+        .put(app.env_url("production", &format!("/releases/{key}")))
+        .header("If-Match", format!("\"{revision}\""))
+        .json(&body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn v2_percent(app: &TestApp) -> Value {
+    app.get_release("production", "checkout").await.json::<Value>().await.expect("json")["allocation"]["v2"].clone()
+}
+
+#[tokio::test]
+async fn a_put_without_allocation_keeps_the_ramps_share_and_may_change_everything_else() {
+    let app = spawn_app(Backend::Embedded).await;
+    ramping_at_ten_percent(&app).await;
+    let r = put_release(&app, "checkout", json!({"versions": ["v1", "v2", "v3"], "description": "new copy"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["allocation"], json!({"v2": 10.0}), "an omitted allocation is kept, never reset");
+    assert_eq!(body["description"], "new copy");
+    assert_eq!(body["ramp"]["state"], "running");
+    let rules = json!([{"when": [{"attr": "country", "op": "in", "values": ["NZ"]}], "serve": "v3"}]);
+    let r = put_release(
+        &app,
+        "checkout",
+        json!({"versions": ["v1", "v2", "v3"], "allocation": {"v2": 10}, "rules": rules, "overrides": {"u1": "v2"}}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "repeating the ramp's share while changing rules is fine");
+    assert_eq!(v2_percent(&app).await, 10.0);
+}
+
+#[tokio::test]
+async fn writes_that_would_move_a_ramped_candidate_are_refused_until_the_ramp_is_aborted() {
+    let app = spawn_app(Backend::Embedded).await;
+    ramping_at_ten_percent(&app).await;
+    let url = |p: &str| app.env_url("production", &format!("/releases/checkout{p}"));
+    let jump = json!({"versions": ["v1", "v2", "v3"], "allocation": {"v2": 20}});
+    let drop_candidate = json!({"versions": ["v1", "v3"], "allocation": {}});
+
+    let message =
+        assert_error(put_release(&app, "checkout", jump.clone()).await, StatusCode::CONFLICT, "ramp_active").await;
+    assert!(
+        message.contains("cohort ramp pause checkout") && message.contains("cohort ramp abort checkout"),
+        "{message}"
+    );
+    assert_error(put_release(&app, "checkout", drop_candidate.clone()).await, StatusCode::CONFLICT, "ramp_active")
+        .await;
+    let zero = json!({"versions": ["v1", "v2", "v3"], "allocation": {}});
+    assert_error(put_release(&app, "checkout", zero).await, StatusCode::CONFLICT, "ramp_active").await;
+    let r = app.set_percent("production", "checkout", json!({"v2": 20}), None).await;
+    assert_error(r, StatusCode::CONFLICT, "ramp_active").await;
+    let r = app.post(&url("/promote"), &json!({"candidate": "v3"})).await;
+    assert_error(r, StatusCode::CONFLICT, "ramp_active").await;
+    let r = app.client.delete(url("")).send().await.expect("sent");
+    assert_error(r, StatusCode::CONFLICT, "ramp_active").await;
+    // A paused ramp still owns the allocation.
+    assert_eq!(app.post(&url("/ramp/pause"), &json!({})).await.status(), StatusCode::OK);
+    let r = app.set_percent("production", "checkout", json!({"v2": 20}), None).await;
+    assert_error(r, StatusCode::CONFLICT, "ramp_active").await;
+    assert_eq!(v2_percent(&app).await, 10.0, "nothing moved the candidate");
+    let actions: Vec<String> =
+        audit_actions(&app, "checkout").await.iter().map(|e| e["action"].as_str().expect("a").to_owned()).collect();
+    assert_eq!(actions, vec!["create", "ramp-start", "ramp-pause"], "refused writes leave no trace");
+
+    assert_eq!(app.post(&url("/ramp/abort"), &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(app.set_percent("production", "checkout", json!({"v2": 20}), None).await.status(), StatusCode::OK);
+    assert_eq!(put_release(&app, "checkout", jump).await.status(), StatusCode::OK);
+    assert_eq!(put_release(&app, "checkout", drop_candidate).await.status(), StatusCode::OK);
+    let r = app.post(&url("/promote"), &json!({"candidate": "v3"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.client.delete(url("")).send().await.expect("sent").status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_shows_why_a_ramped_release_cannot_be_promoted_or_deleted() {
+    let app = spawn_app(Backend::Embedded).await;
+    ramping_at_ten_percent(&app).await;
+    let cohort =
+        |args: &'static [&'static str]| run_cohort(&app, token("release-manager", "production", "write"), args);
+    for args in [&["ramp", "promote", "checkout", "--candidate", "v3"][..], &["release", "delete", "checkout"][..]] {
+        let o = cohort(args).await;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains("ramp_active") && stderr.contains("cohort ramp abort checkout"), "{stderr}");
+    }
+    assert_eq!(ramp(&app, "checkout").await["state"], "running", "the ramp was not discarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_pauses_running_ramps_and_unkill_all_does_not_resume_them() {
+    let (hook_url, received) = receiver("hook-secret", false).await;
+    // The driver ticks once at start-up and then not for an hour: the pause must be the
+    // kill-all's own (the driver's freeze of a ramp left running has its own test).
+    let app = spawn_app_with(Backend::Embedded, move |s| {
+        s.webhooks = vec![WebhookSettings {
+            env: "production".into(),
+            url: hook_url.clone(),
+            secret: Secret::new("hook-secret"),
+        }];
+        s.ramp.tick_ms = 3_600_000;
+    })
+    .await;
+    app.given_release("production", "checkout", 0.0).await;
+    let slow = json!({"candidate": "v2", "steps": [{"percent": 10, "hold": "1h"}, {"percent": 100}]});
+    assert_eq!(start_ramp(&app, "checkout", slow).await.status(), StatusCode::CREATED);
+
+    let oncall = client_with(&token("oncall", "production", "kill"));
+    let r = oncall.post(app.env_url("production", "/kill-all")).json(&json!({"reason": "incident"})).send().await;
+    assert_eq!(r.expect("sent").status(), StatusCode::OK);
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["state"].clone(), status["reason"].clone()), (json!("paused"), json!("killed")));
+    assert_eq!(status["percent"], 10.0);
+    let pause = audit_actions(&app, "checkout").await.pop().expect("an entry");
+    assert_eq!((pause["action"].clone(), pause["reason"].clone()), (json!("ramp-pause"), json!("killed")));
+    assert_eq!(pause["actor"], "oncall");
+    let kinds = || received.lock().expect("lock").iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert!(eventually(DEADLINE, || async { kinds().contains(&"killed".to_owned()) }).await, "{:?}", kinds());
+
+    let r = app.post(&app.env_url("production", "/releases/checkout/ramp/resume"), &json!({})).await;
+    assert_error(r, StatusCode::CONFLICT, "conflict").await;
+    let r = oncall.post(app.env_url("production", "/unkill-all")).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["state"].clone(), status["step"].clone()), (json!("paused"), json!(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_pauses_a_ramp_left_running_under_kill_all_and_never_advances_it() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 0.0).await;
+    let _traffic = traffic(&app, "production", "checkout", 200, 1, 1);
+    let plan = json!({
+        "candidate": "v2",
+        "steps": [{"percent": 1, "hold": "2s"}, {"percent": 100}],
+        "guard": {"min_samples": 200}
+    });
+    assert_eq!(start_ramp(&app, "checkout", plan).await.status(), StatusCode::CREATED);
+    // A kill-all whose ramp pauses never happened: written by another instance, or by
+    // one that crashed right after the switch. Only the driver can freeze the ramp.
+    let env = EnvName::parse("production").expect("env");
+    let meta = WriteMeta::now("elsewhere", Action::KillAll, Some("incident".into()));
+    let store = app.state.releases.store();
+    store.write(&env, Write::KillAll { on: true, reason: Some("incident".into()) }, &meta).await.expect("written");
+
+    assert!(state_becomes(&app, "checkout", "paused").await, "the driver freezes the ramp");
+    let status = ramp(&app, "checkout").await;
+    assert_eq!((status["reason"].clone(), status["step"].clone()), (json!("killed"), json!(0)));
+    assert_eq!(status["percent"], 1.0, "the candidate never went past the first step");
+    let entries = audit_actions(&app, "checkout").await;
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, vec!["create", "ramp-start", "ramp-pause"]);
+    assert_eq!((entries[2]["actor"].clone(), entries[2]["reason"].clone()), (json!("cohort:ramp"), json!("killed")));
 }

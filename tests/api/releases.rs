@@ -194,3 +194,95 @@ async fn health_and_readiness_answer() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.expect("json")["store"], "embedded");
 }
+
+/// The audit entries of `production` (newest first), for "nothing was written" checks.
+async fn audit_entries(app: &crate::helpers::TestApp) -> Vec<Value> {
+    let page = app.get_json(app.env_url("production", "/audit?limit=1000")).await;
+    page["entries"].as_array().expect("entries").clone()
+}
+
+#[tokio::test]
+async fn a_second_kill_writes_nothing_and_only_a_new_reason_replaces_the_first() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    let url = app.env_url("production", "/releases/checkout/kill");
+    let kill = |body: Value| {
+        let (app, url) = (&app, &url);
+        async move { app.post(url, &body).await }
+    };
+    let r = kill(json!({"reason": "5xx spike"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let first: Value = r.json().await.expect("json");
+    let audited = audit_entries(&app).await.len();
+
+    for again in [json!({}), json!({"reason": ""}), json!({"reason": "5xx spike"})] {
+        let r = kill(again.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK, "{again}");
+        assert_eq!(r.headers()["etag"], format!("\"{}\"", first["revision"]));
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(
+            (body["revision"].clone(), body["kill_reason"].clone()),
+            (first["revision"].clone(), json!("5xx spike"))
+        );
+    }
+    assert_eq!(audit_entries(&app).await.len(), audited, "a repeated kill is not audited");
+
+    let r = kill(json!({"reason": "root cause: bad cache"})).await;
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["kill_reason"], "root cause: bad cache");
+    assert_eq!(body["revision"], first["revision"].as_u64().expect("rev") + 1);
+    let entries = audit_entries(&app).await;
+    assert_eq!(entries.len(), audited + 1);
+    assert_eq!(
+        (entries[0]["action"].clone(), entries[0]["reason"].clone()),
+        (json!("kill"), json!("root cause: bad cache"))
+    );
+}
+
+#[tokio::test]
+async fn unkilling_a_live_release_writes_nothing() {
+    let app = spawn_app(Backend::Embedded).await;
+    let created = app.given_release("production", "checkout", 10.0).await;
+    let r = app.post(&app.env_url("production", "/releases/checkout/unkill"), &json!({"reason": "just in case"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!((body["killed"].clone(), body["revision"].clone()), (json!(false), created["revision"].clone()));
+    assert_eq!(audit_entries(&app).await.len(), 1, "only the create");
+}
+
+#[tokio::test]
+async fn kill_all_is_idempotent_and_keeps_the_incidents_reason() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    let switch = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { app.post(&app.env_url("production", path), &body).await }
+    };
+    let first: Value = switch("/kill-all", json!({"reason": "incident 42"})).await.json().await.expect("json");
+    assert_eq!(first["kill_all"], true);
+    let audited = audit_entries(&app).await.len();
+
+    for again in [json!({}), json!({"reason": "  "}), json!({"reason": "incident 42"})] {
+        let r = switch("/kill-all", again.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK, "{again}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(
+            (body["revision"].clone(), body["kill_reason"].clone()),
+            (first["revision"].clone(), json!("incident 42"))
+        );
+    }
+    assert_eq!(audit_entries(&app).await.len(), audited, "a repeated kill-all is not audited");
+    let env = app.get_json(app.env_url("production", "")).await;
+    assert_eq!((env["kill_all"].clone(), env["kill_reason"].clone()), (json!(true), json!("incident 42")));
+
+    let body: Value =
+        switch("/kill-all", json!({"reason": "incident 42: db failover"})).await.json().await.expect("json");
+    assert_eq!(body["kill_reason"], "incident 42: db failover");
+    assert_eq!(audit_entries(&app).await.len(), audited + 1, "a new reason is one audited write");
+
+    let off: Value = switch("/unkill-all", json!({})).await.json().await.expect("json");
+    assert_eq!((off["kill_all"].clone(), off["kill_reason"].clone()), (json!(false), Value::Null));
+    let again: Value = switch("/unkill-all", json!({})).await.json().await.expect("json");
+    assert_eq!(again["revision"], off["revision"], "unkill-all of a live environment writes nothing");
+    assert_eq!(audit_entries(&app).await.len(), audited + 2);
+}
