@@ -160,6 +160,7 @@ impl Releases {
         match self.set_killed(env, actor, key, on, reason.clone()).await {
             Ok(view) => Ok(KillAnswer { view, persisted: true }),
             Err(error) if store_cannot_take(&error) => {
+                let _order = self.pending_order.lock().await;
                 let served = self.require_env(env)?;
                 let release = served.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
                 let reason = reason.or_else(|| release.release().kill_reason.clone()).filter(|_| on);
@@ -174,7 +175,7 @@ impl Releases {
 
     /// The fallback of an environment kill the store could not take (the caller,
     /// [`crate::ramp::Ramps::kill_environment`], pauses ramps when it is written).
-    pub(crate) fn kill_environment_locally(
+    pub(crate) async fn kill_environment_locally(
         &self,
         env: &EnvName,
         actor: &Actor,
@@ -182,6 +183,7 @@ impl Releases {
         reason: Option<String>,
         why: &ReleaseError,
     ) -> Result<KillAnswer<EnvView>, ReleaseError> {
+        let _order = self.pending_order.lock().await;
         let served = self.require_env(env)?;
         let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
         self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, why);
@@ -215,6 +217,10 @@ impl Releases {
         for kill in self.pending().list() {
             if self.snapshots().watch().regressed(&kill.env).is_some() {
                 continue;
+            }
+            let _order = self.pending_order.lock().await;
+            if !self.pending().list().contains(&kill) {
+                continue; // a newer kill or unkill replaced it; that one is written instead
             }
             let actor = Actor(kill.actor.clone());
             let reason = kill.state.reason.clone();

@@ -296,12 +296,20 @@ pub struct Releases {
     store: Arc<dyn Store>,
     snapshots: Arc<Snapshots>,
     pending: Arc<crate::pending::PendingKills>,
+    /// Orders journalling a kill against writing a journalled one, so a replay never
+    /// writes an intent a newer kill or unkill has replaced.
+    pub(crate) pending_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Releases {
     /// Operations over `store`, keeping `snapshots` current.
     pub fn new(store: Arc<dyn Store>, snapshots: Arc<Snapshots>) -> Self {
-        Releases { store, snapshots, pending: Arc::new(crate::pending::PendingKills::in_memory()) }
+        Releases {
+            store,
+            snapshots,
+            pending: Arc::new(crate::pending::PendingKills::in_memory()),
+            pending_order: Arc::default(),
+        }
     }
 
     /// These operations with kills that cannot reach the store journalled in `pending`.
@@ -563,7 +571,13 @@ impl Releases {
             if let Some(expected) = expected.filter(|&e| e != revision) {
                 return Err(StoreError::RevisionMismatch { key: key.to_owned(), expected, current: revision }.into());
             }
+            let before = release.clone();
             edit(&mut release)?;
+            if release == before {
+                // A write that changes nothing writes nothing (and audits nothing): a kill
+                // two instances replay after an outage lands once.
+                return Ok(ReleaseView::new(&release, revision));
+            }
             let release = validate(release)?;
             let write = Write::Update { release: release.clone(), expected: expected.unwrap_or(revision) };
             match self.write(env, write, &meta).await {
@@ -609,6 +623,7 @@ impl Releases {
     /// pending kill) is read from the store instead: the decision to write must be made
     /// against what is stored, not against what is served.
     async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
+        self.require_env(env)?;
         if self.snapshots.overlay(env).releases.contains_key(key) {
             let data = self.store.load(env).await?;
             return Ok(data.releases.into_iter().find(|r| r.release.key == key).map(|r| (r.release, r.revision)));

@@ -116,6 +116,26 @@ impl CohortClient {
         Ok(Self { http, base, env: env.to_owned() })
     }
 
+    /// `GET /v1/envs`
+    pub async fn list_environments(&self) -> Result<Value, ClientError> {
+        Ok(self.send_to(Method::GET, self.root_url()?, None, None).await?.body)
+    }
+
+    /// `POST /v1/envs`
+    pub async fn create_environment(&self, name: &str) -> Result<Value, ClientError> {
+        Ok(self.send_to(Method::POST, self.root_url()?, Some(&json!({"name": name})), None).await?.body)
+    }
+
+    /// `DELETE /v1/envs/{env}`
+    pub async fn delete_environment(&self) -> Result<Value, ClientError> {
+        Ok(self.send(Method::DELETE, &[], None, None).await?.body)
+    }
+
+    /// `POST /v1/envs/{env}/store/reseed`
+    pub async fn reseed(&self, reason: Option<&str>) -> Result<Value, ClientError> {
+        Ok(self.send(Method::POST, &["store", "reseed"], Some(&reason_body(reason)), None).await?.body)
+    }
+
     /// `GET /v1/envs/{env}/releases`
     pub async fn list_releases(&self) -> Result<Reply<ReleaseList>, ClientError> {
         self.call(Method::GET, &["releases"], None, None).await
@@ -300,6 +320,21 @@ impl CohortClient {
             .extend(["v1", "envs", &self.env])
             .extend(path);
         Ok(url)
+    }
+
+    /// `{base}/v1/envs`.
+    fn root_url(&self) -> Result<Url, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::InvalidUrl { url: self.base.to_string(), reason: "not a base URL".to_owned() })?
+            .pop_if_empty()
+            .extend(["v1", "envs"]);
+        Ok(url)
+    }
+
+    /// The address this client talks to.
+    pub fn base(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> ClientError {

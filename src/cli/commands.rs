@@ -13,7 +13,8 @@ use super::client::{ClientError, CohortClient, Reply};
 use super::output;
 use super::views::Reach;
 use super::{
-    ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, KillArgs, RampCmd, ReleaseCmd,
+    ClientArgs, ClientCommand, CreateArgs, EXIT_CONFLICT, EXIT_NOT_CONFIRMED, EXIT_USAGE, EnvCmd, KillArgs, RampCmd,
+    ReleaseCmd, StoreCmd,
 };
 
 /// Why a client command failed.
@@ -40,6 +41,10 @@ pub enum CliError {
     /// before this error) reports the change.
     #[error("the change was made, but its confirmation failed: {source}")]
     ConfirmationFailed { stdout: String, source: ClientError },
+    /// Some `--server` instances did not take a kill; `stdout` (printed before this
+    /// error) gives every instance's answer.
+    #[error("not every instance took it: {failed}")]
+    Partial { stdout: String, failed: Box<CliError> },
     #[error("{version} is given more than once")]
     DuplicateVersion { version: String },
     #[error("cannot read {}: {source}", .path.display())]
@@ -55,6 +60,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Client(err) | Self::ConfirmationFailed { source: err, .. } => err.exit_code(),
+            Self::Partial { failed, .. } => failed.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
             Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
             Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
@@ -66,7 +72,9 @@ impl CliError {
     /// What belongs on stdout even though the command fails: a change that was made.
     fn stdout(&self) -> Option<&str> {
         match self {
-            Self::NotConfirmed { stdout, .. } | Self::ConfirmationFailed { stdout, .. } => Some(stdout),
+            Self::NotConfirmed { stdout, .. }
+            | Self::ConfirmationFailed { stdout, .. }
+            | Self::Partial { stdout, .. } => Some(stdout),
             _ => None,
         }
     }
@@ -84,7 +92,11 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
 }
 
 async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
-    let client = CohortClient::new(&args.url, &args.env, token)?;
+    if args.servers.len() > 1 && kill_command(&cmd).is_some() {
+        return fan_out(args, cmd, token).await;
+    }
+    let url = args.servers.first().unwrap_or(&args.url);
+    let client = CohortClient::new(url, &args.env, token)?;
     let json = args.json;
     match cmd {
         ClientCommand::Release(cmd) => release(&client, args, cmd).await,
@@ -92,7 +104,7 @@ async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) ->
         ClientCommand::KillAll { reason, wait, wait_timeout } => {
             let started = Instant::now();
             let reply = client.kill_all(reason.as_deref()).await?;
-            if !wait {
+            if !wait || !reply.value.persisted {
                 return Ok(show(json, &reply, output::render_environment_state));
             }
             let revision = reply.value.revision;
@@ -103,10 +115,95 @@ async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) ->
             let reply = client.unkill_all().await?;
             Ok(show(json, &reply, output::render_environment_state))
         }
+        ClientCommand::Unkill { key } => {
+            let reply = client.unkill(&key).await?;
+            Ok(show(json, &reply, output::render_unkilled))
+        }
+        ClientCommand::Env(cmd) => environments(args, cmd, token).await,
+        ClientCommand::Store(StoreCmd::Reseed { reason }) => {
+            let body = client.reseed(reason.as_deref()).await?;
+            Ok(if json {
+                output::render_json(&body)
+            } else {
+                format!(
+                    "reseeded {} from {}: {} release(s) written at revision {} (the store was at {})\n",
+                    args.env,
+                    client.base(),
+                    body["releases"],
+                    body["revision"],
+                    body["previous"]
+                )
+            })
+        }
         ClientCommand::Ramp(cmd) => ramp(&client, json, cmd).await,
         ClientCommand::Audit { release, limit, before } => {
             let reply = client.audit(release.as_deref(), limit, before).await?;
             Ok(show(json, &reply, output::render_audit))
+        }
+    }
+}
+
+/// A copy of `cmd` when it is a kill or an unkill, which `--server` sends to several
+/// instances.
+fn kill_command(cmd: &ClientCommand) -> Option<ClientCommand> {
+    Some(match cmd {
+        ClientCommand::Kill(k) | ClientCommand::Release(ReleaseCmd::Kill(k)) => ClientCommand::Kill(k.clone()),
+        ClientCommand::KillAll { reason, wait, wait_timeout } => {
+            ClientCommand::KillAll { reason: reason.clone(), wait: *wait, wait_timeout: *wait_timeout }
+        }
+        ClientCommand::UnkillAll => ClientCommand::UnkillAll,
+        ClientCommand::Unkill { key } | ClientCommand::Release(ReleaseCmd::Unkill { key }) => {
+            ClientCommand::Unkill { key: key.clone() }
+        }
+        _ => return None,
+    })
+}
+
+/// Sends one kill to every `--server` and reports each instance's answer: during a store
+/// outage each instance serves (and journals) only the kills it was told itself. Fails
+/// with the first failure's exit code if any instance did not take it.
+async fn fan_out(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
+    let mut out = String::new();
+    let mut answers = Vec::new();
+    let mut failure = None;
+    for server in &args.servers {
+        let one = ClientArgs { url: server.clone(), servers: Vec::new(), ..args.clone() };
+        let Some(cmd) = kill_command(&cmd) else { break };
+        let result = Box::pin(dispatch(&one, cmd, token)).await;
+        match result {
+            Ok(text) if args.json => answers.push(json!({"server": server, "answer": serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text))})),
+            Ok(text) => out.push_str(&format!("{server}: {text}")),
+            Err(error) => {
+                if args.json {
+                    answers.push(json!({"server": server, "error": error.to_string(), "exit": error.exit_code()}));
+                } else {
+                    out.push_str(&format!("{server}: error: {error}\n"));
+                }
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    let stdout = if args.json { output::render_json(&Value::Array(answers)) } else { out };
+    match failure {
+        None => Ok(stdout),
+        Some(error) => Err(CliError::Partial { stdout, failed: Box::new(error) }),
+    }
+}
+
+async fn environments(args: &ClientArgs, cmd: EnvCmd, token: Option<&str>) -> Result<String, CliError> {
+    let json = args.json;
+    match cmd {
+        EnvCmd::List => {
+            let body = CohortClient::new(&args.url, &args.env, token)?.list_environments().await?;
+            Ok(if json { output::render_json(&body) } else { output::render_environments(&body) })
+        }
+        EnvCmd::Create { name } => {
+            let body = CohortClient::new(&args.url, &args.env, token)?.create_environment(&name).await?;
+            Ok(if json { output::render_json(&body) } else { format!("created environment {name}\n") })
+        }
+        EnvCmd::Delete { name } => {
+            let body = CohortClient::new(&args.url, &name, token)?.delete_environment().await?;
+            Ok(if json { output::render_json(&body) } else { format!("deleted environment {name}\n") })
         }
     }
 }
@@ -211,7 +308,8 @@ async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String,
 async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<String, CliError> {
     let started = Instant::now();
     let reply = client.kill(&args.key, args.reason.as_deref()).await?;
-    if !args.wait {
+    // A kill the store did not take has no revision to confirm.
+    if !args.wait || !reply.value.persisted {
         return Ok(show(json, &reply, output::render_killed));
     }
     let revision = reply.value.revision;

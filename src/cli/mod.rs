@@ -76,6 +76,11 @@ pub struct ClientArgs {
     /// print the server's JSON instead of a table
     #[arg(long, global = true)]
     pub json: bool,
+    /// kills (kill, kill-all, unkill, unkill-all) go to each of these instances, not
+    /// only --url: when the store is down every instance must hear it (repeat, or a
+    /// comma-separated COHORT_SERVERS)
+    #[arg(long = "server", env = "COHORT_SERVERS", value_delimiter = ',', global = true)]
+    pub servers: Vec<String>,
 }
 
 /// The client's top-level commands.
@@ -100,6 +105,18 @@ pub enum ClientCommand {
     },
     /// Turn the environment kill switch off
     UnkillAll,
+    /// Turn a release's kill switch off (same as `release unkill`)
+    Unkill {
+        /// release key
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        key: String,
+    },
+    /// Environments: list, create, delete (when empty)
+    #[command(subcommand)]
+    Env(EnvCmd),
+    /// The store: reconcile after it went backwards
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Automatic ramps
     #[command(subcommand)]
     Ramp(RampCmd),
@@ -114,6 +131,37 @@ pub enum ClientCommand {
         /// only entries below this revision (the next page)
         #[arg(long)]
         before: Option<u64>,
+    },
+}
+
+/// `cohort env …`
+#[derive(clap::Subcommand, Debug)]
+pub enum EnvCmd {
+    /// The environments your token may see
+    List,
+    /// Create an environment (admin)
+    Create {
+        /// 1 to 64 of a-z 0-9 - _
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+    },
+    /// Delete an environment that holds no releases (admin)
+    Delete {
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+    },
+}
+
+/// `cohort store …`
+#[derive(clap::Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Write the --url instance's snapshot of --env back to the store above every
+    /// revision it has seen: the audited answer to a store that went backwards (admin).
+    /// Run it against the instance whose `/readyz` shows the highest `seen`.
+    Reseed {
+        /// why, recorded in the audit log
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -181,7 +229,7 @@ pub enum RampCmd {
 }
 
 /// `cohort kill KEY` / `cohort release kill KEY`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct KillArgs {
     /// release key
     #[arg(value_parser = NonEmptyStringValueParser::new())]

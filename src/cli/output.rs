@@ -168,6 +168,14 @@ pub fn render_percent_changes(before: &ReleaseView, after: &ReleaseView, request
 
 /// `killed checkout at revision 43: everyone gets v1`
 pub fn render_killed(release: &ReleaseView) -> String {
+    if !release.persisted {
+        return format!(
+            "killed {} on this instance: everyone it serves gets {}. NOT yet persisted: the store cannot take \
+             it now (down or regressed); this instance keeps serving it and writes it when the store is usable\n",
+            release.key,
+            release.baseline().unwrap_or("the baseline")
+        );
+    }
     format!(
         "killed {} at revision {}: everyone gets {}\n",
         release.key,
@@ -195,6 +203,12 @@ pub fn render_environment_state(state: &EnvironmentState) -> String {
         state.revision
     );
     let line = if state.kill_all { with_reason(&line, state.kill_reason.as_deref()) } else { line };
+    if !state.persisted {
+        return format!(
+            "{line} on this instance only. NOT yet persisted: the store cannot take it now; this instance keeps \
+             serving it and writes it when the store is usable\n"
+        );
+    }
     format!("{line}\n")
 }
 
@@ -341,7 +355,7 @@ mod tests {
         r.revision = 43;
         assert_eq!(render_killed(&r), "killed checkout at revision 43: everyone gets v1\n");
         let state =
-            EnvironmentState { environment: "production".into(), revision: 44, kill_all: true, kill_reason: None };
+            EnvironmentState { environment: "production".into(), revision: 44, kill_all: true, kill_reason: None, persisted: true };
         assert_eq!(render_environment_state(&state), "KILL-ALL ON in production at revision 44\n");
     }
 }
@@ -593,6 +607,32 @@ pub fn render_ramp_status(status: &Value) -> String {
     if let Some(next) = status["next_transition_ms"].as_u64() {
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(next);
         let _ = writeln!(out, "next step check: {}", humantime::format_rfc3339_seconds(time));
+    }
+    out
+}
+
+/// `cohort env list`: one line per environment.
+pub fn render_environments(list: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for env in list["environments"].as_array().into_iter().flatten() {
+        let name = env["environment"].as_str().unwrap_or("?");
+        let mut line = format!(
+            "{name:<20} revision {:<8} releases {:<5}{}",
+            env["revision"],
+            env["releases"],
+            if env["kill_all"] == true { " KILL-ALL ON" } else { "" }
+        );
+        if let Some(regressed) = env.get("regressed").filter(|r| !r.is_null()) {
+            line.push_str(&format!(
+                " STORE REGRESSED (store at {}, seen {}): writes refused until `cohort store reseed`",
+                regressed["stored"], regressed["seen"]
+            ));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("no environments\n");
     }
     out
 }

@@ -14,6 +14,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReleaseView {
     pub key: String,
+    /// `false` when a kill is served by the answering instance only so far (202).
+    #[serde(default = "persisted")]
+    pub persisted: bool,
     /// The first version is the baseline; the others are candidates.
     pub versions: Vec<String>,
     #[serde(default)]
@@ -85,6 +88,13 @@ pub struct EnvironmentState {
     pub kill_all: bool,
     #[serde(default)]
     pub kill_reason: Option<String>,
+    /// `false` when only the answering instance serves it so far (202).
+    #[serde(default = "persisted")]
+    pub persisted: bool,
+}
+
+fn persisted() -> bool {
+    true
 }
 
 /// `GET /v1/envs/{env}/audit`.

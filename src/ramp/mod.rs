@@ -317,7 +317,7 @@ impl Ramps {
         match self.set_kill_all(env, actor, on, reason.clone()).await {
             Ok(view) => Ok(crate::pending::KillAnswer { view, persisted: true }),
             Err(error) if crate::pending::store_cannot_take(&error) => {
-                self.releases.kill_environment_locally(env, actor, on, reason, &error)
+                self.releases.kill_environment_locally(env, actor, on, reason, &error).await
             }
             Err(error) => Err(error),
         }

@@ -17,6 +17,7 @@ mod ramps;
 mod reach;
 mod redis_harness;
 mod releases;
+mod safety;
 mod sdk_client;
 mod sdk_fleet;
 mod sdk_staleness;

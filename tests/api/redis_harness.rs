@@ -105,6 +105,50 @@ impl RedisServer {
         self.spawn().expect("redis-server restarts");
     }
 
+    /// Starts a server that persists only by explicit `SAVE` (no append-only file): a
+    /// restart loads the last dump, older than what was written since — as a Redis
+    /// restored from a backup or restarted from its last RDB snapshot does.
+    pub fn start_with_snapshots() -> RedisServer {
+        Self::start_with(&["--appendonly", "no"])
+    }
+
+    /// Writes a dump (`SAVE`) that a restart will load.
+    pub fn save(&self) {
+        redis::cmd("SAVE").query::<()>(&mut self.connection()).expect("SAVE");
+    }
+
+    /// Empties every database (`FLUSHALL`): data loss without a restart.
+    pub fn flushall(&self) {
+        redis::cmd("FLUSHALL").query::<()>(&mut self.connection()).expect("FLUSHALL");
+    }
+
+    /// Stalls the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn stall(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a stalled server go on (SIGCONT).
+    pub fn unstall(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().expect("kill runs");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts it again after [`RedisServer::kill`] (same port, same data directory).
+    pub fn start_again(&mut self) {
+        self.spawn().expect("redis-server restarts");
+    }
+
     /// A synchronous connection for assertions.
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url()).and_then(|c| c.get_connection()).expect("redis connection")

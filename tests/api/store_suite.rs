@@ -111,7 +111,7 @@ async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
     assert_eq!(data.releases.len(), 1);
     assert_eq!(data.releases[0].release, r);
     assert_eq!(data.releases[0].revision, 1);
-    assert_eq!(f.store.environments().await.expect("envs"), vec![prod.clone()]);
+    assert_eq!(f.store.environments().await.expect("envs"), vec![prod.clone(), env("staging")]);
     assert_eq!(f.store.revision(&prod).await.expect("rev"), 1);
 }
 
@@ -503,6 +503,7 @@ async fn an_embedded_data_file_with_per_minute_outcomes_still_loads_without_them
     let dir = tempfile::tempdir().expect("temp dir");
     let (prod, t) = (env("production"), hour_ago());
     let store = EmbeddedStore::open(dir.path(), 1_000).expect("opens");
+    store.create_environment(&prod).await.expect("creates the environment");
     store.write(&prod, Write::Create(release("checkout", 5_000)), &meta()).await.expect("created");
     let path = store.path().to_owned();
     drop(store);
