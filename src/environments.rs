@@ -8,7 +8,7 @@
 
 use crate::releases::{Actor, ReleaseError};
 use crate::snapshots::{EnvSnapshot, Snapshots};
-use crate::store::{Action, EnvData, EnvName, Store, StoreError, StoredRelease, WriteMeta};
+use crate::store::{Action, EnvName, Store, StoreError, WriteMeta};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -64,9 +64,7 @@ impl Environments {
     pub fn list(&self) -> Vec<EnvSummary> {
         let mut envs = self.snapshots.environments();
         envs.sort();
-        envs.iter()
-            .filter_map(|env| self.snapshots.get(env).map(|snap| summary(&self.snapshots, env, &snap)))
-            .collect()
+        envs.iter().filter_map(|env| self.snapshots.get(env).map(|snap| summary(&self.snapshots, env, &snap))).collect()
     }
 
     /// Creates `env`.
@@ -104,17 +102,12 @@ impl Environments {
             Err(e) => return Err(e.into()),
         };
         let revision = previous.max(self.snapshots.watch().mark(env)).max(snap.revision()) + 1;
-        let data = EnvData {
-            revision,
-            kill_all: snap.snapshot.kill_all(),
-            kill_reason: snap.kill_reason.clone().filter(|_| snap.snapshot.kill_all()),
-            releases: snap
-                .snapshot
-                .releases()
-                .map(|r| StoredRelease { revision, release: r.release().clone() })
-                .collect(),
-            reseeded_at: revision,
-        };
+        let mut data = snap.to_data();
+        data.revision = revision;
+        data.reseeded_at = revision;
+        for release in &mut data.releases {
+            release.revision = revision;
+        }
         let releases = data.releases.len();
         let meta = WriteMeta::now(&actor.0, Action::StoreReseed, reason);
         self.store.reseed(env, &data, &meta).await?;

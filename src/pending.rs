@@ -32,6 +32,10 @@ pub struct PendingKill {
     pub actor: String,
     /// When it was asked, ms since the epoch.
     pub time_ms: u64,
+    /// The revision of what it switched as this instance served it then (the release's,
+    /// or the environment's): an unkill is not written over a kill stored after it.
+    #[serde(default)]
+    pub base_revision: u64,
 }
 
 /// The journal.
@@ -51,8 +55,9 @@ impl PendingKills {
     pub fn open(data_dir: &Path) -> Result<Self, WatchError> {
         let path = data_dir.join(PENDING_FILE);
         let entries = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| WatchError { path: path.clone(), message: e.to_string() })?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| WatchError { path: path.clone(), message: e.to_string() })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(WatchError { path, message: e.to_string() }),
         };
@@ -111,6 +116,7 @@ mod tests {
             state: KillState { on, reason: Some("5xx".into()) },
             actor: "oncall".into(),
             time_ms,
+            base_revision: 0,
         }
     }
 
@@ -191,7 +197,13 @@ impl Releases {
     }
 
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
+        let served = self.snapshots().get(env).unwrap_or_default();
+        let base_revision = match &target {
+            KillTarget::Release(key) => served.revisions.get(key).copied().unwrap_or(0),
+            KillTarget::Environment => served.revision(),
+        };
         let kill = PendingKill {
+            base_revision,
             env: env.clone(),
             target: target.clone(),
             state: state.clone(),
@@ -209,6 +221,27 @@ impl Releases {
         );
     }
 
+    fn settle_pending(&self, kill: &PendingKill) {
+        self.snapshots().settle(&kill.env, &kill.target);
+        if let Err(error) = self.pending().remove(kill) {
+            tracing::error!(env = %kill.env, %error, "cannot update the journal of pending kills");
+        }
+    }
+
+    /// Whether the store holds `kill`'s target killed by a write after the one this
+    /// instance served when `kill` (an unkill) was asked.
+    async fn killed_since(&self, kill: &PendingKill) -> bool {
+        let Ok(data) = self.store().load(&kill.env).await else { return false };
+        match &kill.target {
+            KillTarget::Release(key) => data
+                .releases
+                .iter()
+                .find(|r| &r.release.key == key)
+                .is_some_and(|r| r.release.killed && r.revision > kill.base_revision),
+            KillTarget::Environment => data.kill_all && data.revision > kill.base_revision,
+        }
+    }
+
     /// Writes every pending kill the store can take now, through the ordinary domain
     /// operations (idempotent: one another instance already wrote is not written again),
     /// and stops laying it over the store's state. Returns how many were settled.
@@ -221,6 +254,12 @@ impl Releases {
             let _order = self.pending_order.lock().await;
             if !self.pending().list().contains(&kill) {
                 continue; // a newer kill or unkill replaced it; that one is written instead
+            }
+            if !kill.state.on && self.killed_since(&kill).await {
+                // Someone killed it after this unkill was asked: the kill wins.
+                tracing::warn!(env = %kill.env, target = ?kill.target, "a pending unkill is older than the stored kill; dropped");
+                self.settle_pending(&kill);
+                continue;
             }
             let actor = Actor(kill.actor.clone());
             let reason = kill.state.reason.clone();
@@ -242,10 +281,7 @@ impl Releases {
                     continue;
                 }
             }
-            self.snapshots().settle(&kill.env, &kill.target);
-            if let Err(error) = self.pending().remove(&kill) {
-                tracing::error!(env = %kill.env, %error, "cannot update the journal of pending kills");
-            }
+            self.settle_pending(&kill);
             tracing::info!(env = %kill.env, target = ?kill.target, on = kill.state.on, "pending kill written to the store");
             settled += 1;
         }

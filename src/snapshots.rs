@@ -110,6 +110,26 @@ impl EnvSnapshot {
             .clone()
     }
 
+    /// This snapshot as stored data: what `cohort store reseed` writes back and what an
+    /// instance keeps in its data directory as its last good state.
+    pub fn to_data(&self) -> EnvData {
+        let kill_all = self.snapshot.kill_all();
+        EnvData {
+            revision: self.revision(),
+            kill_all,
+            kill_reason: self.kill_reason.clone().filter(|_| kill_all),
+            releases: self
+                .snapshot
+                .releases()
+                .map(|r| crate::store::StoredRelease {
+                    revision: self.revisions.get(r.key()).copied().unwrap_or(0),
+                    release: r.release().clone(),
+                })
+                .collect(),
+            reseeded_at: 0,
+        }
+    }
+
     fn from_data(env: &EnvName, data: EnvData) -> Self {
         let revisions = data.releases.iter().map(|r| (r.release.key.clone(), r.revision)).collect();
         let (snapshot, rejected) = Snapshot::compile_lenient(SnapshotData {

@@ -6,6 +6,7 @@ use crate::auth::secret::{self, Source};
 use crate::config::{Settings, StoreKind};
 use crate::environments::Environments;
 use crate::fleet::Fleets;
+use crate::pending::PendingKills;
 use crate::ramp::Ramps;
 use crate::ramp::driver::Driver;
 use crate::releases::Releases;
@@ -13,7 +14,6 @@ use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
 use crate::store::redis::RedisOptions;
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
-use crate::pending::PendingKills;
 use crate::store_watch::StoreWatch;
 use crate::stream::{Fanout, StreamSettings, Streams};
 use crate::sync::{SyncSettings, Syncer};
@@ -247,11 +247,8 @@ impl Application {
         let sync = tokio::spawn(self.syncer.run(stopped.clone()));
         let fanout = tokio::spawn(self.fanout.run(stopped.clone()));
         let driver = tokio::spawn(self.driver.run(stopped.clone()));
-        let pending = tokio::spawn(crate::pending::run(
-            self.state.releases.clone(),
-            self.pending_interval,
-            stopped.clone(),
-        ));
+        let pending =
+            tokio::spawn(crate::pending::run(self.state.releases.clone(), self.pending_interval, stopped.clone()));
         let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);

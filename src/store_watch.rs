@@ -20,6 +20,10 @@ use std::sync::Mutex;
 /// The file of marks inside the data directory.
 pub const HIGH_WATER_FILE: &str = "high-water.json";
 
+/// The folder of last good snapshots inside the data directory, one file per
+/// environment: what a restarted instance serves when it finds its store went backwards.
+pub const LAST_GOOD_DIR: &str = "last-good";
+
 /// Why an environment's stored state is not trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Regression {
@@ -58,6 +62,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct StoreWatch {
     path: Option<PathBuf>,
+    last_good: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -84,7 +89,11 @@ impl StoreWatch {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marks::default(),
             Err(e) => return Err(error(e.to_string())),
         };
-        Ok(StoreWatch { path: Some(path), inner: Mutex::new(Inner { marks, ..Inner::default() }) })
+        Ok(StoreWatch {
+            path: Some(path),
+            last_good: Some(data_dir.join(LAST_GOOD_DIR)),
+            inner: Mutex::new(Inner { marks, ..Inner::default() }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -172,6 +181,26 @@ impl StoreWatch {
     /// Why the store does not answer, if it does not.
     pub fn unreachable(&self) -> Option<String> {
         self.lock().unreachable.clone()
+    }
+
+    /// Keeps `data` as `env`'s last good state (blocking I/O: call it off the runtime).
+    pub fn keep_last_good(&self, env: &EnvName, data: &crate::store::EnvData) -> std::io::Result<()> {
+        let Some(dir) = &self.last_good else { return Ok(()) };
+        let bytes = serde_json::to_vec(data).map_err(std::io::Error::other)?;
+        write_atomically(&dir.join(format!("{env}.json")), &bytes)
+    }
+
+    /// `env`'s last good state as a previous run kept it, if any.
+    pub fn last_good(&self, env: &EnvName) -> Option<crate::store::EnvData> {
+        let path = self.last_good.as_ref()?.join(format!("{env}.json"));
+        let bytes = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(data) => Some(data),
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "the last good snapshot cannot be read");
+                None
+            }
+        }
     }
 
     /// Writes the marks if they changed since the last write.

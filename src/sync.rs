@@ -11,7 +11,7 @@
 
 use crate::snapshots::{Applied, Snapshots};
 use crate::store::{EnvData, EnvName, Store, StoreError};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -75,16 +75,14 @@ impl Syncer {
         let mut interval = tokio::time::interval(self.settings.resync_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut outage = false;
+        let mut kept: HashMap<EnvName, (u64, u32)> = HashMap::new();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => {}
             }
             let resynced = self.resync().await;
-            let watch = Arc::clone(self.snapshots.watch());
-            if let Ok(Err(error)) = tokio::task::spawn_blocking(move || watch.persist()).await {
-                tracing::error!(%error, "cannot write the high-water marks to the data directory");
-            }
+            self.keep(&mut kept).await;
             match resynced {
                 Ok(envs) => {
                     self.snapshots.watch().set_unreachable(None);
@@ -116,6 +114,32 @@ impl Syncer {
         followers.shutdown().await;
     }
 
+    /// Writes the high-water marks, and the served state of every environment that
+    /// changed since (unless regressed), to the data directory.
+    async fn keep(&self, kept: &mut HashMap<EnvName, (u64, u32)>) {
+        let mut changed = Vec::new();
+        for env in self.snapshots.environments() {
+            let Some(snap) = self.snapshots.get(&env) else { continue };
+            let version = (snap.revision(), snap.local);
+            if self.snapshots.watch().regressed(&env).is_none() && kept.get(&env) != Some(&version) {
+                kept.insert(env.clone(), version);
+                changed.push((env, snap.to_data()));
+            }
+        }
+        let watch = Arc::clone(self.snapshots.watch());
+        let written = tokio::task::spawn_blocking(move || {
+            watch.persist()?;
+            for (env, data) in changed {
+                watch.keep_last_good(&env, &data)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        if let Ok(Err(error)) = written {
+            tracing::error!(%error, "cannot write the high-water marks or the last good snapshots to the data directory");
+        }
+    }
+
     /// Compares every environment's revision with the store: reloads those behind, finds
     /// new ones, drops deleted ones and flags those that went backwards.
     async fn resync(&self) -> Result<Vec<EnvName>, StoreError> {
@@ -140,8 +164,11 @@ impl Syncer {
             }
         }
         for env in &envs {
+            // What this instance had seen is taken before the store is read: a change
+            // landing in between must not look like the store going backwards.
+            let seen = seen(&self.snapshots, env);
             let stored = self.store.revision(env).await?;
-            check(&*self.store, &self.snapshots, env, stored).await?;
+            check(&*self.store, &self.snapshots, env, stored, seen).await?;
         }
         if !self.snapshots.is_ready() {
             self.snapshots.mark_ready();
@@ -150,9 +177,17 @@ impl Syncer {
     }
 }
 
-/// Flags `env` regressed (logging at ERROR the first time).
+/// Flags `env` regressed (logging at ERROR the first time). An instance that holds no
+/// snapshot of it (it restarted after the store went backwards) serves the last good
+/// state it kept in its data directory.
 pub fn flag_regressed(snapshots: &Snapshots, env: &EnvName, stored: Option<u64>) {
     let watch = snapshots.watch();
+    if snapshots.get(env).is_none()
+        && let Some(data) = watch.last_good(env)
+    {
+        tracing::warn!(%env, revision = data.revision, "serving the last good snapshot kept in the data directory");
+        snapshots.replace(env, data);
+    }
     if watch.set_regressed(env, stored) {
         let seen = watch.mark(env);
         match stored {
@@ -170,9 +205,14 @@ pub fn flag_regressed(snapshots: &Snapshots, env: &EnvName, stored: Option<u64>)
 
 /// Brings `env` in step with a store at revision `stored`, unless the store is behind
 /// what this instance has seen.
-async fn check(store: &dyn Store, snapshots: &Snapshots, env: &EnvName, stored: u64) -> Result<(), StoreError> {
+async fn check(
+    store: &dyn Store,
+    snapshots: &Snapshots,
+    env: &EnvName,
+    stored: u64,
+    seen: u64,
+) -> Result<(), StoreError> {
     let watch = snapshots.watch();
-    let seen = watch.mark(env).max(snapshots.revision(env));
     if let Some(regression) = watch.regressed(env) {
         // Only a reseed above what this instance had seen makes the store trustworthy
         // again; writes on top of the older data do not.
@@ -185,13 +225,25 @@ async fn check(store: &dyn Store, snapshots: &Snapshots, env: &EnvName, stored: 
         return Ok(());
     }
     if stored < seen && watch.knows(env) {
-        flag_regressed(snapshots, env, Some(stored));
+        // Deleted on purpose while it was being listed, or gone backwards?
+        if store.deleted_environments().await?.iter().any(|(deleted, _)| deleted == env) {
+            tracing::info!(%env, "environment deleted; no longer served");
+            snapshots.remove(env);
+            watch.forget(env);
+        } else {
+            flag_regressed(snapshots, env, Some(stored));
+        }
         return Ok(());
     }
     if stored != snapshots.revision(env) || snapshots.get(env).is_none() {
         reload(store, snapshots, env).await?;
     }
     Ok(())
+}
+
+/// The highest revision of `env` this instance has served (or a previous run of it).
+fn seen(snapshots: &Snapshots, env: &EnvName) -> u64 {
+    snapshots.watch().mark(env).max(snapshots.revision(env))
 }
 
 fn adopt(snapshots: &Snapshots, env: &EnvName, data: EnvData) {
@@ -206,6 +258,7 @@ pub async fn reload(store: &dyn Store, snapshots: &Snapshots, env: &EnvName) -> 
     if snapshots.watch().regressed(env).is_some() {
         return Ok(());
     }
+    let seen = seen(snapshots, env);
     let data = match store.load(env).await {
         Err(StoreError::EnvironmentNotFound(_)) if snapshots.watch().knows(env) => {
             flag_regressed(snapshots, env, None);
@@ -213,7 +266,7 @@ pub async fn reload(store: &dyn Store, snapshots: &Snapshots, env: &EnvName) -> 
         }
         other => other?,
     };
-    if data.revision < snapshots.watch().mark(env) {
+    if data.revision < seen {
         flag_regressed(snapshots, env, Some(data.revision));
         return Ok(());
     }

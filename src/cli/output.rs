@@ -354,8 +354,13 @@ mod tests {
         r.killed = true;
         r.revision = 43;
         assert_eq!(render_killed(&r), "killed checkout at revision 43: everyone gets v1\n");
-        let state =
-            EnvironmentState { environment: "production".into(), revision: 44, kill_all: true, kill_reason: None, persisted: true };
+        let state = EnvironmentState {
+            environment: "production".into(),
+            revision: 44,
+            kill_all: true,
+            kill_reason: None,
+            persisted: true,
+        };
         assert_eq!(render_environment_state(&state), "KILL-ALL ON in production at revision 44\n");
     }
 }

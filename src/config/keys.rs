@@ -24,7 +24,8 @@ pub const ENV_PREFIX: &str = "COHORT_";
 /// `src/cli/mod.rs`, and the client token): they are not configuration keys, so they are
 /// neither merged into the settings nor refused as unknown — `cohort serve` must start in
 /// a shell that has them set for the client commands.
-pub const CLI_VARIABLES: [&str; 5] = ["COHORT_TOKEN", "COHORT_TOKEN_FILE", "COHORT_URL", "COHORT_ENV", "COHORT_SERVERS"];
+pub const CLI_VARIABLES: [&str; 5] =
+    ["COHORT_TOKEN", "COHORT_TOKEN_FILE", "COHORT_URL", "COHORT_ENV", "COHORT_SERVERS"];
 
 /// Where an unknown key was set.
 #[derive(Debug, Clone, PartialEq, Eq)]

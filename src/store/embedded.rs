@@ -231,10 +231,7 @@ impl EmbeddedStore {
 
     /// Applies `edit` to a copy of the data, saves it, and keeps it only once saved: the
     /// file and memory never disagree.
-    async fn commit<T>(
-        &self,
-        edit: impl FnOnce(&mut FileData) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    async fn commit<T>(&self, edit: impl FnOnce(&mut FileData) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut state = self.state.lock().await;
         let mut next = FileData {
             format: state.data.format,
@@ -281,7 +278,8 @@ impl Store for EmbeddedStore {
     async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
         let revision = self
             .commit(|data| {
-                let current = data.environments.get(env).ok_or_else(|| StoreError::EnvironmentNotFound(env.to_string()))?;
+                let current =
+                    data.environments.get(env).ok_or_else(|| StoreError::EnvironmentNotFound(env.to_string()))?;
                 if !current.releases.is_empty() {
                     return Err(StoreError::EnvironmentNotEmpty {
                         env: env.to_string(),

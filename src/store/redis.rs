@@ -305,8 +305,12 @@ impl Store for RedisStore {
 
     async fn create_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
         let mut conn = self.manager.clone();
-        let tombstone: Option<u64> =
-            redis::cmd("HGET").arg(self.deleted_key()).arg(env.as_str()).query_async(&mut conn).await.map_err(unavailable)?;
+        let tombstone: Option<u64> = redis::cmd("HGET")
+            .arg(self.deleted_key())
+            .arg(env.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let revision = tombstone.unwrap_or(0);
         let created: i64 = Script::new(CREATE_ENV_SCRIPT)
             .key(self.key(env, "rev"))

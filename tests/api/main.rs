@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod chaos;
 mod cli;
 mod config;
 mod evaluate;

@@ -139,11 +139,6 @@ impl RedisServer {
         }
     }
 
-    /// Whether the server process is running.
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
     /// Starts it again after [`RedisServer::kill`] (same port, same data directory).
     pub fn start_again(&mut self) {
         self.spawn().expect("redis-server restarts");

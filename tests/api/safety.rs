@@ -81,7 +81,10 @@ async fn a_kill_after_redis_restarted_from_an_older_dump_is_served_and_reseeding
     let r = a.set_percent("production", "shop1", json!({"v2": 1}), None).await;
     let message = assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "store_regressed").await;
     assert!(message.contains("cohort store reseed"), "{message}");
-    assert_eq!(redis.connection().get::<_, Option<u64>>(format!("{prefix}:{{production}}:rev")).ok().flatten(), Some(1));
+    assert_eq!(
+        redis.connection().get::<_, Option<u64>>(format!("{prefix}:{{production}}:rev")).ok().flatten(),
+        Some(1)
+    );
 
     // The operator reseeds from A: the store gets A's snapshot, pending kill included,
     // above every revision anyone saw; B trusts it again and serves the kill.
@@ -217,7 +220,8 @@ async fn a_kill_in_a_mistyped_environment_is_not_found_and_names_the_nearest() {
     let r = app.create_release("prodution", json!({"key": "checkout", "versions": ["v1", "v2"]})).await;
     assert_error(r, StatusCode::NOT_FOUND, "environment_not_found").await;
     let envs = app.get_json(app.url("/v1/envs")).await;
-    let names: Vec<&str> = envs["environments"].as_array().expect("list").iter().filter_map(|e| e["environment"].as_str()).collect();
+    let names: Vec<&str> =
+        envs["environments"].as_array().expect("list").iter().filter_map(|e| e["environment"].as_str()).collect();
     assert_eq!(names, ["production", "staging"], "nothing was created by the typo");
 }
 
@@ -293,4 +297,30 @@ async fn the_command_line_kills_on_several_instances_while_redis_is_down_and_res
     let out = run_cohort(&a, admin, &["unkill", "checkout"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert!(eventually(CONVERGE, || async { reason(&b, "checkout").await == "SPLIT" }).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_restarted_after_the_store_lost_its_data_serves_its_last_good_snapshot() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("dir");
+    let app = spawn_on(&redis, &prefix, dir.path()).await;
+    app.given_release("production", "checkout", 100.0).await;
+    assert_eq!(kill(&app, "checkout", "bad deploy").await.status(), StatusCode::OK);
+    let kept = dir.path().join(cohort::store_watch::LAST_GOOD_DIR).join("production.json");
+    let written = || async {
+        std::fs::read(&kept)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["revision"] == 2)
+    };
+    assert!(eventually(CONVERGE, written).await, "the served state is kept in the data directory");
+    app.stop().await;
+
+    redis.flushall();
+    let app = spawn_on(&redis, &prefix, dir.path()).await;
+    assert!(eventually(CONVERGE, || async { regressed(&app).await }).await);
+    assert_eq!(reason(&app, "checkout").await, "DISABLED", "the acknowledged kill is still served");
+    let r = app.set_percent("production", "checkout", json!({"v2": 1}), None).await;
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "store_regressed").await;
 }
