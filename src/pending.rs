@@ -221,10 +221,20 @@ impl Releases {
         );
     }
 
-    fn settle_pending(&self, kill: &PendingKill) {
+    /// Drops `kill` from the journal and stops laying it over the store's state, which
+    /// is served again as stored (the kill may have been dropped, or found written).
+    async fn settle_pending(&self, kill: &PendingKill) {
         self.snapshots().settle(&kill.env, &kill.target);
         if let Err(error) = self.pending().remove(kill) {
             tracing::error!(env = %kill.env, %error, "cannot update the journal of pending kills");
+        }
+        match self.store().load(&kill.env).await {
+            Ok(data) if data.revision >= self.snapshots().revision(&kill.env) => {
+                self.snapshots().refresh(&kill.env, data);
+            }
+            // Newer data arrives through the follower; a failed read through the resync.
+            Ok(_) => {}
+            Err(error) => tracing::debug!(env = %kill.env, %error, "reload after a settled kill failed"),
         }
     }
 
@@ -258,7 +268,7 @@ impl Releases {
             if !kill.state.on && self.killed_since(&kill).await {
                 // Someone killed it after this unkill was asked: the kill wins.
                 tracing::warn!(env = %kill.env, target = ?kill.target, "a pending unkill is older than the stored kill; dropped");
-                self.settle_pending(&kill);
+                self.settle_pending(&kill).await;
                 continue;
             }
             let actor = Actor(kill.actor.clone());
@@ -281,7 +291,7 @@ impl Releases {
                     continue;
                 }
             }
-            self.settle_pending(&kill);
+            self.settle_pending(&kill).await;
             tracing::info!(env = %kill.env, target = ?kill.target, on = kill.state.on, "pending kill written to the store");
             settled += 1;
         }

@@ -474,7 +474,17 @@ impl Snapshots {
 
     /// Replaces `env` with freshly loaded data, unless what is served is already newer
     /// (a follower may have applied changes while the load was in flight).
-    pub fn replace(&self, env: &EnvName, mut data: EnvData) -> bool {
+    pub fn replace(&self, env: &EnvName, data: EnvData) -> bool {
+        self.replace_with(env, data, false)
+    }
+
+    /// Replaces `env` with freshly loaded data even at the revision already served: what
+    /// is served was a local kill laid over the store's state, now settled.
+    pub fn refresh(&self, env: &EnvName, data: EnvData) -> bool {
+        self.replace_with(env, data, true)
+    }
+
+    fn replace_with(&self, env: &EnvName, mut data: EnvData, same_revision: bool) -> bool {
         let overlays = self.lock();
         let current = self.revision(env);
         if data.revision < current {
@@ -483,7 +493,7 @@ impl Snapshots {
             }
             return false;
         }
-        if data.revision == current && self.get(env).is_some() {
+        if data.revision == current && self.get(env).is_some() && !same_revision {
             return false;
         }
         let revision = data.revision;

@@ -28,7 +28,9 @@ async fn show(state: web::Data<AppState>, auth: Authorized<Read>) -> Result<Http
 /// environment writes nothing; a new non-empty reason replaces the old.
 #[utoipa::path(post, path = "/v1/envs/{env}/kill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
-        (status = 200, description = "The environment", body = EnvView),
+        (status = 200, description = "The environment, with `persisted: true`", body = EnvView),
+        (status = 202, description = "The store cannot take it now: served by this instance at once, journalled, written when the store is usable (`persisted: false`)", body = EnvView),
+        (status = 404, description = "No such environment", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
     ))]
 async fn kill_all(
@@ -43,7 +45,9 @@ async fn kill_all(
 /// Lifts the environment's kill switch.
 #[utoipa::path(post, path = "/v1/envs/{env}/unkill-all", tag = "environment", params(("env" = String, Path, description = "Environment name", example = "production")), request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
-        (status = 200, description = "The environment", body = EnvView),
+        (status = 200, description = "The environment, with `persisted: true`", body = EnvView),
+        (status = 202, description = "The store cannot take it now: served by this instance at once, journalled, written when the store is usable (`persisted: false`)", body = EnvView),
+        (status = 404, description = "No such environment", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
     ))]
 async fn unkill_all(

@@ -513,7 +513,7 @@ async fn an_embedded_data_file_with_per_minute_outcomes_still_loads_without_them
     file["outcomes"] = serde_json::json!({"production": {minute.to_string(): {"checkout\u{1f}v2": [7, 3]}}});
     std::fs::write(&path, serde_json::to_vec(&file).expect("json")).expect("written");
 
-    let store = EmbeddedStore::open(dir.path(), 1_000).expect("an old file still loads");
+    let store = reopen(dir.path()).await;
     assert_eq!(store.load(&prod).await.expect("loads").releases.len(), 1, "its releases are kept");
     let (first, last) = (Bucket::containing(minute * 60_000), Bucket::containing(minute * 60_000 + 59_999));
     assert!(store.outcomes(&prod, "checkout", first, last).await.expect("read").is_empty(), "minute counts dropped");
@@ -521,9 +521,26 @@ async fn an_embedded_data_file_with_per_minute_outcomes_still_loads_without_them
     store.flush().await.expect("flushed");
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     assert!(written.get("outcomes").is_none(), "the old counts are not written back");
-    let reopened = EmbeddedStore::open(dir.path(), 1_000).expect("opens");
+    drop(store);
+    let reopened = reopen(dir.path()).await;
     assert_eq!(
         reopened.outcomes(&prod, "checkout", first, last).await.expect("read"),
         vec![bucket_counts(t, "v2", 1, 0)]
     );
+}
+
+/// Opens the embedded store in `dir` again. A child process another test forks at that
+/// moment may hold a copy of the lock file's descriptor until it execs: retry briefly.
+async fn reopen(dir: &std::path::Path) -> EmbeddedStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match EmbeddedStore::open(dir, 1_000) {
+            Ok(store) => return store,
+            Err(error) if std::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("reopens: {error}"),
+        }
+    }
 }
