@@ -182,7 +182,7 @@ struct EventStream<'a> {
 
 /// The bulk `ETag`: the environment revision plus a hash of the environment and the
 /// context, so a client that changes its context never gets a 304 for the old one.
-pub fn bulk_etag(env: &EnvName, revision: u64, context: &Context) -> String {
+pub fn bulk_etag(env: &EnvName, revision: &str, context: &Context) -> String {
     // A context always serialises (string keys, plain values); an empty text would only
     // make the tag coarser, never wrong, as the revision is part of it.
     let text = serde_json::to_string(context).unwrap_or_default();
@@ -203,15 +203,18 @@ pub fn refetch_events(
     snapshots: Arc<Snapshots>,
     env: EnvName,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
-    let mut announced: Option<u64> = None;
+    let mut announced: Option<(u64, u32)> = None;
     subscription.into_stream().filter_map(move |frame| {
         let event = match frame {
             Ok(frame) if frame.starts_with(b":") => Some(frame),
             Ok(_) => {
-                let revision = snapshots.revision(&env);
-                announced.is_none_or(|before| revision > before).then(|| {
-                    announced = Some(revision);
-                    refetch_event(revision)
+                // A kill served locally (the store down) keeps the revision but is a
+                // change all the same.
+                let served = snapshots.get(&env).unwrap_or_default();
+                let version = served.version();
+                announced.is_none_or(|before| version > before).then(|| {
+                    announced = Some(version);
+                    refetch_event(version.0, &served.etag())
                 })
             }
             Err(never) => match never {},
@@ -220,9 +223,9 @@ pub fn refetch_events(
     })
 }
 
-fn refetch_event(revision: u64) -> Bytes {
+fn refetch_event(revision: u64, etag: &str) -> Bytes {
     Bytes::from(format!(
-        "id: {revision}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"{revision}\"}}\n\n"
+        "id: {revision}\nevent: message\ndata: {{\"type\":\"refetchEvaluation\",\"etag\":\"{etag}\"}}\n\n"
     ))
 }
 
@@ -273,14 +276,15 @@ mod tests {
     fn the_bulk_etag_changes_with_the_revision_and_the_context() {
         let env = EnvName::parse("production").expect("env");
         let a = Context::with_targeting_key("a");
-        assert_eq!(bulk_etag(&env, 3, &a), bulk_etag(&env, 3, &a.clone()));
-        assert_ne!(bulk_etag(&env, 3, &a), bulk_etag(&env, 4, &a));
-        assert_ne!(bulk_etag(&env, 3, &a), bulk_etag(&env, 3, &Context::with_targeting_key("b")));
+        assert_eq!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3", &a.clone()));
+        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "4", &a));
+        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3.1", &a));
+        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3", &Context::with_targeting_key("b")));
     }
 
     #[test]
     fn a_refetch_event_is_an_ofrep_message() {
-        let text = String::from_utf8(refetch_event(12).to_vec()).expect("utf-8");
+        let text = String::from_utf8(refetch_event(12, "12").to_vec()).expect("utf-8");
         let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
         let data: Value = serde_json::from_str(data).expect("json");
         assert_eq!(data, json!({"type": "refetchEvaluation", "etag": "12"}));

@@ -92,6 +92,17 @@ impl EnvSnapshot {
         self.snapshot.revision()
     }
 
+    /// What is served, in order: the revision, then the local kills laid over it.
+    pub fn version(&self) -> (u64, u32) {
+        (self.revision(), self.local)
+    }
+
+    /// The `ETag` value of what is served: the revision, with the local generation when
+    /// kills the store has not taken are laid over it (`"7"`, `"7.1"`).
+    pub fn etag(&self) -> String {
+        if self.local == 0 { self.revision().to_string() } else { format!("{}.{}", self.revision(), self.local) }
+    }
+
     /// The releases indexed for lookups by key bytes and in key order, built once per
     /// revision (on first use, so a change is never delayed by it).
     pub fn index(&self) -> &ReleaseIndex {

@@ -364,7 +364,7 @@ pub(super) async fn evaluate_flags(
 ) -> Result<HttpResponse, Failure> {
     let context = read_context(body).await.map_err(Failure::bulk)?;
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
-    let tag = EntityTag::new_strong(ofrep::bulk_etag(&auth.env, current.revision(), &context));
+    let tag = EntityTag::new_strong(ofrep::bulk_etag(&auth.env, &current.etag(), &context));
     let unchanged = match req.get_header::<IfNoneMatch>() {
         Some(IfNoneMatch::Any) => true,
         Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&tag)),

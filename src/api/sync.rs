@@ -41,7 +41,7 @@ pub const SDK_CONNECTION: &str = "x-cohort-sdk-connection";
     ))]
 pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
-    let tag = EntityTag::new_strong(current.revision().to_string());
+    let tag = EntityTag::new_strong(current.etag());
     let unchanged = match req.get_header::<IfNoneMatch>() {
         Some(IfNoneMatch::Any) => true,
         Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&tag)),

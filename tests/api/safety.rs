@@ -181,6 +181,19 @@ async fn a_kill_all_while_redis_is_down_is_served_at_once_and_written_when_it_is
     let body: Value = r.json().await.expect("json");
     assert_eq!((body["kill_all"].clone(), body["persisted"].clone()), (json!(true), json!(false)));
     assert_eq!(reason(&app, "checkout").await, "DISABLED");
+    // A polling SDK holding revision 1 is not told "unchanged": the local kill changes
+    // the snapshot's ETag though the revision stays.
+    let polled = app
+        .client
+        .get(app.env_url("production", "/snapshot"))
+        .header("If-None-Match", "\"1\"")
+        .send()
+        .await
+        .expect("snapshot");
+    assert_eq!(polled.status(), StatusCode::OK);
+    assert_eq!(polled.headers()["etag"], "\"1.1\"");
+    let snapshot: Value = polled.json().await.expect("json");
+    assert_eq!((snapshot["revision"].clone(), snapshot["kill_all"].clone()), (json!(1), json!(true)));
     redis.start_again();
     assert!(eventually(CONVERGE, || async { app.state.releases.pending().list().is_empty() }).await);
     let env = app.get_json(app.env_url("production", "")).await;
