@@ -118,7 +118,7 @@ pub(super) async fn evaluate(
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let request: Request<'_> = body.json()?;
-    let env_snapshot = state.snapshots.get(&auth.env).unwrap_or_default();
+    let env_snapshot = super::served(&state, &auth.env)?;
     let index = env_snapshot.index();
     let targets: Vec<Target<'_>> = match &request.releases {
         Some(keys) => {

@@ -22,7 +22,8 @@ mod sync;
 use crate::auth::Verifier;
 use crate::ramp::Ramps;
 use crate::releases::Releases;
-use crate::snapshots::Snapshots;
+use crate::snapshots::{EnvSnapshot, Snapshots};
+use crate::store::EnvName;
 use crate::stream::Streams;
 use actix_web::web;
 use std::sync::Arc;
@@ -79,6 +80,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(ramp::configure)
                 .configure(fleets::configure),
         );
+}
+
+/// What `env` is served from: 503 before the first snapshot is loaded, 404 (naming the
+/// nearest) for an environment that does not exist — never an empty configuration an SDK
+/// would install.
+pub(crate) fn served(state: &AppState, env: &EnvName) -> Result<Arc<EnvSnapshot>, ApiError> {
+    if !state.snapshots.is_ready() {
+        return Err(ApiError::NotReady(state.snapshots.watch().unreachable()));
+    }
+    Ok(state.releases.require_env(env)?)
 }
 
 /// Unknown routes answer in the same JSON shape as every other error.

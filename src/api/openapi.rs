@@ -128,7 +128,10 @@ impl Modify for CommonResponses {
         for (path, item) in doc.paths.paths.iter_mut() {
             let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
             for operation in operations.into_iter().flatten() {
-                if path.starts_with("/v1/") {
+                if path.starts_with("/v1/envs/") {
+                    add_errors(operation, "ErrorBody", &COHORT_ERRORS);
+                    add_errors(operation, "ErrorBody", &ENVIRONMENT_ERRORS);
+                } else if path.starts_with("/v1/") {
                     add_errors(operation, "ErrorBody", &COHORT_ERRORS);
                 } else if path.starts_with("/ofrep/") {
                     add_errors(operation, "OfrepDetails", &OFREP_ERRORS);
@@ -145,6 +148,9 @@ const COHORT_ERRORS: [(&str, &str); 5] = [
     ("500", "A bug or corrupt data"),
     ("503", "The store is unavailable; nothing was written"),
 ];
+
+const ENVIRONMENT_ERRORS: [(&str, &str); 1] =
+    [("404", "No such environment (`environment_not_found`, naming the nearest existing one)")];
 
 const OFREP_ERRORS: [(&str, &str); 3] = [
     ("401", "No valid bearer token"),

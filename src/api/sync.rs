@@ -8,7 +8,7 @@
 //! kill confirmation.
 
 use super::auth::{Authorized, Eval};
-use super::{AppState, resource};
+use super::{ApiError, AppState, resource};
 use crate::reach;
 use crate::releases::Releases;
 use crate::store::EnvName;
@@ -39,8 +39,12 @@ pub const SDK_CONNECTION: &str = "x-cohort-sdk-connection";
         (status = 200, description = "The snapshot (cohort-sdk's `SnapshotData`)", body = Object, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the `If-None-Match` revision", headers(("ETag" = String))),
     ))]
-pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
-    let current = state.snapshots.get(&auth.env).unwrap_or_default();
+pub(super) async fn snapshot(
+    state: web::Data<AppState>,
+    auth: Authorized<Eval>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let current = super::served(&state, &auth.env)?;
     let tag = EntityTag::new_strong(current.etag());
     let unchanged = match req.get_header::<IfNoneMatch>() {
         Some(IfNoneMatch::Any) => true,
@@ -49,7 +53,7 @@ pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>,
     };
     let mut response = if unchanged { HttpResponse::NotModified() } else { HttpResponse::Ok() };
     response.insert_header(ETag(tag)).insert_header(CacheControl(vec![CacheDirective::NoCache]));
-    if unchanged { response.finish() } else { response.content_type("application/json").body(current.wire_json()) }
+    Ok(if unchanged { response.finish() } else { response.content_type("application/json").body(current.wire_json()) })
 }
 
 /// Server-Sent Events: the snapshot, then every change; `Last-Event-ID` resumes.
@@ -61,7 +65,12 @@ pub(super) async fn snapshot(state: web::Data<AppState>, auth: Authorized<Eval>,
         ("X-Cohort-Sdk-Connection" = Option<u64>, Header, description = "With `X-Cohort-Sdk-Id`: which of the SDK's stream connections this is (the `connection` of its acknowledgements)"),
     ),
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
-async fn stream(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpRequest) -> HttpResponse {
+async fn stream(
+    state: web::Data<AppState>,
+    auth: Authorized<Eval>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    super::served(&state, &auth.env)?;
     let listener = listener(&req);
     let subscription = state.streams.subscribe(&auth.env, last_event_id(&req), listener.clone());
     let body = subscription.into_stream();
@@ -72,7 +81,7 @@ async fn stream(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpReq
         }
         Listener::DeliveredOnly => body.right_stream(),
     };
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         // Reverse proxies (nginx) must pass events through, not buffer them.
@@ -81,7 +90,7 @@ async fn stream(state: web::Data<AppState>, auth: Authorized<Eval>, req: HttpReq
         // closing its connection too sends the reconnection through the listener, so
         // a server shutting down is not kept busy by reused keep-alive connections.
         .force_close()
-        .streaming(body)
+        .streaming(body))
 }
 
 /// Who opened the stream: an SDK that names itself with a valid id, else a

@@ -232,6 +232,12 @@ async fn a_kill_in_a_mistyped_environment_is_not_found_and_names_the_nearest() {
     }
     let r = app.create_release("prodution", json!({"key": "checkout", "versions": ["v1", "v2"]})).await;
     assert_error(r, StatusCode::NOT_FOUND, "environment_not_found").await;
+    // An SDK or application configured with the typo is told so, not handed an empty
+    // configuration to install.
+    let r = app.evaluate("prodution", json!({"targetingKey": "u1"}), None).await;
+    assert_error(r, StatusCode::NOT_FOUND, "environment_not_found").await;
+    let r = app.client.get(app.env_url("prodution", "/snapshot")).send().await.expect("sent");
+    assert_error(r, StatusCode::NOT_FOUND, "environment_not_found").await;
     let envs = app.get_json(app.url("/v1/envs")).await;
     let names: Vec<&str> =
         envs["environments"].as_array().expect("list").iter().filter_map(|e| e["environment"].as_str()).collect();
