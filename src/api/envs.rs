@@ -62,6 +62,7 @@ pub struct CreateEnv {
         (status = 400, description = "Not a valid environment name", body = ErrorBody),
         (status = 403, description = "Not an admin token for that environment", body = ErrorBody),
         (status = 409, description = "It exists", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub(super) async fn create(
@@ -104,6 +105,7 @@ pub struct ReseedRequest {
     responses(
         (status = 200, description = "Reseeded", body = ReseedReport),
         (status = 404, description = "This instance does not hold the environment", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
 pub(super) async fn reseed(
