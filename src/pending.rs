@@ -10,8 +10,9 @@
 
 use crate::releases::{Actor, EnvView, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::{KillState, KillTarget};
+use crate::store::durable::write_atomically;
 use crate::store::{EnvName, StoreError};
-use crate::store_watch::{WatchError, write_atomically};
+use crate::store_watch::WatchError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -10,10 +10,10 @@
 //! (`high-water.json`, written by temp file + fsync + rename) so that a restarted
 //! instance still knows what it had seen.
 
+use crate::store::durable::write_atomically;
 use crate::store::{EnvName, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -220,23 +220,6 @@ impl StoreWatch {
         }
         result
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! mutex costs nothing on the hot path.
 
 use super::apply::apply;
+use super::durable::write_atomically;
 use super::outcomes::{field, split_field};
 use super::{
     AuditEntry, AuditQuery, Bucket, BucketCounts, Change, EnvData, EnvName, NodeReport, OUTCOME_TTL_SECS, OutcomeCount,
@@ -200,22 +201,6 @@ fn prune_outcomes(data: &mut FileData, now_ms: u64) {
     for buckets in data.outcome_buckets.values_mut() {
         *buckets = buckets.split_off(&oldest);
     }
-}
-
-/// Writes `bytes` to `path` atomically: a reader (or a crash) sees the old file or the
-/// new one, never a torn mix.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // The rename is only durable once the directory entry is.
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl EmbeddedStore {

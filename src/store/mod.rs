@@ -7,6 +7,7 @@
 
 mod apply;
 mod audit;
+pub mod durable;
 pub mod embedded;
 mod nodes;
 mod outcomes;
