@@ -95,8 +95,8 @@ async fn omitting_releases_evaluates_every_release_and_unknown_ones_say_so() {
 
     let d = app.decision("production", "ghost", json!({"targetingKey": "u1"})).await;
     assert_eq!(d, json!({"reason": "ERROR", "error": "FLAG_NOT_FOUND"}));
-    let d = app.decision("nowhere", "a", json!({"targetingKey": "u1"})).await;
-    assert_eq!(d["error"], "FLAG_NOT_FOUND", "an unknown environment has no releases");
+    let r = app.evaluate("nowhere", json!({"targetingKey": "u1"}), Some(vec!["a"])).await;
+    assert_error(r, StatusCode::NOT_FOUND, "environment_not_found").await;
     let d = app.decision("production", "a", json!({"country": "NZ"})).await;
     assert_eq!(d, json!({"version": "v1", "value": "v1", "reason": "ERROR", "error": "TARGETING_KEY_MISSING"}));
 }
