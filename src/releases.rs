@@ -3,7 +3,7 @@
 //! one compare-and-set, and makes the change visible in this instance's snapshot at
 //! once (read-your-writes) before answering.
 
-use crate::snapshots::{Applied, EnvSnapshot, Snapshots};
+use crate::snapshots::{Applied, EnvSnapshot, KillTarget, Snapshots};
 use crate::store::{Action, AuditEntry, AuditQuery, Change, EnvName, Store, StoreError, Write, WriteMeta};
 use crate::sync::reload;
 use cohort_sdk::{CompiledRelease, Condition, Release, Rule, buckets_to_percent, percent_to_buckets};
@@ -624,7 +624,7 @@ impl Releases {
     /// against what is stored, not against what is served.
     async fn current(&self, env: &EnvName, key: &str) -> Result<Option<(Release, u64)>, ReleaseError> {
         self.require_env(env)?;
-        if self.snapshots.overlay(env).releases.contains_key(key) {
+        if self.snapshots.lays_kill(env, &KillTarget::Release(key.to_owned())) {
             let data = self.store.load(env).await?;
             return Ok(data.releases.into_iter().find(|r| r.release.key == key).map(|r| (r.release, r.revision)));
         }
@@ -636,7 +636,7 @@ impl Releases {
     /// this instance serves a kill-all the store has not taken (see [`Self::current`]).
     async fn current_env(&self, env: &EnvName) -> Result<EnvView, ReleaseError> {
         let served = self.environment(env)?;
-        if self.snapshots.overlay(env).kill_all.is_none() {
+        if !self.snapshots.lays_kill(env, &KillTarget::Environment) {
             return Ok(served);
         }
         let data = self.store.load(env).await?;
@@ -673,10 +673,8 @@ impl Releases {
             Err(StoreError::EnvironmentNotFound(_)) => {
                 // This instance holds the environment: the store lost it.
                 crate::sync::flag_regressed(&self.snapshots, env, None);
-                return Err(watch.regressed(env).map_or_else(
-                    || StoreError::EnvironmentNotFound(env.to_string()),
-                    |regression| regression.error(env),
-                ))?;
+                let seen = watch.mark(env);
+                return Err(StoreError::Regressed { env: env.to_string(), stored: 0, seen }.into());
             }
             Err(error) => return Err(error.into()),
         };

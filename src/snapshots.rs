@@ -443,6 +443,15 @@ impl Snapshots {
         self.lock().remove(env);
     }
 
+    /// Whether a local kill of `target` is laid over `env` (the served state then differs
+    /// from the stored one).
+    pub fn lays_kill(&self, env: &EnvName, target: &KillTarget) -> bool {
+        self.lock().get(env).is_some_and(|overlay| match target {
+            KillTarget::Environment => overlay.kill_all.is_some(),
+            KillTarget::Release(key) => overlay.releases.contains_key(key),
+        })
+    }
+
     /// The local kills laid over `env`.
     pub fn overlay(&self, env: &EnvName) -> Overlay {
         self.lock().get(env).cloned().unwrap_or_default()
