@@ -1,4 +1,4 @@
-//! Rolling deployments over fleets (DESIGN.md "Rolling deployments over a fleet"):
+//! Rolling deployments over fleets (docs/model.md, "Rolling deployments: exact batches"):
 //! nodes heartbeat; a fleet release's candidate share becomes an exact batch of live
 //! nodes, chosen by ranking node ids by `XXH3_64(salt ":" node_id)`, and written into the
 //! release as overrides so every evaluator (server, SDK, agent) agrees.

@@ -251,7 +251,7 @@ pub fn ramp_guard(current: &Release, next: Option<&Release>) -> Result<(), Relea
             current.baseline().unwrap_or_default()
         ));
     }
-    // A candidate's units are those of its slot (DESIGN.md "Evaluation"): moving the slot
+    // A candidate's units are those of its slot (docs/evaluation.md): moving the slot
     // moves users in and out of the candidate as surely as changing its share.
     let slot = |r: &Release| (r.versions.iter().position(|v| v == candidate), r.versions.len());
     if slot(next).0.is_none() {

@@ -227,7 +227,7 @@ impl CompiledRelease {
         (self.salt_prefix.hash(unit.as_bytes()) % u64::from(BUCKETS)) as u32
     }
 
-    /// Evaluates the release for `ctx` (DESIGN.md "Evaluation"); `kill_all` is the
+    /// Evaluates the release for `ctx` (docs/evaluation.md); `kill_all` is the
     /// environment's kill switch. Allocates nothing.
     pub fn evaluate(&self, kill_all: bool, ctx: &Context) -> Decision<'_> {
         if kill_all || self.release.killed {

@@ -1,4 +1,4 @@
-//! Ramps are monotonic (DESIGN.md "Bucketing"): raising a candidate's allocation only
+//! Ramps are monotonic (docs/evaluation.md, "Bucketing"): raising a candidate's allocation only
 //! moves units from the baseline into that candidate; lowering only moves them back to
 //! the baseline. A unit in the 5 % cohort is still in it at 10 %.
 

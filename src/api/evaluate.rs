@@ -98,10 +98,10 @@ struct Decision {
     version: Option<String>,
     /// The version's typed value, or its name.
     value: Option<serde_json::Value>,
-    /// `SPLIT`, `TARGETING_MATCH`, `OVERRIDE`, `DISABLED`, `DEFAULT`, `ERROR`, …
+    /// `SPLIT`, `TARGETING_MATCH` (an override or a rule), `DEFAULT`, `DISABLED` or `ERROR`.
     reason: String,
     bucket: Option<u32>,
-    /// `FLAG_NOT_FOUND`, `TARGETING_KEY_MISSING`, …
+    /// With `ERROR`: `FLAG_NOT_FOUND` or `TARGETING_KEY_MISSING`.
     error: Option<String>,
 }
 

@@ -1,5 +1,5 @@
 //! Who may do what: JWT bearer tokens scoped to an environment and a set of actions
-//! (DESIGN.md "Auth"). Verification is in [`verify`], the first secret in [`secret`],
+//! (docs/security.md). Verification is in [`verify`], the first secret in [`secret`],
 //! offline minting in [`mint`]; the HTTP extractor lives in `api::auth`.
 
 pub mod mint;

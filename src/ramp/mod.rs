@@ -1,4 +1,4 @@
-//! Automatic ramps (DESIGN.md "Ramps and guards"): a plan of steps walked by the
+//! Automatic ramps (docs/model.md, "Ramps and guards"): a plan of steps walked by the
 //! driver, each step guarded by candidate-vs-baseline error rates. All state lives in
 //! the release (so restarts and several instances are safe) and every transition is one
 //! compare-and-set with its audit entry; [`driver`] runs on every instance but only the

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const OUTCOME_TTL_SECS: u64 = 2 * 24 * 3_600;
 
 /// The width of an outcome bucket. A ramp step's verdict may only count that step's
-/// outcomes (DESIGN.md "Ramps and guards"), and the store cannot tell apart outcomes
+/// outcomes (docs/model.md, "Ramps and guards"), and the store cannot tell apart outcomes
 /// of one bucket, so the width bounds how much of a step's start the guard ignores.
 /// Ten seconds keeps that gap small while a day is still only 8 640 buckets.
 pub const BUCKET_MS: u64 = 10_000;

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Long enough for walks of two 12 s holds on a busy machine.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The server's outcome bucket (DESIGN.md "Ramps and guards": at most 10 s).
+/// The server's outcome bucket (docs/model.md, "Ramps and guards": 10 s).
 const BUCKET_MS: u64 = 10_000;
 
 /// Where the guard's window of a step that started at `step_started_ms` begins: the
