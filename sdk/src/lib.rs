@@ -25,8 +25,6 @@ mod context;
 mod decision;
 mod error;
 mod model;
-#[cfg(feature = "openfeature")]
-pub mod openfeature;
 mod ramp;
 mod semver;
 mod snapshot;

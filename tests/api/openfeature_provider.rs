@@ -5,7 +5,7 @@ use crate::helpers::{Backend, TestApp, spawn_app, token};
 use crate::ofrep::{ENV, flag_client, given_typed_flags, struct_json, user};
 use crate::sse::DEADLINE;
 use cohort_sdk::client::Client;
-use cohort_sdk::openfeature::CohortProvider;
+use cohort_sdk::client::openfeature::CohortProvider;
 use open_feature::provider::{FeatureProvider, ProviderStatus};
 use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, FlagMetadataValue, StructValue};
 use reqwest::StatusCode;

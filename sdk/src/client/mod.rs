@@ -46,6 +46,8 @@ mod builder;
 mod evaluation;
 mod flush;
 mod freshness;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
 mod outcomes;
 mod poll;
 mod sse;

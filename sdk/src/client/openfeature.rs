@@ -21,7 +21,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use cohort_sdk::client::Client;
-//! use cohort_sdk::openfeature::CohortProvider;
+//! use cohort_sdk::client::openfeature::CohortProvider;
 //! use open_feature::{EvaluationContext, OpenFeature};
 //!
 //! let client = Client::builder("http://127.0.0.1:8080", "production", "an-eval-token").build()?;
@@ -35,7 +35,7 @@
 //! # }
 //! ```
 
-use crate::client::Client;
+use super::Client;
 use crate::context::{Context, Value as CohortValue};
 use crate::decision::{ErrorCode, Reason};
 use crate::value::JsonValue;
