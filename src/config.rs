@@ -84,6 +84,12 @@ pub struct AuthSettings {
     pub token_cache_entries: usize,
     /// Tolerated clock skew.
     pub leeway_secs: u64,
+    /// The identity provider's JSON Web Key Set URL, optional.
+    pub jwks_url: String,
+    /// How often the key set is fetched again.
+    pub jwks_refresh_secs: u64,
+    /// Shortest time between two early fetches asked for by tokens with an unknown `kid`.
+    pub jwks_min_refetch_secs: u64,
 }
 
 /// Ramp driver settings.

@@ -170,6 +170,8 @@ impl Application {
             snapshots.watch().set_unreachable(Some(error.to_string()));
         }
         let verifier = Arc::new(verifier(&settings)?);
+        // An identity provider that does not answer delays start-up this long at most.
+        verifier.fetch_keys(Duration::from_secs(5)).await;
 
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -249,6 +251,7 @@ impl Application {
         let driver = tokio::spawn(self.driver.run(stopped.clone()));
         let pending =
             tokio::spawn(crate::pending::run(self.state.releases.clone(), self.pending_interval, stopped.clone()));
+        let keys = self.state.verifier.key_refresh(stopped.clone()).map(tokio::spawn);
         let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
@@ -257,6 +260,9 @@ impl Application {
         let _ = driver.await;
         let _ = dispatcher.await;
         let _ = pending.await;
+        if let Some(keys) = keys {
+            let _ = keys.await;
+        }
         if let Err(error) = self.state.releases.store().flush().await {
             tracing::warn!(%error, "could not flush the store on shutdown");
         }

@@ -2,6 +2,7 @@
 //! (docs/security.md). Verification is in [`verify`], the first secret in [`secret`],
 //! offline minting in [`mint`]; the HTTP extractor lives in `api::auth`.
 
+pub mod jwks;
 pub mod mint;
 pub mod secret;
 pub mod verify;
@@ -173,6 +174,8 @@ pub enum AuthError {
     UnsupportedAlgorithm(String),
     #[error("the token's claims are not acceptable: {0}")]
     InvalidClaims(String),
+    #[error("the token's signing key is not usable here: {0}")]
+    UnknownKey(String),
     #[error("the token lacks the `{needed}` scope (it has: {have})")]
     MissingScope { needed: String, have: String },
     #[error("the token is for environment `{token}`, not `{route}`")]
@@ -189,6 +192,7 @@ impl AuthError {
             AuthError::Expired => "token_expired",
             AuthError::UnsupportedAlgorithm(_) => "unsupported_algorithm",
             AuthError::InvalidClaims(_) => "invalid_claims",
+            AuthError::UnknownKey(_) => "unknown_key",
             AuthError::MissingScope { .. } => "missing_scope",
             AuthError::WrongEnvironment { .. } => "wrong_environment",
         }

@@ -9,6 +9,7 @@ mod evaluate;
 mod events;
 mod fleets;
 mod helpers;
+mod idp;
 mod instances;
 mod ofrep;
 mod openapi;
