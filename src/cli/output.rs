@@ -876,6 +876,10 @@ pub fn render_diff(before: &Value, after: &Value) -> Vec<String> {
             None if path.starts_with("allocation.") => "0%".to_owned(),
             None => "(none)".to_owned(),
             Some(v) if path.starts_with("allocation.") && v.is_number() => format_percent(v.as_f64().unwrap_or(0.0)),
+            // A list of names (versions) reads as `[v1, v2]`; anything else as JSON.
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                format!("[{}]", items.iter().map(plain).collect::<Vec<_>>().join(", "))
+            }
             Some(v) => plain(v),
         };
         lines.push(format!("{path}: {} → {}", show(b), show(a)));
@@ -885,8 +889,10 @@ pub fn render_diff(before: &Value, after: &Value) -> Vec<String> {
 
 fn flatten<'a>(prefix: &str, value: &'a Value, out: &mut std::collections::BTreeMap<String, &'a Value>) {
     match value {
-        // No release at all, or an empty map: nothing to list field by field.
+        // No release at all, or an empty map, list or text: nothing to list field by field.
         Value::Null if prefix.is_empty() => {}
+        Value::Array(items) if items.is_empty() => {}
+        Value::String(text) if text.is_empty() => {}
         Value::Object(map) => {
             for (key, value) in map {
                 let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
