@@ -85,7 +85,12 @@ async fn exit_codes_say_what_went_wrong() {
 /// `cohort` with none of this test process's `COHORT_…` variables (a developer's shell
 /// may have some), so each test states the ones it means.
 fn cohort_command() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"));
+    clean_command(env!("CARGO_BIN_EXE_cohort"))
+}
+
+/// `program` without this test process's `COHORT_…` variables.
+fn clean_command(program: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().to_ascii_uppercase().starts_with("COHORT_") {
             command.env_remove(name);
@@ -484,4 +489,28 @@ async fn allocations_read_in_percents_and_kill_all_shows_every_release_killed() 
     let o = cohort(&app, &["release", "list"]).await;
     let row = stdout(&o).lines().find(|l| l.starts_with("checkout")).map(str::to_owned).expect("row");
     assert!(row.contains("live"), "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_status_watch_redraws_in_place_on_a_terminal() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 0.0).await;
+    let o = cohort(&app, &["ramp", "start", "checkout", "--candidate", "v2", "--steps", "5:1h,100"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = cohort(&app, &["ramp", "abort", "checkout"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // util-linux's `script` runs the command on a pseudo-terminal.
+    let mut script = clean_command("script");
+    let line = format!("'{}' ramp status checkout --watch", env!("CARGO_BIN_EXE_cohort"));
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env("COHORT_URL", &app.address)
+        .env("COHORT_ENV", "production")
+        .env("COHORT_TOKEN", crate::helpers::token("cli-user", "production", "admin"));
+    let o = run_to_exit(script).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("\u{1b}[2J\u{1b}[H"), "the screen is cleared and redrawn: {text:?}");
+    assert!(text.contains("is aborted"), "{text:?}");
 }
