@@ -25,7 +25,7 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Ramp state per release (1 for the current state).
     pub ramp_state: IntGaugeVec,
-    /// Ramp step index per release.
+    /// Ramp step per release, numbered from 0 like the API's `step` and the CLI.
     pub ramp_step: IntGaugeVec,
     /// Candidate share (percent) per ramping release.
     pub ramp_percent: IntGaugeVec,
@@ -57,7 +57,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("ramp_state", "1 for the ramp's current state"),
         &["environment", "release", "state"],
     )?;
-    let ramp_step = IntGaugeVec::new(Opts::new("ramp_step", "Current ramp step index"), &["environment", "release"])?;
+    let ramp_step = IntGaugeVec::new(
+        Opts::new("ramp_step", "Current ramp step, numbered from 0 (the API's `step`)"),
+        &["environment", "release"],
+    )?;
     let ramp_percent = IntGaugeVec::new(
         Opts::new("ramp_candidate_buckets", "Candidate share in bucket units (1000 = 1 %)"),
         &["environment", "release"],

@@ -124,13 +124,7 @@ impl CompiledRelease {
                 ));
             }
             if share > width {
-                return Err(CompileError::new(
-                    field,
-                    format!(
-                        "{share} bucket units exceed the candidate's slot of {width} ({}% with {candidates} candidates)",
-                        f64::from(width) / 1000.0
-                    ),
-                ));
+                return Err(CompileError::new(field, crate::model::slot_exceeded(share, candidates)));
             }
             let start = (index as u32 - 1) * width;
             // Fleet releases assign exact batches through overrides, never by hash.

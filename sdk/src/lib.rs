@@ -36,8 +36,8 @@ pub use context::{Context, Value};
 pub use decision::{Decision, ErrorCode, Reason};
 pub use error::CompileError;
 pub use model::{
-    BUCKETING_XXH3_SLOTS_V1, Condition, DEFAULT_UNIT, Op, Release, Rule, buckets_to_percent, percent_to_buckets,
-    slot_width,
+    BUCKETING_XXH3_SLOTS_V1, Condition, DEFAULT_UNIT, Op, Release, Rule, buckets_to_percent, format_buckets,
+    percent_to_buckets, slot_exceeded, slot_width,
 };
 pub use ramp::{GuardFigures, Ramp, RampGuard, RampState, RampStep};
 pub use semver::Version;

@@ -273,9 +273,46 @@ pub fn buckets_to_percent(buckets: u32) -> f64 {
     f64::from(buckets) / 1000.0
 }
 
+/// Bucket units as a person reads them: `60000` → `60 %`, `33333` → `33.333 %`.
+pub fn format_buckets(buckets: u32) -> String {
+    let whole = buckets / 1000;
+    let fraction = buckets % 1000;
+    if fraction == 0 {
+        format!("{whole} %")
+    } else {
+        let digits = format!("{fraction:03}");
+        format!("{whole}.{} %", digits.trim_end_matches('0'))
+    }
+}
+
+/// The one message for a candidate's share above its slot (the allocation check and a
+/// ramp plan's check both say it): `60 % exceeds the candidate's slot of 50 % (2
+/// candidates share the units)`.
+pub fn slot_exceeded(share: u32, candidates: usize) -> String {
+    let width = slot_width(candidates);
+    let split = if candidates == 1 {
+        "the only candidate".to_owned()
+    } else {
+        format!("{candidates} candidates share the units")
+    };
+    format!("{} exceeds the candidate's slot of {} ({split})", format_buckets(share), format_buckets(width))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_read_as_percents() {
+        assert_eq!(format_buckets(60_000), "60 %");
+        assert_eq!(format_buckets(33_333), "33.333 %");
+        assert_eq!(format_buckets(500), "0.5 %");
+        assert_eq!(format_buckets(0), "0 %");
+        assert_eq!(
+            slot_exceeded(60_000, 2),
+            "60 % exceeds the candidate's slot of 50 % (2 candidates share the units)"
+        );
+    }
 
     #[test]
     fn percents_convert_to_bucket_units_with_three_decimals() {

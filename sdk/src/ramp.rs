@@ -97,7 +97,8 @@ pub struct Ramp {
     pub guard: RampGuard,
     /// Where it stands.
     pub state: RampState,
-    /// Index of the current step.
+    /// Index of the current step in `steps`, from 0: the one step numbering that the API,
+    /// the audit log, the `cohort_ramp_step` metric and the CLI share.
     pub step: usize,
     /// When the current step began (ms since the epoch).
     pub step_started_ms: u64,

@@ -151,6 +151,17 @@ impl CohortClient {
         self.call(Method::POST, &["releases"], Some(body), None).await
     }
 
+    /// `PUT /v1/envs/{env}/releases/{key}`: the whole release, only if it is still at
+    /// `if_match`.
+    pub async fn replace_release(
+        &self,
+        key: &str,
+        body: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Reply<ReleaseView>, ClientError> {
+        self.call(Method::PUT, &["releases", key], Some(body), if_match).await
+    }
+
     /// `POST /v1/envs/{env}/releases/{key}/allocation`: only the listed candidates change.
     pub async fn set_allocation(
         &self,

@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use super::args::PercentArg;
 use super::client::{ClientError, CohortClient, Reply};
+use super::edit;
 use super::output;
 use super::views::Reach;
 use super::{
@@ -53,6 +54,20 @@ pub enum CliError {
     BadFile { path: PathBuf, reason: String },
     #[error("the key on the command line ({arg}) differs from the key in {} ({file})", .path.display())]
     KeyMismatch { arg: String, file: String, path: PathBuf },
+    /// `release edit` could not run the editor, or it failed.
+    #[error("editor `{editor}` {reason}; nothing was written")]
+    Editor { editor: String, reason: String },
+    /// The edited text is not a JSON object; the text is kept for another try.
+    #[error("the edited text is not a release: {reason}; nothing was written; your text is kept in {}", .path.display())]
+    EditedInvalid { path: PathBuf, reason: String },
+    /// The server refused the edited release (422, …); the text is kept.
+    #[error("{source}\nnothing was written; your text is kept in {}", .path.display())]
+    EditRefused { path: PathBuf, source: ClientError },
+    /// Someone changed the release between the read and the write (412).
+    #[error("{key} was {changed} — run edit again; nothing was written; your text is kept in {}", .path.display())]
+    EditConflict { key: String, changed: String, path: PathBuf },
+    #[error("cannot write the temporary file {}: {source}", .path.display())]
+    TempFile { path: PathBuf, source: std::io::Error },
 }
 
 impl CliError {
@@ -63,9 +78,15 @@ impl CliError {
             Self::Partial { failed, .. } => failed.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
             Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
-            Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
-                EXIT_USAGE
-            }
+            Self::EditRefused { source, .. } => source.exit_code(),
+            Self::EditConflict { .. } => EXIT_CONFLICT,
+            Self::DuplicateVersion { .. }
+            | Self::ReadFile { .. }
+            | Self::BadFile { .. }
+            | Self::KeyMismatch { .. }
+            | Self::Editor { .. }
+            | Self::EditedInvalid { .. }
+            | Self::TempFile { .. } => EXIT_USAGE,
         }
     }
 
@@ -219,12 +240,26 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
             let reply = client.get_release(&key).await?;
             Ok(show(json, &reply, output::render_release))
         }
+        ReleaseCmd::Edit { key, dry_run } => edit::edit(client, args, &key, dry_run).await,
         ReleaseCmd::Create(create) => {
             let body = create_body(&create).await?;
+            if create.dry_run {
+                let action = format!("would create {} in {}", create.key, args.env);
+                return Ok(dry_run(json, &action, &Value::Null, &body));
+            }
             let reply = client.create_release(&body).await?;
             Ok(show(json, &reply, output::render_release))
         }
-        ReleaseCmd::SetPercent { key, percents, if_match } => {
+        ReleaseCmd::SetPercent { key, percents, if_match, dry_run: true } => {
+            let percent = percent_map(&percents)?;
+            let before = client.get_release(&key).await?;
+            let revision = if_match.unwrap_or(before.value.revision);
+            let mut after = before.value.allocation.clone();
+            after.extend(percent);
+            let action = format!("would set {key}'s percents at revision {revision}");
+            Ok(dry_run(json, &action, &json!({"allocation": before.value.allocation}), &json!({"allocation": after})))
+        }
+        ReleaseCmd::SetPercent { key, percents, if_match, dry_run: false } => {
             set_percent(client, json, &key, &percents, if_match).await
         }
         ReleaseCmd::Kill(kill_args) => kill(client, json, kill_args).await,
@@ -232,7 +267,12 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
             let reply = client.unkill(&key).await?;
             Ok(show(json, &reply, output::render_unkilled))
         }
-        ReleaseCmd::Delete { key, if_match } => {
+        ReleaseCmd::Delete { key, if_match: _, dry_run: true } => {
+            let before = client.get_release(&key).await?;
+            let action = format!("would delete {key} (revision {}) from {}", before.value.revision, args.env);
+            Ok(dry_run(json, &action, &edit::editable(&before.body), &Value::Null))
+        }
+        ReleaseCmd::Delete { key, if_match, dry_run: false } => {
             let body = client.delete_release(&key, if_match).await?;
             Ok(if json { output::render_json(&body) } else { format!("deleted {key} from {}\n", args.env) })
         }
@@ -242,7 +282,21 @@ async fn release(client: &CohortClient, args: &ClientArgs, cmd: ReleaseCmd) -> R
 async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String, CliError> {
     let reason_body = |reason: Option<String>| reason.map_or_else(|| json!({}), |r| json!({ "reason": r }));
     let (key, reply) = match cmd {
-        RampCmd::Status { key } => {
+        RampCmd::List => {
+            let reply = client.list_releases().await?;
+            if json {
+                let active: Vec<&Value> = reply.body["releases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| matches!(r["ramp"]["state"].as_str(), Some("running" | "paused")))
+                    .collect();
+                return Ok(output::render_json(&json!({"environment": reply.value.environment, "ramps": active})));
+            }
+            return Ok(output::render_ramp_list(&reply.value, now_ms()));
+        }
+        RampCmd::Status { key, watch: true } => return watch_ramp(client, json, &key).await,
+        RampCmd::Status { key, watch: false } => {
             let reply = client.ramp_status(&key).await?;
             return Ok(if json { output::render_json(&reply.body) } else { output::render_ramp_status(&reply.value) });
         }
@@ -288,12 +342,12 @@ async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String,
     if json {
         return Ok(output::render_json(&reply.body));
     }
-    let ramp = &reply.body["ramp"];
-    Ok(match ramp["state"].as_str() {
-        Some(state) => format!(
-            "{key}: ramp of {} {state} at step {} ({}) — revision {}\n",
-            ramp["candidate"].as_str().unwrap_or("?"),
-            ramp["step"],
+    Ok(match &reply.value.ramp {
+        Some(ramp) => format!(
+            "{key}: ramp of {} {} at {} ({}) — revision {}\n",
+            ramp.candidate,
+            ramp.state,
+            output::step_text(ramp),
             output::allocation_summary(&reply.value),
             reply.value.revision
         ),
@@ -303,6 +357,66 @@ async fn ramp(client: &CohortClient, json: bool, cmd: RampCmd) -> Result<String,
             reply.value.revision
         ),
     })
+}
+
+/// Ramp states after which nothing moves any more.
+const FINISHED: [&str; 3] = ["completed", "rolled_back", "aborted"];
+
+/// `ramp status --watch`: polls once a second. On a terminal the screen is redrawn in
+/// place; otherwise (a pipe, a log) each new state — a new revision or state — is
+/// printed once, so the output reads as a history. Ends when the ramp does.
+async fn watch_ramp(client: &CohortClient, json: bool, key: &str) -> Result<String, CliError> {
+    use std::io::IsTerminal as _;
+    let terminal = !json && std::io::stdout().is_terminal();
+    let mut last: Option<(Value, Value)> = None;
+    loop {
+        let reply = match client.ramp_status(key).await {
+            Ok(reply) => reply,
+            // The ramp was there and is gone (promoted, or the release was replaced).
+            Err(err) if last.is_some() && err.status().is_some_and(|s| s.as_u16() == 409) => {
+                return Ok(format!("{key}: the ramp is gone ({err})\n"));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let status = &reply.value;
+        let seen = (status["revision"].clone(), status["state"].clone());
+        let state = status["state"].as_str().unwrap_or("?").to_owned();
+        if terminal {
+            super::print_stdout(&format!("\x1b[2J\x1b[H{}", output::render_ramp_status(status)));
+        } else if last.as_ref() != Some(&seen) {
+            let text = if json {
+                serde_json::to_string(status).unwrap_or_default() + "\n"
+            } else {
+                output::render_ramp_status(status) + "\n"
+            };
+            super::print_stdout(&text);
+        }
+        last = Some(seen);
+        if FINISHED.contains(&state.as_str()) {
+            return Ok(String::new());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What `--dry-run` prints: the action, then one `field: before → after` line per
+/// change (percents for allocations); with `--json`, `{dry_run, action, before, after,
+/// changes}`. Nothing was sent but reads.
+fn dry_run(json: bool, action: &str, before: &Value, after: &Value) -> String {
+    let changes = output::render_diff(before, after);
+    if json {
+        return output::render_json(&json!({
+            "dry_run": true, "action": action, "before": before, "after": after, "changes": changes,
+        }));
+    }
+    let mut out = format!("dry run: {action}; nothing written\n");
+    if changes.is_empty() {
+        out.push_str("  no change\n");
+    }
+    for line in changes {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
 }
 
 async fn kill(client: &CohortClient, json: bool, args: KillArgs) -> Result<String, CliError> {
@@ -372,7 +486,7 @@ fn confirm(json: bool, kill: Killed<'_>, waited: Result<Waited, ClientError>) ->
     })
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -506,6 +620,7 @@ mod tests {
             percents: vec![],
             description: None,
             file: None,
+            dry_run: false,
         }
     }
 

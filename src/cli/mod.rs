@@ -7,6 +7,7 @@
 mod args;
 mod client;
 mod commands;
+mod edit;
 mod output;
 mod views;
 
@@ -192,10 +193,18 @@ pub enum RampCmd {
         #[arg(long, default_value_t = 0.99)]
         confidence: f64,
     },
-    /// Show a ramp: steps, progress, the guard's current rates
+    /// The environment's active (running or paused) ramps: release, candidate, state,
+    /// step, current percent, next step check
+    List,
+    /// Show a ramp: steps (numbered from 0, as in the API and metrics), progress, the
+    /// guard's current rates
     Status {
         /// release key
         key: String,
+        /// keep showing it, redrawn each second, until the ramp ends or Ctrl-C (redrawn
+        /// in place on a terminal; otherwise each new state printed once)
+        #[arg(long)]
+        watch: bool,
     },
     /// Pause a running ramp
     Pause {
@@ -250,11 +259,21 @@ pub struct KillArgs {
 pub enum ReleaseCmd {
     /// List the environment's releases
     List,
-    /// Show one release
+    /// Show one release: allocation, audience, rules, overrides and its ramp
     Get {
         /// release key
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         key: String,
+    },
+    /// Edit a release as JSON in $EDITOR (else vi) and write it back, only if nobody
+    /// changed it meanwhile (If-Match of the revision read)
+    Edit {
+        /// release key
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        key: String,
+        /// print what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Create a release
     Create(CreateArgs),
@@ -270,6 +289,9 @@ pub enum ReleaseCmd {
         /// read just before the update)
         #[arg(long, value_name = "REVISION", value_parser = args::parse_revision)]
         if_match: Option<u64>,
+        /// print what would change and write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Kill a release: everyone gets its baseline
     Kill(KillArgs),
@@ -287,6 +309,9 @@ pub enum ReleaseCmd {
         /// only delete if the release is still at this revision
         #[arg(long, value_name = "REVISION", value_parser = args::parse_revision)]
         if_match: Option<u64>,
+        /// print what would be deleted and write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -314,6 +339,9 @@ pub struct CreateArgs {
     /// JSON file with the full release body; flags given as well override its fields
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// print the release that would be created and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs one client command and returns the process exit code. `token` (bearer token,
@@ -410,7 +438,7 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.client.env, "staging");
         assert!(cli.client.json);
-        let ClientCommand::Release(ReleaseCmd::SetPercent { key, percents, if_match }) = cli.cmd else {
+        let ClientCommand::Release(ReleaseCmd::SetPercent { key, percents, if_match, .. }) = cli.cmd else {
             panic!("wrong command: {:?}", cli.cmd);
         };
         assert_eq!(key, "checkout");

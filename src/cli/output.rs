@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
-use super::views::{AuditEntryView, AuditPage, EnvironmentState, Reach, ReleaseList, ReleaseView};
+use super::views::{AuditEntryView, AuditPage, EnvironmentState, RampView, Reach, ReleaseList, ReleaseView};
 
 /// Allocation is exchanged in percent with up to three decimals; working in thousandths
 /// keeps sums such as `100 - 5.5 - 0.1` free of float noise.
@@ -35,9 +35,19 @@ pub fn allocation_summary(release: &ReleaseView) -> String {
     if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
 }
 
-/// `live`, `KILLED` or `KILLED (reason)`.
-pub fn state_label(release: &ReleaseView) -> String {
-    if release.killed { with_reason("KILLED", release.kill_reason.as_deref()) } else { "live".to_owned() }
+/// `live`, `KILLED` or `KILLED (reason)`; `KILLED (kill-all: reason)` while the
+/// environment's kill switch is on, since then every release serves its baseline.
+pub fn state_label(release: &ReleaseView, kill_all: Option<Option<&str>>) -> String {
+    if release.killed {
+        return with_reason("KILLED", release.kill_reason.as_deref());
+    }
+    match kill_all {
+        Some(reason) => {
+            let why = reason.map(str::trim).filter(|r| !r.is_empty());
+            format!("KILLED (kill-all{})", why.map(|r| format!(": {r}")).unwrap_or_default())
+        }
+        None => "live".to_owned(),
+    }
 }
 
 fn with_reason(label: &str, reason: Option<&str>) -> String {
@@ -67,7 +77,7 @@ pub fn render_release_list(list: &ReleaseList) -> String {
                 release.key.clone(),
                 release.versions.join(", "),
                 allocation_summary(release),
-                state_label(release),
+                state_label(release, list.kill_all.then_some(list.kill_reason.as_deref())),
                 release.revision.to_string(),
             ]);
         }
@@ -91,8 +101,13 @@ pub fn render_release_list(list: &ReleaseList) -> String {
     out
 }
 
-/// The `release get` key/value listing.
+/// The `release get` key/value listing: targeting in full (audience, rules, overrides,
+/// values) and the ramp, one item per line.
 pub fn render_release(release: &ReleaseView) -> String {
+    render_release_at(release, now_ms())
+}
+
+fn render_release_at(release: &ReleaseView, now_ms: u64) -> String {
     let baseline = release.baseline().unwrap_or("?");
     let versions = release
         .versions
@@ -104,7 +119,7 @@ pub fn render_release(release: &ReleaseView) -> String {
 
     let allocated: i64 = release.allocation.values().map(|p| to_thousandths(*p)).fold(0, i64::saturating_add);
     let baseline_share = 100_000_i64.saturating_sub(allocated) as f64 / THOUSANDTHS;
-    let allocation = if release.allocation.is_empty() {
+    let allocation = if release.allocation.values().all(|p| to_thousandths(*p) == 0) {
         format!("everyone gets {baseline}")
     } else {
         format!("{} ({baseline} gets {})", allocation_summary(release), format_percent(baseline_share))
@@ -116,26 +131,186 @@ pub fn render_release(release: &ReleaseView) -> String {
         "no".to_owned()
     };
 
-    let rows: [(&str, String); 12] = [
-        ("key", release.key.clone()),
-        ("description", non_empty(&release.description)),
-        ("versions", versions),
-        ("unit", non_empty(&release.unit)),
-        ("salt", non_empty(&release.salt)),
-        ("bucketing", non_empty(&release.bucketing)),
-        ("allocation", allocation),
-        ("killed", killed),
-        ("overrides", release.overrides.len().to_string()),
-        ("rules", release.rules.len().to_string()),
-        ("audience", release.audience.len().to_string()),
-        ("revision", release.revision.to_string()),
+    let audience = if release.audience.is_empty() {
+        vec!["everyone (no audience conditions)".to_owned()]
+    } else {
+        vec![release.audience.iter().map(condition_text).collect::<Vec<_>>().join(" and ")]
+    };
+    let rules: Vec<String> = if release.rules.is_empty() {
+        vec!["none".to_owned()]
+    } else {
+        release.rules.iter().enumerate().map(|(i, rule)| format!("{}. {}", i + 1, rule_text(rule))).collect()
+    };
+    let overrides: Vec<String> = if release.overrides.is_empty() {
+        vec!["none".to_owned()]
+    } else {
+        release.overrides.iter().map(|(unit, version)| format!("{unit} → {}", plain(version))).collect()
+    };
+    let values: Vec<String> = release.values.iter().map(|(version, value)| format!("{version} = {value}")).collect();
+    let ramp = match &release.ramp {
+        None => vec!["none".to_owned()],
+        Some(ramp) => ramp_lines(release, ramp, now_ms),
+    };
+
+    let mut rows: Vec<(&str, Vec<String>)> = vec![
+        ("key", vec![release.key.clone()]),
+        ("description", vec![non_empty(&release.description)]),
+        ("versions", vec![versions]),
+        ("unit", vec![non_empty(&release.unit)]),
+        ("salt", vec![non_empty(&release.salt)]),
+        ("bucketing", vec![non_empty(&release.bucketing)]),
+        ("allocation", vec![allocation]),
+        ("killed", vec![killed]),
+        ("audience", audience),
+        ("rules", rules),
+        ("overrides", overrides),
     ];
+    if !values.is_empty() {
+        rows.push(("values", values));
+    }
+    if let Some(fleet) = &release.fleet {
+        rows.push(("fleet", vec![fleet.clone()]));
+    }
+    rows.push(("ramp", ramp));
+    rows.push(("revision", vec![release.revision.to_string()]));
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
-    for (key, value) in rows {
-        let _ = writeln!(out, "{key:<width$}  {value}");
+    for (key, lines) in rows {
+        for (i, line) in lines.iter().enumerate() {
+            let label = if i == 0 { key } else { "" };
+            let _ = writeln!(out, "{label:<width$}  {line}");
+        }
     }
     out
+}
+
+/// A JSON value as a person writes it: strings without quotes, the rest as JSON.
+fn plain(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// `country in [de, fr]`, `plan eq pro`, `app_version semver_gte 2.1.0`.
+fn condition_text(condition: &Value) -> String {
+    let attr = condition["attr"].as_str().unwrap_or("?");
+    let op = condition["op"].as_str().unwrap_or("?");
+    let values: Vec<String> = condition["values"].as_array().map(|v| v.iter().map(plain).collect()).unwrap_or_default();
+    let values = match values.as_slice() {
+        [one] if !matches!(op, "in" | "not_in") => one.clone(),
+        _ => format!("[{}]", values.join(", ")),
+    };
+    format!("{attr} {op} {values}")
+}
+
+/// `when country in [de] and plan eq pro → v2`; a rule without conditions serves everyone.
+fn rule_text(rule: &Value) -> String {
+    let serve = plain(&rule["serve"]);
+    let when: Vec<String> = rule["when"].as_array().map(|c| c.iter().map(condition_text).collect()).unwrap_or_default();
+    if when.is_empty() { format!("everyone → {serve}") } else { format!("when {} → {serve}", when.join(" and ")) }
+}
+
+/// Bucket units (1000 = 1 %) as the CLI prints percents.
+pub fn format_buckets(buckets: u32) -> String {
+    format_percent(f64::from(buckets) / THOUSANDTHS)
+}
+
+/// Steps are numbered from 0 everywhere (the API's `step`, the audit log, the
+/// `cohort_ramp_step` metric): `step 1 of 0–3` is the second of four.
+pub fn step_text(ramp: &RampView) -> String {
+    format!("step {} of 0–{}", ramp.step, ramp.steps.len().saturating_sub(1))
+}
+
+/// `5% 10m → 25% 1h → 100%`
+fn plan_text(ramp: &RampView) -> String {
+    ramp.steps
+        .iter()
+        .map(|s| {
+            let share = s.nodes.map_or_else(|| format_buckets(s.buckets), |n| format!("{n} nodes"));
+            match s.hold_ms {
+                Some(ms) => format!("{share} {}", humantime::format_duration(std::time::Duration::from_millis(ms))),
+                None => share,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// `in 4m 10s`, `now`, or `-` when nothing is scheduled.
+fn next_text(ramp: &RampView, now_ms: u64) -> String {
+    match ramp.next_transition_ms() {
+        None if ramp.state == "paused" => with_reason("paused", ramp.reason.as_deref()),
+        None => "-".to_owned(),
+        Some(at) if at <= now_ms => "due now".to_owned(),
+        Some(at) => {
+            let secs = (at - now_ms).div_ceil(1000);
+            format!("in {}", humantime::format_duration(std::time::Duration::from_secs(secs)))
+        }
+    }
+}
+
+fn ramp_lines(release: &ReleaseView, ramp: &RampView, now_ms: u64) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "{} {}{}, {} at {}",
+            ramp.candidate,
+            ramp.state,
+            ramp.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            step_text(ramp),
+            format_percent(release.percent_of(&ramp.candidate)),
+        ),
+        format!("plan: {}", plan_text(ramp)),
+    ];
+    if ramp.is_active() {
+        lines.push(format!("next step check: {}", next_text(ramp, now_ms)));
+    }
+    lines
+}
+
+/// `cohort ramp list`: the environment's running and paused ramps.
+pub fn render_ramp_list(list: &ReleaseList, now_ms: u64) -> String {
+    let active: Vec<(&ReleaseView, &RampView)> = list
+        .releases
+        .iter()
+        .filter_map(|r| r.ramp.as_ref().filter(|ramp| ramp.is_active()).map(|ramp| (r, ramp)))
+        .collect();
+    let mut out = String::new();
+    if active.is_empty() {
+        let _ = writeln!(out, "no active ramps in {}", list.environment);
+        return out;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .force_no_tty()
+        .set_header(["RELEASE", "CANDIDATE", "STATE", "STEP", "PERCENT", "NEXT"]);
+    for (release, ramp) in active {
+        table.add_row([
+            release.key.clone(),
+            ramp.candidate.clone(),
+            ramp.state.clone(),
+            format!("{} of 0–{}", ramp.step, ramp.steps.len().saturating_sub(1)),
+            format_percent(release.percent_of(&ramp.candidate)),
+            next_text(ramp, now_ms),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    for line in table.lines() {
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    if list.kill_all {
+        let _ = writeln!(
+            out,
+            "{}",
+            with_reason("KILL-ALL ON: every release serves its baseline", list.kill_reason.as_deref())
+        );
+    }
+    out
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn non_empty(text: &str) -> String {
@@ -328,13 +503,15 @@ mod tests {
     }
 
     #[test]
-    fn release_detail_marks_the_baseline_and_counts_targeting() {
+    fn release_detail_marks_the_baseline_and_lists_targeting() {
         let text = render_release(&checkout());
         assert!(text.contains("versions     v1 (baseline), v2, v3"), "{text}");
         assert!(text.contains("allocation   v2 5%, v3 0.5% (v1 gets 94.5%)"), "{text}");
         assert!(text.contains("killed       no"), "{text}");
-        assert!(text.contains("overrides    1"), "{text}");
-        assert!(text.contains("rules        0"), "{text}");
+        assert!(text.contains("overrides    user-1 → v2"), "{text}");
+        assert!(text.contains("rules        none"), "{text}");
+        assert!(text.contains("audience     everyone (no audience conditions)"), "{text}");
+        assert!(text.contains("ramp         none"), "{text}");
         assert!(text.contains("revision     7"), "{text}");
     }
 
@@ -438,12 +615,44 @@ pub fn change_summary(entry: &AuditEntryView) -> String {
                     ));
                 }
             }
+        } else if key == "ramp" {
+            parts.extend(ramp_change(b.filter(|v| !v.is_null()), a.filter(|v| !v.is_null())));
         } else {
             let show = |v: Option<&Value>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
             parts.push(format!("{key} {} → {}", show(b), show(a)));
         }
     }
     parts.join("; ")
+}
+
+/// A ramp's change in an audit entry, in percents and the one step numbering:
+/// `ramp of v2 started: 5% 10m → 100%`, `ramp step 0 → 1 (5% → 25%)`,
+/// `ramp running → paused`.
+fn ramp_change(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    let parse = |v: Option<&Value>| v.and_then(|v| serde_json::from_value::<RampView>(v.clone()).ok());
+    match (parse(before), parse(after)) {
+        (None, Some(a)) => vec![format!("ramp of {} started: {}", a.candidate, plan_text(&a))],
+        (Some(b), None) => vec![format!("ramp of {} removed ({})", b.candidate, b.state)],
+        (Some(b), Some(a)) => {
+            let mut parts = Vec::new();
+            if b.candidate != a.candidate || b.steps != a.steps {
+                parts.push(format!("ramp of {} replaced: {}", a.candidate, plan_text(&a)));
+            }
+            if b.state != a.state {
+                parts.push(format!("ramp {} → {}", b.state, a.state));
+            }
+            if b.step != a.step {
+                let share =
+                    |r: &RampView| r.steps.get(r.step).map_or_else(|| "?".to_owned(), |s| format_buckets(s.buckets));
+                parts.push(format!("ramp step {} → {} ({} → {})", b.step, a.step, share(&b), share(&a)));
+            }
+            if b.extensions != a.extensions && a.extensions > 0 {
+                parts.push(format!("ramp hold extended ({}×)", a.extensions));
+            }
+            parts
+        }
+        (None, None) => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -564,9 +773,10 @@ pub fn render_ramp_status(status: &Value) -> String {
     let mut out = String::new();
     let state = status["state"].as_str().unwrap_or("?");
     let step = status["step"].as_u64().unwrap_or(0) as usize;
+    let last = status["steps"].as_array().map_or(0, |s| s.len().saturating_sub(1));
     let _ = writeln!(
         out,
-        "{}: ramp of {} is {state}{} — at {} (revision {})",
+        "{}: ramp of {} is {state}{} — step {step} of 0–{last} at {} (revision {})",
         status["release"].as_str().unwrap_or("?"),
         status["candidate"].as_str().unwrap_or("?"),
         status["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
@@ -592,7 +802,8 @@ pub fn render_ramp_status(status: &Value) -> String {
             || "-".to_owned(),
             |ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string(),
         );
-        table.add_row(vec![marker.to_owned(), (i + 1).to_string(), format_percent(percent), hold, bar]);
+        // Numbered from 0, like the API's `step` and the `cohort_ramp_step` metric.
+        table.add_row(vec![marker.to_owned(), i.to_string(), format_percent(percent), hold, bar]);
     }
     let _ = writeln!(out, "{table}");
     let live = &status["live"];
@@ -640,4 +851,159 @@ pub fn render_environments(list: &serde_json::Value) -> String {
         out.push_str("no environments\n");
     }
     out
+}
+
+/// Field-level differences between two release documents (as `release edit` shows
+/// them, allocation in percent), one `field: before → after` line each; nested objects
+/// are walked (`allocation.v2: 5% → 10%`, `overrides.user-1: (none) → v2`), lists are
+/// compared whole. `Null` stands for "no release" (create, delete).
+pub fn render_diff(before: &Value, after: &Value) -> Vec<String> {
+    let mut flat_before = std::collections::BTreeMap::new();
+    let mut flat_after = std::collections::BTreeMap::new();
+    flatten("", before, &mut flat_before);
+    flatten("", after, &mut flat_after);
+    let mut paths: Vec<&String> = flat_before.keys().chain(flat_after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let mut lines = Vec::new();
+    for path in paths {
+        let (b, a) = (flat_before.get(path), flat_after.get(path));
+        if b == a {
+            continue;
+        }
+        let show = |v: Option<&&Value>| match v {
+            // A candidate missing from the allocation gets 0 %.
+            None if path.starts_with("allocation.") => "0%".to_owned(),
+            None => "(none)".to_owned(),
+            Some(v) if path.starts_with("allocation.") && v.is_number() => format_percent(v.as_f64().unwrap_or(0.0)),
+            // A list of names (versions) reads as `[v1, v2]`; anything else as JSON.
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                format!("[{}]", items.iter().map(plain).collect::<Vec<_>>().join(", "))
+            }
+            Some(v) => plain(v),
+        };
+        lines.push(format!("{path}: {} → {}", show(b), show(a)));
+    }
+    lines
+}
+
+fn flatten<'a>(prefix: &str, value: &'a Value, out: &mut std::collections::BTreeMap<String, &'a Value>) {
+    match value {
+        // No release at all, or an empty map, list or text: nothing to list field by field.
+        Value::Null if prefix.is_empty() => {}
+        Value::Array(items) if items.is_empty() => {}
+        Value::String(text) if text.is_empty() => {}
+        Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(&path, value, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other);
+        }
+    }
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ramped() -> ReleaseView {
+        serde_json::from_value(json!({
+            "key": "checkout", "versions": ["v1", "v2"], "unit": "targetingKey", "salt": "checkout",
+            "bucketing": "xxh3-slots-v1", "allocation": {"v2": 25.0},
+            "overrides": {"user-1": "v2", "qa-7": "v1"},
+            "rules": [{"when": [{"attr": "country", "op": "in", "values": ["de", "fr"]},
+                                {"attr": "plan", "op": "eq", "values": ["pro"]}], "serve": "v2"},
+                      {"when": [], "serve": "v1"}],
+            "audience": [{"attr": "app_version", "op": "semver_gte", "values": ["2.1.0"]}],
+            "killed": false, "kill_reason": null, "description": "", "revision": 9,
+            "ramp": {"candidate": "v2", "state": "running", "step": 1, "step_started_ms": 1_000_000,
+                     "extensions": 0, "guard": {},
+                     "steps": [{"buckets": 5000, "hold_ms": 600_000}, {"buckets": 25000, "hold_ms": 3_600_000},
+                               {"buckets": 100_000}]}
+        }))
+        .expect("valid release view")
+    }
+
+    #[test]
+    fn release_detail_shows_targeting_and_the_ramp_not_counts() {
+        let text = render_release_at(&ramped(), 1_000_000 + 60_000);
+        assert!(text.contains("audience     app_version semver_gte 2.1.0\n"), "{text}");
+        assert!(text.contains("rules        1. when country in [de, fr] and plan eq pro → v2\n"), "{text}");
+        assert!(text.contains("             2. everyone → v1\n"), "{text}");
+        assert!(text.contains("overrides    qa-7 → v1\n             user-1 → v2\n"), "{text}");
+        assert!(text.contains("ramp         v2 running, step 1 of 0–2 at 25%\n"), "{text}");
+        assert!(text.contains("plan: 5% 10m → 25% 1h → 100%"), "{text}");
+        assert!(text.contains("next step check: in 59m"), "{text}");
+    }
+
+    #[test]
+    fn ramp_list_shows_only_active_ramps_with_step_percent_and_next() {
+        let mut done = ramped();
+        done.key = "search".into();
+        if let Some(r) = done.ramp.as_mut() {
+            r.state = "completed".into();
+        }
+        let list = ReleaseList {
+            environment: "production".into(),
+            revision: 12,
+            kill_all: false,
+            kill_reason: None,
+            releases: vec![ramped(), done],
+        };
+        let text = render_ramp_list(&list, 1_000_000 + 60_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for header in ["RELEASE", "CANDIDATE", "STATE", "STEP", "PERCENT", "NEXT"] {
+            assert!(lines[0].contains(header), "{text}");
+        }
+        for cell in ["checkout", "v2", "running", "1 of 0–2", "25%", "in 59m"] {
+            assert!(lines[1].contains(cell), "{cell}: {text}");
+        }
+    }
+
+    #[test]
+    fn kill_all_marks_every_release_killed() {
+        let list = ReleaseList {
+            environment: "production".into(),
+            revision: 12,
+            kill_all: true,
+            kill_reason: Some("incident 42".into()),
+            releases: vec![ramped()],
+        };
+        let text = render_release_list(&list);
+        assert!(text.lines().nth(1).is_some_and(|l| l.contains("KILLED (kill-all: incident 42)")), "{text}");
+    }
+
+    #[test]
+    fn diffs_are_field_level_with_percents() {
+        let before = json!({"key": "checkout", "allocation": {"v2": 5.0}, "overrides": {}, "description": "a"});
+        let after = json!({"key": "checkout", "allocation": {"v2": 10.0, "v3": 1.5}, "overrides": {"u": "v2"}, "description": "a"});
+        assert_eq!(
+            render_diff(&before, &after),
+            vec!["allocation.v2: 5% → 10%", "allocation.v3: 0% → 1.5%", "overrides.u: (none) → v2"]
+        );
+    }
+
+    #[test]
+    fn an_audited_ramp_step_reads_in_percents_and_the_one_numbering() {
+        let ramp = ramped().ramp.expect("ramp");
+        let before = json!({"ramp": {"candidate": "v2", "state": "running", "step": 0, "steps": [{"buckets": 5000, "hold_ms": 1}, {"buckets": 25000}]}});
+        let after = json!({"ramp": {"candidate": "v2", "state": "running", "step": 1, "steps": [{"buckets": 5000, "hold_ms": 1}, {"buckets": 25000}]}});
+        let entry = AuditEntryView {
+            revision: 3,
+            time_ms: 0,
+            actor: "ramp-driver".into(),
+            action: "ramp_advance".into(),
+            release: Some("checkout".into()),
+            before: Some(before),
+            after: Some(after),
+            reason: None,
+        };
+        assert_eq!(change_summary(&entry), "ramp step 0 → 1 (5% → 25%)");
+        assert_eq!(step_text(&ramp), "step 1 of 0–2");
+    }
 }

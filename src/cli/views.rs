@@ -40,7 +40,66 @@ pub struct ReleaseView {
     pub kill_reason: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// Version → typed value, when the release serves values.
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+    /// The automatic ramp, running or finished.
+    #[serde(default)]
+    pub ramp: Option<RampView>,
+    /// Rolling deployments: the fleet this release assigns.
+    #[serde(default)]
+    pub fleet: Option<String>,
     pub revision: u64,
+}
+
+/// A release's ramp as the API shows it (steps in bucket units, 1000 = 1 %).
+///
+/// Steps are numbered from 0 everywhere: `step` here, the audit log's `ramp.step`, the
+/// `cohort_ramp_step` metric and every line the CLI prints (`step 1 of 0–3`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RampView {
+    pub candidate: String,
+    #[serde(default)]
+    pub steps: Vec<RampStepView>,
+    pub state: String,
+    #[serde(default)]
+    pub step: usize,
+    #[serde(default)]
+    pub step_started_ms: u64,
+    #[serde(default)]
+    pub extensions: u32,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub guard: Value,
+}
+
+impl RampView {
+    /// Running or paused: the ramp still owns the candidate's share.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "paused")
+    }
+
+    /// When the current hold ends while running (the server's rule: the hold, once per
+    /// extension), `None` on a last step without a hold or when not running.
+    pub fn next_transition_ms(&self) -> Option<u64> {
+        if self.state != "running" {
+            return None;
+        }
+        let hold = self.steps.get(self.step)?.hold_ms?;
+        Some(self.step_started_ms.saturating_add(hold.saturating_mul(u64::from(self.extensions) + 1)))
+    }
+}
+
+/// One ramp step.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RampStepView {
+    #[serde(default)]
+    pub buckets: u32,
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    #[serde(default)]
+    pub hold_ms: Option<u64>,
 }
 
 impl ReleaseView {

@@ -359,7 +359,9 @@ impl Ramps {
     /// The ramp of `key` as this instance serves it, with the guard computed now.
     pub async fn status(&self, env: &EnvName, key: &str) -> Result<RampStatus, ReleaseError> {
         let view = self.releases.get(env, key)?;
-        let ramp = view.ramp.clone().ok_or_else(|| StoreError::NotFound(format!("{key} has no ramp")))?;
+        // The release exists (a missing one is 404 above); a release without a ramp is a
+        // state, answered 409 as documented, never "release `… has no ramp` does not exist".
+        let ramp = view.ramp.clone().ok_or_else(|| conflict(format!("release `{key}` has no ramp")))?;
         let baseline = view.versions.first().cloned().unwrap_or_default();
         let now = now_ms();
         let (assessment, b, c) = self.assess(env, key, &baseline, &ramp, now).await?;

@@ -119,10 +119,8 @@ pub fn build(release: &Release, request: RampRequest, now_ms: u64) -> Result<Ram
                     return Err(err(format!("{field}.percent"), "steps must be above 0 %"));
                 }
                 if buckets > width {
-                    return Err(err(
-                        format!("{field}.percent"),
-                        format!("{percent}% exceeds the candidate's slot of {}%", f64::from(width) / 1000.0),
-                    ));
+                    let candidates = release.versions.len() - 1;
+                    return Err(err(format!("{field}.percent"), cohort_sdk::slot_exceeded(buckets, candidates)));
                 }
                 if let Some(previous) = steps.last().map(|s: &RampStep| s.buckets).filter(|b| *b > 0)
                     && buckets <= previous

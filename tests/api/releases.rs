@@ -44,7 +44,7 @@ async fn invalid_releases_are_refused_with_what_is_wrong_and_never_stored() {
         (json!({"key": "a", "versions": ["v1", "v2"], "allocation": {"v1": 5}}), "baseline"),
         (
             json!({"key": "a", "versions": ["v1", "v2", "v3"], "allocation": {"v2": 50.001}}),
-            "exceed the candidate's slot",
+            "50.001 % exceeds the candidate's slot of 50 %",
         ),
         (json!({"key": "a", "versions": ["v1", "v2"], "allocation": {"v2": 1.0005}}), "at most 3 decimals"),
         (json!({"key": "a", "versions": ["v1", "v2"], "allocation": {"v2": -1}}), "between 0 and 100"),
