@@ -151,6 +151,21 @@ impl CohortClient {
         self.call(Method::POST, &["releases"], Some(body), None).await
     }
 
+    /// `PUT /v1/envs/{env}/releases/{key}` with a full release body and `If-Match`.
+    pub async fn replace_release(
+        &self,
+        key: &str,
+        body: &Value,
+        if_match: u64,
+    ) -> Result<Reply<ReleaseView>, ClientError> {
+        self.call(Method::PUT, &["releases", key], Some(body), Some(if_match)).await
+    }
+
+    /// The same client for another environment.
+    pub fn for_env(&self, env: &str) -> Self {
+        Self { http: self.http.clone(), base: self.base.clone(), env: env.to_owned() }
+    }
+
     /// `POST /v1/envs/{env}/releases/{key}/allocation`: only the listed candidates change.
     pub async fn set_allocation(
         &self,

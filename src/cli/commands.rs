@@ -53,6 +53,8 @@ pub enum CliError {
     BadFile { path: PathBuf, reason: String },
     #[error("the key on the command line ({arg}) differs from the key in {} ({file})", .path.display())]
     KeyMismatch { arg: String, file: String, path: PathBuf },
+    #[error(transparent)]
+    Apply(#[from] super::apply::ApplyError),
 }
 
 impl CliError {
@@ -63,6 +65,7 @@ impl CliError {
             Self::Partial { failed, .. } => failed.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
             Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
+            Self::Apply(err) => err.exit_code(),
             Self::DuplicateVersion { .. } | Self::ReadFile { .. } | Self::BadFile { .. } | Self::KeyMismatch { .. } => {
                 EXIT_USAGE
             }
@@ -136,6 +139,14 @@ async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) ->
             })
         }
         ClientCommand::Ramp(cmd) => ramp(&client, json, cmd).await,
+        ClientCommand::Export => {
+            let only = super::export::env_given().then_some(args.env.as_str());
+            Ok(super::export::export(&client, only).await?)
+        }
+        ClientCommand::Apply(apply_args) => {
+            let only = super::export::env_given().then_some(args.env.as_str());
+            Ok(super::apply::apply(&client, only, &apply_args).await?)
+        }
         ClientCommand::Audit { release, limit, before } => {
             let reply = client.audit(release.as_deref(), limit, before).await?;
             Ok(show(json, &reply, output::render_audit))
