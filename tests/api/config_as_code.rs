@@ -388,3 +388,38 @@ async fn a_change_between_plan_and_write_stops_apply_with_a_conflict() {
     let _ = task.await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_file_is_applied_before_the_definition_and_export_can_take_one_environment() {
+    let app = spawn_app(Backend::Embedded).await;
+    created(&app, "production", json!({"key": "checkout", "versions": ["v1", "v2"], "allocation": {"v2": 10}})).await;
+    created(&app, "staging", json!({"key": "search", "versions": ["v1", "v2"]})).await;
+
+    let o = cohort_at(&app.address, &["export", "--env", "production"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut file: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let envs: Vec<&String> = file["environments"].as_object().expect("environments").keys().collect();
+    assert_eq!(envs, ["production"], "--env exports one environment");
+
+    let checkout = &mut file["environments"]["production"]["releases"]["checkout"];
+    checkout["killed"] = json!(true);
+    checkout["kill_reason"] = json!("declared in git");
+    checkout["allocation"] = json!({"v2": 20});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), "cohort.json", &file.to_string());
+
+    let o = apply(&app.address, &path, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("      kill (declared in git)\n      allocation.v2: 10% → 20%"), "{out}");
+    let (killed, updated) = (out.find("  killed production/checkout"), out.find("  updated production/checkout"));
+    assert!(killed.is_some() && killed < updated, "the kill is written first: {out}");
+    let checkout = release(&app, "production", "checkout").await;
+    assert_eq!(checkout["killed"], true);
+    assert_eq!(checkout["kill_reason"], "declared in git");
+    assert_eq!(checkout["allocation"]["v2"], 20.0);
+
+    let o = apply(&app.address, &path, &[]).await;
+    assert!(stdout(&o).ends_with("no changes\n"), "{}", stdout(&o));
+    app.stop().await;
+}
