@@ -162,6 +162,11 @@ impl CohortClient {
         self.call(Method::PUT, &["releases", key], Some(body), if_match).await
     }
 
+    /// The same client for another environment.
+    pub fn for_env(&self, env: &str) -> Self {
+        Self { http: self.http.clone(), base: self.base.clone(), env: env.to_owned() }
+    }
+
     /// `POST /v1/envs/{env}/releases/{key}/allocation`: only the listed candidates change.
     pub async fn set_allocation(
         &self,

@@ -68,6 +68,8 @@ pub enum CliError {
     EditConflict { key: String, changed: String, path: PathBuf },
     #[error("cannot write the temporary file {}: {source}", .path.display())]
     TempFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Apply(#[from] super::apply::ApplyError),
 }
 
 impl CliError {
@@ -78,6 +80,7 @@ impl CliError {
             Self::Partial { failed, .. } => failed.exit_code(),
             Self::Stale { .. } => EXIT_CONFLICT,
             Self::NotConfirmed { .. } => EXIT_NOT_CONFIRMED,
+            Self::Apply(err) => err.exit_code(),
             Self::EditRefused { source, .. } => source.exit_code(),
             Self::EditConflict { .. } => EXIT_CONFLICT,
             Self::DuplicateVersion { .. }
@@ -157,6 +160,14 @@ async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) ->
             })
         }
         ClientCommand::Ramp(cmd) => ramp(&client, json, cmd).await,
+        ClientCommand::Export => {
+            let only = super::export::env_given().then_some(args.env.as_str());
+            Ok(super::export::export(&client, only).await?)
+        }
+        ClientCommand::Apply(apply_args) => {
+            let only = super::export::env_given().then_some(args.env.as_str());
+            Ok(super::apply::apply(&client, only, &apply_args).await?)
+        }
         ClientCommand::Audit { release, limit, before } => {
             let reply = client.audit(release.as_deref(), limit, before).await?;
             Ok(show(json, &reply, output::render_audit))

@@ -4,10 +4,13 @@
 //! `main` parses [`ClientArgs`] and a [`ClientCommand`] and hands them to [`run`], which
 //! returns one of the `EXIT_*` codes below.
 
+mod apply;
 mod args;
 mod client;
 mod commands;
+mod config_file;
 mod edit;
+mod export;
 mod output;
 mod views;
 
@@ -18,6 +21,7 @@ use std::process::ExitCode;
 use clap::builder::NonEmptyStringValueParser;
 use reqwest::StatusCode;
 
+pub use apply::ApplyArgs;
 pub use args::{ArgError, PercentArg};
 pub use client::{ClientError, REQUEST_TIMEOUT};
 pub use commands::CliError;
@@ -133,6 +137,11 @@ pub enum ClientCommand {
         #[arg(long)]
         before: Option<u64>,
     },
+    /// Print the configuration (every environment the token can see, or --env) as a
+    /// file to keep in git or as a backup: releases, kills, ramp plans; never secrets
+    Export,
+    /// Make the server match a configuration file: prints a plan, then writes it
+    Apply(ApplyArgs),
 }
 
 /// `cohort env …`

@@ -5,6 +5,7 @@ mod auth;
 mod chaos;
 mod cli;
 mod config;
+mod config_as_code;
 mod evaluate;
 mod events;
 mod fleets;
