@@ -43,6 +43,9 @@ pub enum StartError {
     /// A configured public key.
     #[error(transparent)]
     Keys(#[from] crate::auth::verify::KeyError),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -58,6 +61,7 @@ pub struct Application {
     driver: Driver,
     dispatcher: Dispatcher,
     pending_interval: Duration,
+    tls: Option<crate::tls::Reloader>,
 }
 
 /// Stops a running application.
@@ -171,6 +175,11 @@ impl Application {
         }
         let verifier = Arc::new(verifier(&settings)?);
 
+        // Read before binding: a certificate that does not load stops start-up.
+        let certificates = match settings.server.tls_files() {
+            Some((cert, key)) => Some(crate::tls::CertificateFiles::load(cert, key)?),
+            None => None,
+        };
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?.port();
@@ -202,27 +211,32 @@ impl Application {
             streams: streams.clone(),
         };
         let max_body = settings.server.max_body_bytes;
+        let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 // Outermost: hot routes are answered before any other layer runs.
                 .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
+                // Outside the hot routes: preflights are answered before anything else.
+                .wrap(api::cors::Cors::new(Arc::clone(&cors)))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
         });
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .shutdown_timeout(10)
-            .shutdown_signal(shutdown_signal(streams))
-            .listen(listener)
-            .map_err(|source| StartError::Bind { addr, source })?
-            .run();
-        tracing::info!(%addr, port, store = store.kind(), "cohort listening");
+        let server = server.shutdown_timeout(10).shutdown_signal(shutdown_signal(streams));
+        let server = match &certificates {
+            Some(files) => server.listen_rustls_0_23(listener, files.server_config()?),
+            None => server.listen(listener),
+        };
+        let server = server.map_err(|source| StartError::Bind { addr, source })?.run();
+        let tls = certificates.map(crate::tls::Reloader::new).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, port, scheme, store = store.kind(), "cohort listening");
         let pending_interval = Duration::from_millis(settings.store.resync_interval_ms.max(10));
-        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher, pending_interval })
+        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher, pending_interval, tls })
     }
 
     /// The bound port (useful with port 0).
@@ -249,6 +263,7 @@ impl Application {
         let driver = tokio::spawn(self.driver.run(stopped.clone()));
         let pending =
             tokio::spawn(crate::pending::run(self.state.releases.clone(), self.pending_interval, stopped.clone()));
+        let tls = self.tls.map(|reloader| tokio::spawn(reloader.run(stopped.clone())));
         let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
@@ -257,6 +272,9 @@ impl Application {
         let _ = driver.await;
         let _ = dispatcher.await;
         let _ = pending.await;
+        if let Some(tls) = tls {
+            let _ = tls.await;
+        }
         if let Err(error) = self.state.releases.store().flush().await {
             tracing::warn!(%error, "could not flush the store on shutdown");
         }
