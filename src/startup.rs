@@ -175,11 +175,13 @@ impl Application {
         }
         let verifier = Arc::new(verifier(&settings)?);
 
-        // Read before binding: a certificate that does not load stops start-up.
+        // Read before binding: a certificate that does not load stops start-up. SIGHUP
+        // reloads it from here on (and keeps its default without TLS).
         let certificates = match settings.server.tls_files() {
             Some((cert, key)) => Some(crate::tls::CertificateFiles::load(cert, key)?),
             None => None,
         };
+        let tls = certificates.as_ref().map(|files| crate::tls::Reloader::new(Arc::clone(files))).transpose()?;
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?.port();
@@ -216,9 +218,10 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
-                // Outermost: hot routes are answered before any other layer runs.
+                // Hot routes are answered here, before the metrics layer and the router.
                 .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
-                // Outside the hot routes: preflights are answered before anything else.
+                // Outermost, outside the hot routes: preflights are answered before anything
+                // else, and every answer to a cross-origin call gets its CORS headers.
                 .wrap(api::cors::Cors::new(Arc::clone(&cors)))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
@@ -232,7 +235,6 @@ impl Application {
             None => server.listen(listener),
         };
         let server = server.map_err(|source| StartError::Bind { addr, source })?.run();
-        let tls = certificates.map(crate::tls::Reloader::new).transpose()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, port, scheme, store = store.kind(), "cohort listening");
         let pending_interval = Duration::from_millis(settings.store.resync_interval_ms.max(10));
