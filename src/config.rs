@@ -3,8 +3,10 @@
 //! environment. A key that no setting reads, in the file or the environment, stops
 //! start-up (`config/keys.rs`).
 
+mod cors;
 mod keys;
 
+pub use cors::{AllowedOrigin, CorsSettings, EnvKey};
 pub use keys::{CLI_VARIABLES, KeyOrigin, UnknownKey};
 
 use config::Source as _;
@@ -31,6 +33,8 @@ pub struct Settings {
     pub ramp: RampSettings,
     /// Fleets.
     pub fleet: FleetSettings,
+    /// Cross-origin (browser) access.
+    pub cors: CorsSettings,
     /// Webhook receivers of ramp transitions.
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
@@ -149,6 +153,10 @@ pub struct ServerSettings {
     /// Events buffered per stream subscriber; one that falls further behind is dropped
     /// and resumes.
     pub stream_buffer: usize,
+    /// PEM certificate chain to serve HTTPS with (empty = plain HTTP); reread on SIGHUP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
 }
 
 impl ServerSettings {
@@ -160,6 +168,13 @@ impl ServerSettings {
     /// Time between heartbeat comments on an idle event stream.
     pub fn sse_heartbeat(&self) -> Duration {
         Duration::from_millis(self.sse_heartbeat_ms)
+    }
+
+    /// The certificate and key files when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        (set(&self.tls_cert_file) && set(&self.tls_key_file))
+            .then_some((self.tls_cert_file.as_path(), self.tls_key_file.as_path()))
     }
 }
 
@@ -343,6 +358,12 @@ impl Settings {
         if settings.server.stream_buffer == 0 {
             return Err(ConfigError::Invalid("server.stream_buffer must be above 0".into()));
         }
+        if settings.server.tls_cert_file.as_os_str().is_empty() != settings.server.tls_key_file.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls_cert_file and server.tls_key_file go together: set both (HTTPS) or neither (HTTP)".into(),
+            ));
+        }
+        settings.cors.check().map_err(ConfigError::Invalid)?;
         Ok(settings)
     }
 }

@@ -25,4 +25,5 @@ pub mod store_watch;
 pub mod stream;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod webhooks;

@@ -43,6 +43,9 @@ pub enum StartError {
     /// A configured public key.
     #[error(transparent)]
     Keys(#[from] crate::auth::verify::KeyError),
+    /// The TLS certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -58,6 +61,7 @@ pub struct Application {
     driver: Driver,
     dispatcher: Dispatcher,
     pending_interval: Duration,
+    tls: Option<crate::tls::Reloader>,
 }
 
 /// Stops a running application.
@@ -173,6 +177,13 @@ impl Application {
         // An identity provider that does not answer delays start-up this long at most.
         verifier.fetch_keys(Duration::from_secs(5)).await;
 
+        // Read before binding: a certificate that does not load stops start-up. SIGHUP
+        // reloads it from here on (and keeps its default without TLS).
+        let certificates = match settings.server.tls_files() {
+            Some((cert, key)) => Some(crate::tls::CertificateFiles::load(cert, key)?),
+            None => None,
+        };
+        let tls = certificates.as_ref().map(|files| crate::tls::Reloader::new(Arc::clone(files))).transpose()?;
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?.port();
@@ -204,27 +215,32 @@ impl Application {
             streams: streams.clone(),
         };
         let max_body = settings.server.max_body_bytes;
+        let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
-                // Outermost: hot routes are answered before any other layer runs.
+                // Hot routes are answered here, before the metrics layer and the router.
                 .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
+                // Outermost, outside the hot routes: preflights are answered before anything
+                // else, and every answer to a cross-origin call gets its CORS headers.
+                .wrap(api::cors::Cors::new(Arc::clone(&cors)))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
         });
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .shutdown_timeout(10)
-            .shutdown_signal(shutdown_signal(streams))
-            .listen(listener)
-            .map_err(|source| StartError::Bind { addr, source })?
-            .run();
-        tracing::info!(%addr, port, store = store.kind(), "cohort listening");
+        let server = server.shutdown_timeout(10).shutdown_signal(shutdown_signal(streams));
+        let server = match &certificates {
+            Some(files) => server.listen_rustls_0_23(listener, files.server_config()?),
+            None => server.listen(listener),
+        };
+        let server = server.map_err(|source| StartError::Bind { addr, source })?.run();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, port, scheme, store = store.kind(), "cohort listening");
         let pending_interval = Duration::from_millis(settings.store.resync_interval_ms.max(10));
-        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher, pending_interval })
+        Ok(Application { port, server, state, syncer, fanout, driver, dispatcher, pending_interval, tls })
     }
 
     /// The bound port (useful with port 0).
@@ -252,6 +268,7 @@ impl Application {
         let pending =
             tokio::spawn(crate::pending::run(self.state.releases.clone(), self.pending_interval, stopped.clone()));
         let keys = self.state.verifier.key_refresh(stopped.clone()).map(tokio::spawn);
+        let tls = self.tls.map(|reloader| tokio::spawn(reloader.run(stopped.clone())));
         let dispatcher = tokio::spawn(self.dispatcher.run(stopped));
         let result = self.server.await;
         let _ = stop.send(true);
@@ -262,6 +279,9 @@ impl Application {
         let _ = pending.await;
         if let Some(keys) = keys {
             let _ = keys.await;
+        }
+        if let Some(tls) = tls {
+            let _ = tls.await;
         }
         if let Err(error) = self.state.releases.store().flush().await {
             tracing::warn!(%error, "could not flush the store on shutdown");

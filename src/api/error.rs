@@ -75,6 +75,9 @@ pub enum ApiError {
     /// The instance has not loaded its first snapshot.
     #[error("not ready: the first snapshot has not been loaded yet{}", .0.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
     NotReady(Option<String>),
+    /// A CORS preflight from an origin the configuration does not allow on this route.
+    #[error("origin `{origin}` may not call {routes} cross-origin; allow it in the [cors] settings")]
+    OriginNotAllowed { origin: String, routes: String },
     /// A bug or corrupt data.
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::EnvironmentExists(_) => "environment_exists",
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
+            ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -171,6 +175,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) | ApiError::EnvironmentNotFound { .. } => {

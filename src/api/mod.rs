@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+pub mod cors;
 mod environment;
 mod envs;
 pub mod error;

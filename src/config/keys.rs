@@ -9,8 +9,8 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, FleetSettings, LogSettings, RampSettings, ServerSettings, Settings, StoreSettings,
-    WebhookSettings,
+    AuditSettings, AuthSettings, CorsSettings, FleetSettings, LogSettings, RampSettings, ServerSettings, Settings,
+    StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -101,6 +101,7 @@ pub(super) fn known_keys() -> Keys {
         "ramp" => table::<RampSettings>(),
         "fleet" => table::<FleetSettings>(),
         "log" => table::<LogSettings>(),
+        "cors" => table::<CorsSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
     };

@@ -65,6 +65,10 @@ pub enum BuildError {
     /// The HTTP client could not be set up (TLS back-end).
     #[error("cannot set up the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// A root certificate given to [`ClientBuilder::tls_root_certificate_pem`] is not
+    /// PEM.
+    #[error("the TLS root certificate is not a PEM certificate: {0}")]
+    InvalidRootCertificate(reqwest::Error),
 }
 
 /// How often a client re-acknowledges its revision, so the service counts it as
@@ -82,6 +86,7 @@ pub struct ClientBuilder {
     sdk_id: Option<String>,
     max_staleness: Option<Duration>,
     reporting: Reporting,
+    roots: Vec<Vec<u8>>,
 }
 
 /// How `track` reports outcomes.
@@ -137,6 +142,7 @@ impl ClientBuilder {
             sdk_id: None,
             max_staleness: None,
             reporting: Reporting { flush_interval: Duration::from_secs(10), flush_size: 10_000, max_pairs: 10_000 },
+            roots: Vec::new(),
             settings: Settings {
                 mode: SyncMode::Stream,
                 poll_interval: Duration::from_secs(15),
@@ -261,6 +267,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Also trusts this PEM certificate (a private CA's, or the service's own
+    /// self-signed one) for an `https://` base URL. The public web PKI roots (Mozilla's,
+    /// built in) stay trusted; call again for more certificates. Checked by
+    /// [`ClientBuilder::build`].
+    #[must_use]
+    pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
     /// Builds the client and starts its background task; returns at once, with the
     /// bootstrap (if any) already in use. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, BuildError> {
@@ -270,10 +286,13 @@ impl ClientBuilder {
             HeaderValue::from_str(&format!("Bearer {}", self.token)).map_err(|_| BuildError::InvalidToken)?;
         auth.set_sensitive(true);
         let headers = HeaderMap::from_iter([(AUTHORIZATION, auth)]);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.settings.connect_timeout)
-            .build()?;
+        let mut http =
+            reqwest::Client::builder().default_headers(headers).connect_timeout(self.settings.connect_timeout);
+        for pem in &self.roots {
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(BuildError::InvalidRootCertificate)?);
+        }
+        let http = http.build()?;
         let shared = Arc::new(Shared::new(self.max_staleness));
         if let Some(bootstrap) = &self.bootstrap {
             shared.install(bootstrap.load()?);
