@@ -39,9 +39,10 @@ fn bench(c: &mut Criterion) {
             release: Release::new(&format!("release-{i:04}"), ["v1", "v2"]).with_allocation("v2", 5_000),
         })
         .collect();
-    state
-        .snapshots
-        .replace(&env, EnvData { revision: 1, kill_all: false, kill_reason: None, releases, reseeded_at: 0 });
+    state.snapshots.replace(
+        &env,
+        EnvData { revision: 1, kill_all: false, kill_reason: None, releases, reseeded_at: 0, revocations: Vec::new() },
+    );
 
     let token =
         cohort::auth::mint::mint(&Secret::new(SECRET), "bench", "production", "eval", Duration::from_secs(86_400))
