@@ -168,7 +168,7 @@ impl Revocations {
         if principal.exp.saturating_sub(from) > max {
             return Err(AuthError::InvalidClaims(format!(
                 "the token lives longer than its scopes allow (auth.max_ttl: {})",
-                humantime::format_duration(principal.scopes.max_ttl(&self.max_ttl))
+                crate::auth::mint::human(principal.scopes.max_ttl(&self.max_ttl))
             )));
         }
         self.snapshots.revocations().check(principal, now)

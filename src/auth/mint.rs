@@ -18,7 +18,7 @@ pub enum MintError {
     #[error("the TTL must be above 0 (e.g. 8h, 30d)")]
     ZeroTtl,
     #[error(
-        "a `{scope}` token may live at most {max} (auth.max_ttl), not {ttl}; mint a shorter one or raise the limit"
+        "a token with scope `{scope}` may live at most {max} (auth.max_ttl), not {ttl}; mint a shorter one or raise the limit"
     )]
     TtlTooLong { scope: String, ttl: String, max: String },
     #[error("cannot sign the token: {0}")]
@@ -37,13 +37,18 @@ pub fn check_ttl(scope: &str, ttl: Duration, limits: &MaxTtlSettings) -> Result<
     }
     let max = scopes.max_ttl(limits);
     if ttl > max {
-        return Err(MintError::TtlTooLong {
-            scope: scopes.to_claim(),
-            ttl: humantime::format_duration(ttl).to_string(),
-            max: humantime::format_duration(max).to_string(),
-        });
+        return Err(MintError::TtlTooLong { scope: scopes.to_claim(), ttl: human(ttl), max: human(max) });
     }
     Ok(())
+}
+
+/// A lifetime as configured (`30d`, `12h`), humantime's words otherwise.
+pub fn human(ttl: Duration) -> String {
+    match ttl.as_secs() {
+        s if s > 0 && s % 86_400 == 0 && ttl.subsec_nanos() == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 && ttl.subsec_nanos() == 0 => format!("{}h", s / 3_600),
+        _ => humantime::format_duration(ttl).to_string(),
+    }
 }
 
 /// A fresh token id: 128 random bits, hex.
