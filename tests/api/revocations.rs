@@ -301,3 +301,28 @@ async fn token_revoke_and_token_revocations_from_the_command_line() {
     let out = run_cohort(&app, token("ro", "production", "read"), &["token", "revoke", "--sub", "x"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn event_streams_carry_a_revocation_as_a_revision_step_without_its_contents() {
+    let app = spawn_app(Backend::Embedded).await;
+    let response = client_with(&token("sdk", "production", "eval"))
+        .get(app.env_url("production", "/stream"))
+        .send()
+        .await
+        .expect("stream opens");
+    let mut stream = crate::sse::EventReader::new(response);
+    let first = stream.expect_event().await;
+    assert_eq!((first.event.as_str(), first.id), ("snapshot", Some(0)));
+    let r = revoke(&app, "production", json!({"sub": "someone-secret", "reason": "private"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let change = stream.expect_event().await;
+    assert_eq!((change.event.as_str(), change.id), ("change", Some(1)));
+    assert_eq!(change.json(), json!({"revision": 1, "type": "revoke"}), "public eval tokens read streams");
+    // The Rust SDK applies it as a step and stays in sync.
+    let sdk = cohort_sdk::client::Client::builder(&app.address, "production", token("sdk", "production", "eval"))
+        .build()
+        .expect("client");
+    assert!(sdk.wait_ready(Duration::from_secs(10)).await, "ready");
+    assert_eq!(revoke(&app, "production", json!({"jti": "x"})).await.status(), StatusCode::CREATED);
+    assert!(eventually(Duration::from_secs(10), || async { sdk.revision() == 2 }).await, "the SDK follows");
+}
