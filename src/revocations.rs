@@ -149,13 +149,16 @@ pub struct Revocations {
     snapshots: Arc<Snapshots>,
     max_ttl: MaxTtlSettings,
     leeway: u64,
+    /// The shortest limit, with the leeway, in seconds.
+    shortest: u64,
 }
 
 impl Revocations {
     /// Revocations written through `releases` (the store write path every change takes)
     /// and served from `snapshots`.
     pub fn new(releases: Releases, snapshots: Arc<Snapshots>, max_ttl: MaxTtlSettings, leeway_secs: u64) -> Self {
-        Revocations { releases, snapshots, max_ttl, leeway: leeway_secs }
+        let shortest = max_ttl.all().into_iter().min().unwrap_or_default().as_secs().saturating_add(leeway_secs);
+        Revocations { releases, snapshots, max_ttl, leeway: leeway_secs, shortest }
     }
 
     /// The check of every authenticated request, after the token cache: a token living
@@ -163,9 +166,12 @@ impl Revocations {
     /// than that) is refused, and so is a revoked one.
     pub fn check(&self, principal: &Principal) -> Result<(), AuthError> {
         let now = now_secs();
-        let max = principal.scopes.max_ttl(&self.max_ttl).as_secs().saturating_add(self.leeway);
         let from = if principal.iat == 0 { now } else { principal.iat };
-        if principal.exp.saturating_sub(from) > max {
+        let lifetime = principal.exp.saturating_sub(from);
+        // Most tokens live less than the shortest limit: no need to look at their scopes.
+        if lifetime > self.shortest
+            && lifetime > principal.scopes.max_ttl(&self.max_ttl).as_secs().saturating_add(self.leeway)
+        {
             return Err(AuthError::InvalidClaims(format!(
                 "the token lives longer than its scopes allow (auth.max_ttl: {})",
                 crate::auth::mint::human(principal.scopes.max_ttl(&self.max_ttl))

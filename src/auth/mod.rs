@@ -77,20 +77,18 @@ impl Scopes {
     /// The longest lifetime a token with these scopes may have: the smallest limit over
     /// its scopes (the longest of all when it names none).
     pub fn max_ttl(self, limits: &crate::config::MaxTtlSettings) -> std::time::Duration {
-        let limit = |name: &str| match name {
-            "eval" => Some(limits.eval),
-            "read" => Some(limits.read),
-            "write" => Some(limits.write),
-            "kill" => Some(limits.kill),
-            "admin" => Some(limits.admin),
-            _ => None,
-        };
-        ["eval", "read", "write", "kill", "admin"]
-            .into_iter()
-            .filter(|name| Scope::parse(name).is_some_and(|s| self.contains(s)))
-            .filter_map(limit)
-            .min()
-            .unwrap_or_else(|| limits.all().into_iter().max().unwrap_or_default())
+        [
+            (Scope::Eval, limits.eval),
+            (Scope::Read, limits.read),
+            (Scope::Write, limits.write),
+            (Scope::Kill, limits.kill),
+            (Scope::Admin, limits.admin),
+        ]
+        .into_iter()
+        .filter(|(scope, _)| self.contains(*scope))
+        .map(|(_, limit)| limit)
+        .min()
+        .unwrap_or_else(|| limits.all().into_iter().max().unwrap_or_default())
     }
 
     /// The scope names, space separated.
