@@ -144,7 +144,7 @@ fn token_lifetime_limits_are_read_per_scope_and_checked() {
     assert_eq!(unknown_keys(load(Some(&path), &[])), vec![in_file(&path, "auth.max_ttl.evl", "auth.max_ttl.eval")]);
     for bad in ["0s", "a while"] {
         let (_dir, path) = config_file(&format!("[auth.max_ttl]\nkill = \"{bad}\"\n"));
-        let error = load(Some(&path), &[]).err().expect("refused").to_string();
+        let error = load(Some(&path), &[]).expect_err("refused").to_string();
         assert!(error.contains(bad), "{bad}: {error}");
     }
 }
