@@ -39,9 +39,10 @@ fn bench(c: &mut Criterion) {
             release: Release::new(&format!("release-{i:04}"), ["v1", "v2"]).with_allocation("v2", 5_000),
         })
         .collect();
-    state
-        .snapshots
-        .replace(&env, EnvData { revision: 1, kill_all: false, kill_reason: None, releases, reseeded_at: 0 });
+    state.snapshots.replace(
+        &env,
+        EnvData { revision: 1, kill_all: false, kill_reason: None, releases, reseeded_at: 0, revocations: Vec::new() },
+    );
 
     let token =
         cohort::auth::mint::mint(&Secret::new(SECRET), "bench", "production", "eval", Duration::from_secs(86_400))
@@ -73,6 +74,30 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("verify_cached_token", |b| {
         b.iter(|| black_box(state.verifier.verify(black_box(&token)).expect("valid")));
+    });
+    // The check after the token cache: lifetime limit and revocations, with none stored
+    // and then with 1,000 (none of them this token's).
+    let principal = state.verifier.verify(&token).expect("valid");
+    group.bench_function("revocation_check_none_stored", |b| {
+        b.iter(|| black_box(state.revocations.check(black_box(&principal))).expect("not revoked"));
+    });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let revocations = (0..1_000)
+        .map(|i| cohort::store::Revocation {
+            jti: (i % 2 == 0).then(|| format!("jti-{i:04}")),
+            sub: (i % 2 == 1).then(|| format!("sub-{i:04}")),
+            revoked_at: now,
+            expires_at: now + 86_400,
+            all_environments: false,
+            actor: "bench".into(),
+            reason: None,
+        })
+        .collect();
+    state
+        .snapshots
+        .replace(&env, EnvData { revision: 2, revocations, ..state.snapshots.get(&env).expect("env").to_data() });
+    group.bench_function("revocation_check_1000_stored", |b| {
+        b.iter(|| black_box(state.revocations.check(black_box(&principal))).expect("not revoked"));
     });
     group.finish();
 }

@@ -94,6 +94,56 @@ pub struct AuthSettings {
     pub jwks_refresh_secs: u64,
     /// Shortest time between two early fetches asked for by tokens with an unknown `kid`.
     pub jwks_min_refetch_secs: u64,
+    /// The longest lifetime a token may have, per scope (`[auth.max_ttl]`).
+    pub max_ttl: MaxTtlSettings,
+}
+
+/// The longest lifetime (`exp - iat`) a token may have, per scope: a token's limit is the
+/// smallest over its scopes. `cohort token mint` refuses longer TTLs, the server refuses
+/// tokens that live longer, and a revocation is kept for the longest of them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxTtlSettings {
+    /// `eval` (tokens shipped inside apps).
+    #[serde(deserialize_with = "human_duration")]
+    pub eval: Duration,
+    /// `read`.
+    #[serde(deserialize_with = "human_duration")]
+    pub read: Duration,
+    /// `write`.
+    #[serde(deserialize_with = "human_duration")]
+    pub write: Duration,
+    /// `kill`.
+    #[serde(deserialize_with = "human_duration")]
+    pub kill: Duration,
+    /// `admin`.
+    #[serde(deserialize_with = "human_duration")]
+    pub admin: Duration,
+}
+
+impl MaxTtlSettings {
+    /// Every limit, for checks that must cover any token.
+    pub fn all(&self) -> [Duration; 5] {
+        [self.eval, self.read, self.write, self.kill, self.admin]
+    }
+}
+
+impl Default for MaxTtlSettings {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        MaxTtlSettings { eval: days(365), read: days(90), write: days(90), kill: days(90), admin: days(30) }
+    }
+}
+
+/// A duration written for people (`90d`, `12h`), as `humantime` reads it.
+fn human_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom(format!("`{text}`: must be above 0")));
+    }
+    Ok(duration)
 }
 
 /// Ramp driver settings.

@@ -18,6 +18,7 @@ pub mod pending;
 pub mod ramp;
 pub mod reach;
 pub mod releases;
+pub mod revocations;
 pub mod snapshots;
 pub mod startup;
 pub mod store;

@@ -63,6 +63,8 @@ enum TokenCmd {
     /// Print a signed token (offline, from the configured HS256 secret) for the
     /// environment given with --env (or '*' for all)
     Mint(MintArgs),
+    #[command(flatten)]
+    Api(cli::TokenApiCmd),
 }
 
 #[derive(Args)]
@@ -73,7 +75,7 @@ struct MintArgs {
     /// Space- or comma-separated scopes: eval, read, write, kill, admin
     #[arg(long)]
     scope: String,
-    /// Lifetime, e.g. 30m, 8h, 90d
+    /// Lifetime, e.g. 30m, 8h, 90d: above 0 and at most auth.max_ttl for its scopes
     #[arg(long, default_value = "8h")]
     ttl: String,
     /// Configuration file (TOML), for the secret
@@ -114,6 +116,23 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(TokenCmd::Mint(args)) => mint(args, &cli.client.env),
+        Command::Token(TokenCmd::Api(command)) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let token = match Settings::client_token(cli.token_file.as_deref()) {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(cli::EXIT_USAGE);
+                }
+            };
+            runtime.block_on(cli::run_token(cli.client, command, token))
+        }
         Command::Agent(args) => agent(args, cli.client, cli.token_file),
         Command::Client(command) => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -181,6 +200,8 @@ fn mint(args: MintArgs, env: &str) -> ExitCode {
         let (secret, _) = cohort::auth::secret::load_or_create(&settings.auth.hs256_secret, &settings.store.data_dir)
             .map_err(|e| e.to_string())?;
         let ttl = humantime::parse_duration(&args.ttl).map_err(|e| format!("--ttl {}: {e}", args.ttl))?;
+        cohort::auth::mint::check_ttl(&args.scope, ttl, &settings.auth.max_ttl)
+            .map_err(|e| format!("--ttl {}: {e}", args.ttl))?;
         cohort::auth::mint::mint(&secret, &args.sub, env, &args.scope, ttl).map_err(|e| e.to_string())
     });
     match result {

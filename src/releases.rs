@@ -658,6 +658,12 @@ impl Releases {
     /// the store itself refuses a write below this instance's high-water mark, so a
     /// write is never acknowledged that this instance would not serve.
     async fn write(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, ReleaseError> {
+        self.commit(env, write, meta).await
+    }
+
+    /// [`Releases::write`] for the other changes an environment takes (revocations): the
+    /// same floor, regression handling and read-your-writes.
+    pub(crate) async fn commit(&self, env: &EnvName, write: Write, meta: &WriteMeta) -> Result<Change, ReleaseError> {
         self.require_env(env)?;
         let watch = self.snapshots.watch();
         if let Some(regression) = watch.regressed(env) {

@@ -12,7 +12,8 @@
 //! it, swapped together with it, so one `load()` gives a subscriber a consistent pair
 //! (state at revision R, changes up to R) to resume from — still without a lock.
 
-use crate::store::{Change, ChangeKind, EnvData, EnvName};
+use crate::revocations::RevocationIndex;
+use crate::store::{Change, ChangeKind, EnvData, EnvName, Revocation};
 use crate::store_watch::StoreWatch;
 use actix_web::web::Bytes;
 use arc_swap::ArcSwap;
@@ -49,6 +50,8 @@ pub struct EnvSnapshot {
     /// what is served at this revision; 0 when the store's state is served as it is.
     /// Part of the snapshot's `ETag`, so a polling SDK sees such a kill too.
     pub local: u32,
+    /// Token revocations stored in this environment (see [`crate::revocations`]).
+    pub revocations: Arc<Vec<Revocation>>,
     /// `snapshot` in its wire form (`SnapshotData` as JSON), rendered on first request:
     /// every SDK that starts or polls without a match asks for the same bytes.
     wire: OnceLock<Bytes>,
@@ -138,6 +141,7 @@ impl EnvSnapshot {
                 })
                 .collect(),
             reseeded_at: 0,
+            revocations: self.revocations.to_vec(),
         }
     }
 
@@ -152,7 +156,14 @@ impl EnvSnapshot {
             tracing::error!(%env, release = %key, %error, "stored release does not compile; it evaluates as not found");
         }
         let history = History::starting_at(data.revision);
-        EnvSnapshot { snapshot, revisions, kill_reason: data.kill_reason, history, ..EnvSnapshot::default() }
+        EnvSnapshot {
+            snapshot,
+            revisions,
+            kill_reason: data.kill_reason,
+            history,
+            revocations: Arc::new(data.revocations),
+            ..EnvSnapshot::default()
+        }
     }
 }
 
@@ -285,7 +296,7 @@ impl Overlay {
                     *reason = state.reason.clone().filter(|_| state.on);
                 }
             }
-            ChangeKind::Delete { .. } => {}
+            ChangeKind::Delete { .. } | ChangeKind::Revoke { .. } => {}
         }
         change
     }
@@ -310,6 +321,9 @@ pub struct Snapshots {
     ready: AtomicBool,
     changed: broadcast::Sender<Announcement>,
     history_limit: usize,
+    /// Every environment's token revocations, indexed for the check of each request;
+    /// rebuilt by the swaps that change them.
+    revocations: ArcSwap<RevocationIndex>,
 }
 
 impl Default for Snapshots {
@@ -334,6 +348,7 @@ impl Snapshots {
             ready: AtomicBool::new(false),
             changed: broadcast::channel(ANNOUNCEMENTS).0,
             history_limit: limit,
+            revocations: ArcSwap::default(),
         }
     }
 
@@ -341,6 +356,12 @@ impl Snapshots {
     #[inline]
     pub fn get(&self, env: &EnvName) -> Option<Arc<EnvSnapshot>> {
         self.envs.load().get(env).cloned()
+    }
+
+    /// The token revocations of every environment held, indexed.
+    #[inline]
+    pub fn revocations(&self) -> arc_swap::Guard<Arc<RevocationIndex>> {
+        self.revocations.load()
     }
 
     /// Names of the environments held.
@@ -402,6 +423,7 @@ impl Snapshots {
             kill_reason,
             history,
             local: current.local + 1,
+            revocations: Arc::clone(&current.revocations),
             ..EnvSnapshot::default()
         };
         self.swap(env, Arc::new(next));
@@ -463,6 +485,7 @@ impl Snapshots {
         overlays.remove(env);
         let mut map = EnvMap::clone(&self.envs.load());
         if map.remove(env).is_some() {
+            self.reindex(&map);
             self.envs.store(Arc::new(map));
         }
     }
@@ -550,8 +573,12 @@ impl Snapshots {
             return Applied::Gap;
         }
         let rev = change.revision;
-        let mut next =
-            EnvSnapshot { kill_reason: current.kill_reason.clone(), local: current.local, ..EnvSnapshot::default() };
+        let mut next = EnvSnapshot {
+            kill_reason: current.kill_reason.clone(),
+            local: current.local,
+            revocations: Arc::clone(&current.revocations),
+            ..EnvSnapshot::default()
+        };
         let mut revisions = current.revisions.clone();
         next.snapshot = match &change.kind {
             ChangeKind::Upsert { release } => match CompiledRelease::compile(release.clone()) {
@@ -573,6 +600,12 @@ impl Snapshots {
                 next.kill_reason = reason.clone().filter(|_| *on);
                 current.snapshot.with_kill_all(rev, *on)
             }
+            ChangeKind::Revoke { revocation } => {
+                let mut revocations = current.revocations.to_vec();
+                crate::store::revocations_insert(&mut revocations, revocation.clone());
+                next.revocations = Arc::new(revocations);
+                current.snapshot.with_kill_all(rev, current.snapshot.kill_all())
+            }
         };
         next.revisions = revisions;
         let change = Arc::new(change.clone());
@@ -585,8 +618,26 @@ impl Snapshots {
     fn swap(&self, env: &EnvName, snapshot: Arc<EnvSnapshot>) {
         self.watch.observe(env, snapshot.revision());
         let mut map = EnvMap::clone(&self.envs.load());
-        map.insert(env.clone(), snapshot);
+        let before = map.insert(env.clone(), Arc::clone(&snapshot));
+        let revocations_changed = match &before {
+            Some(before) => {
+                let unchanged = Arc::ptr_eq(&before.revocations, &snapshot.revocations)
+                    || (before.revocations.is_empty() && snapshot.revocations.is_empty());
+                !unchanged
+            }
+            None => !snapshot.revocations.is_empty(),
+        };
+        if revocations_changed {
+            // Before the environments: a request never sees a revocation's revision
+            // served without the revocation in force.
+            self.reindex(&map);
+        }
         self.envs.store(Arc::new(map));
+    }
+
+    fn reindex(&self, map: &EnvMap) {
+        let index = RevocationIndex::build(map.iter().map(|(env, snap)| (env, snap.revocations.as_slice())));
+        self.revocations.store(Arc::new(index));
     }
 
     fn announce(&self, env: &EnvName, revision: u64, update: Update) {

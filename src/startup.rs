@@ -204,6 +204,12 @@ impl Application {
             Duration::from_millis(settings.ramp.tick_ms.max(1)),
             Duration::from_millis(settings.ramp.lease_ms.max(1)),
         );
+        let revocations = crate::revocations::Revocations::new(
+            releases.clone(),
+            Arc::clone(&snapshots),
+            settings.auth.max_ttl,
+            settings.auth.leeway_secs,
+        );
         let state = AppState {
             environments: Environments::new(Arc::clone(&store), Arc::clone(&snapshots)),
             releases,
@@ -213,6 +219,7 @@ impl Application {
             store_kind: store.kind(),
             verifier,
             streams: streams.clone(),
+            revocations,
         };
         let max_body = settings.server.max_body_bytes;
         let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));

@@ -21,7 +21,7 @@
 //! (a subscriber that fell behind still drains its buffer), so the two are kept apart.
 
 use crate::snapshots::{Announcement, EnvSnapshot, Snapshots, Update};
-use crate::store::EnvName;
+use crate::store::{Change, ChangeKind, EnvName};
 use actix_web::web::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
@@ -284,9 +284,8 @@ impl Shared {
         last_event_id: Option<u64>,
     ) -> VecDeque<(u64, Bytes)> {
         if let Some(missed) = last_event_id.and_then(|after| current.history.after(after)) {
-            let frames: Option<VecDeque<(u64, Bytes)>> = missed
-                .map(|change| frame("change", change.revision, &**change).map(|f| (change.revision, f)))
-                .collect();
+            let frames: Option<VecDeque<(u64, Bytes)>> =
+                missed.map(|change| change_frame(change).map(|f| (change.revision, f))).collect();
             if let Some(frames) = frames {
                 return frames;
             }
@@ -316,7 +315,7 @@ impl Shared {
             return;
         }
         match &announcement.update {
-            Update::Applied(change) => match frame("change", change.revision, &**change) {
+            Update::Applied(change) => match change_frame(change) {
                 Some(frame) => self.dispatch(&announcement.env, change.revision, &frame),
                 None => self.drop_all(&announcement.env),
             },
@@ -421,6 +420,17 @@ impl Subscription {
 /// One SSE event: `event: {event}`, `id: {id}`, `data: {json}`. Compact JSON has no raw
 /// newline, so the data is always one line. `None` only if the value cannot be
 /// serialised, which the model's types never cause.
+/// A change as subscribers get it. A revocation goes out without the revocation itself —
+/// event streams are read with public `eval` tokens — so SDKs only move their revision.
+fn change_frame(change: &Change) -> Option<Bytes> {
+    match &change.kind {
+        ChangeKind::Revoke { .. } => {
+            frame("change", change.revision, &serde_json::json!({"revision": change.revision, "type": "revoke"}))
+        }
+        _ => frame("change", change.revision, change),
+    }
+}
+
 fn frame(event: &str, id: u64, data: &impl Serialize) -> Option<Bytes> {
     match serde_json::to_vec(data) {
         Ok(json) => Some(raw_frame(event, id, &json)),

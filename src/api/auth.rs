@@ -89,7 +89,16 @@ pub fn principal(req: &HttpRequest) -> Result<Arc<Principal>, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state is not registered".into()))?;
-    Ok(state.verifier.verify(bearer(req)?)?)
+    Ok(authenticate(state, bearer(req)?)?)
+}
+
+/// The one way a token becomes a caller: verified (through the token cache), then held
+/// against its lifetime limit and the revocations in force — after the cache, so a
+/// cached token that is revoked is refused on its next request.
+pub fn authenticate(state: &AppState, token: &str) -> Result<Arc<Principal>, AuthError> {
+    let principal = state.verifier.verify(token)?;
+    state.revocations.check(&principal)?;
+    Ok(principal)
 }
 
 impl<P: Policy> FromRequest for Authorized<P> {

@@ -18,6 +18,7 @@ pub mod openapi;
 mod ramp;
 mod reach;
 mod releases;
+mod revocations;
 mod sync;
 
 use crate::auth::Verifier;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// SDK event streams.
     pub streams: Streams,
+    /// Token revocations and lifetime limits, checked on every authenticated request.
+    pub revocations: crate::revocations::Revocations,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.
@@ -68,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .configure(ofrep::configure)
         .configure(openapi::configure)
         .configure(envs::configure_root)
+        .configure(revocations::configure_root)
         .service(
             web::scope("/v1/envs/{env}")
                 .configure(evaluate::configure)
@@ -79,7 +83,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(events::configure)
                 .configure(reach::configure)
                 .configure(ramp::configure)
-                .configure(fleets::configure),
+                .configure(fleets::configure)
+                .configure(revocations::configure),
         );
 }
 

@@ -199,7 +199,7 @@ fn stream_principal(req: &HttpRequest) -> Result<Arc<Principal>, OfrepError> {
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| OfrepError::General("application state is not registered".into()))?;
-            Ok(state.verifier.verify(token)?)
+            Ok(super::auth::authenticate(state, token)?)
         }
         _ => Ok(principal(req)?),
     }

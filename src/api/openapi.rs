@@ -7,7 +7,9 @@
 //! handler lists only the statuses particular to it.
 
 use super::resource;
-use super::{audit, environment, envs, evaluate, events, fleets, health, ofrep, ramp, reach, releases, sync};
+use super::{
+    audit, environment, envs, evaluate, events, fleets, health, ofrep, ramp, reach, releases, revocations, sync,
+};
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use std::sync::OnceLock;
@@ -83,6 +85,10 @@ pub struct ErrorDetail {
         fleets::list,
         fleets::heartbeat,
         fleets::assignment,
+        revocations::revoke,
+        revocations::list,
+        revocations::revoke_all,
+        revocations::list_all,
     ),
     components(schemas(ErrorBody, ofrep::OfrepFailure, ofrep::OfrepDetails)),
     modifiers(&CommonResponses),

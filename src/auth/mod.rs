@@ -70,6 +70,28 @@ impl Scopes {
         has(Scope::Admin) || has(needed) || (needed == Scope::Read && has(Scope::Write))
     }
 
+    /// Whether these scopes name `scope` itself (nothing implied).
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// The longest lifetime a token with these scopes may have: the smallest limit over
+    /// its scopes (the longest of all when it names none).
+    pub fn max_ttl(self, limits: &crate::config::MaxTtlSettings) -> std::time::Duration {
+        [
+            (Scope::Eval, limits.eval),
+            (Scope::Read, limits.read),
+            (Scope::Write, limits.write),
+            (Scope::Kill, limits.kill),
+            (Scope::Admin, limits.admin),
+        ]
+        .into_iter()
+        .filter(|(scope, _)| self.contains(*scope))
+        .map(|(_, limit)| limit)
+        .min()
+        .unwrap_or_else(|| limits.all().into_iter().max().unwrap_or_default())
+    }
+
     /// The scope names, space separated.
     pub fn to_claim(self) -> String {
         Scope::ALL.iter().filter(|s| self.0 & s.bit() != 0).map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
@@ -119,6 +141,11 @@ pub struct Principal {
     pub scopes: Scopes,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Issued at, seconds since the Unix epoch (0 when the token does not say).
+    pub iat: u64,
+    /// The token's id, when it has one (`cohort token mint` always gives one): what a
+    /// revocation by `jti` names.
+    pub jti: Option<String>,
 }
 
 impl Principal {
@@ -157,6 +184,9 @@ pub struct Claims {
     /// Issuer, when the token has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Token id (random, from `cohort token mint`), for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Why a request is not allowed. The first group answers 401, the last two 403.
@@ -180,6 +210,8 @@ pub enum AuthError {
     MissingScope { needed: String, have: String },
     #[error("the token is for environment `{token}`, not `{route}`")]
     WrongEnvironment { token: String, route: String },
+    #[error("the token has been revoked{0}; ask for a new one")]
+    Revoked(String),
 }
 
 impl AuthError {
@@ -195,6 +227,7 @@ impl AuthError {
             AuthError::UnknownKey(_) => "unknown_key",
             AuthError::MissingScope { .. } => "missing_scope",
             AuthError::WrongEnvironment { .. } => "wrong_environment",
+            AuthError::Revoked(_) => "token_revoked",
         }
     }
 
@@ -218,5 +251,15 @@ mod tests {
         let admin = Scopes::parse("admin");
         assert!(Scope::ALL.iter().all(|s| admin.allow(*s)));
         assert_eq!(Scopes::parse("eval  read bogus").to_claim(), "eval read");
+    }
+
+    #[test]
+    fn a_tokens_longest_ttl_is_the_smallest_over_its_scopes() {
+        let limits = crate::config::MaxTtlSettings::default();
+        let days = |d: u64| std::time::Duration::from_secs(d * 86_400);
+        assert_eq!(Scopes::parse("eval").max_ttl(&limits), days(365));
+        assert_eq!(Scopes::parse("eval read").max_ttl(&limits), days(90));
+        assert_eq!(Scopes::parse("eval admin").max_ttl(&limits), days(30));
+        assert_eq!(Scopes::default().max_ttl(&limits), days(365), "no scope: the longest");
     }
 }

@@ -193,7 +193,14 @@ impl Verifier {
         if claims.sub.trim().is_empty() {
             return Err(AuthError::InvalidClaims("`sub` is empty".into()));
         }
-        Ok(Principal { sub: claims.sub, env, scopes: Scopes::parse(&claims.scope), exp: claims.exp })
+        Ok(Principal {
+            sub: claims.sub,
+            env,
+            scopes: Scopes::parse(&claims.scope),
+            exp: claims.exp,
+            iat: claims.iat,
+            jti: claims.jti.filter(|j| !j.is_empty()),
+        })
     }
 }
 

@@ -136,6 +136,34 @@ impl CohortClient {
         Ok(self.send(Method::POST, &["store", "reseed"], Some(&reason_body(reason)), None).await?.body)
     }
 
+    /// `POST /v1/envs/{env}/revocations`, or `POST /v1/revocations` for `--env '*'`.
+    pub async fn revoke(
+        &self,
+        jti: Option<&str>,
+        sub: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let body = json!({"jti": jti, "sub": sub, "reason": reason});
+        Ok(self.send_to(Method::POST, self.revocations_url()?, Some(&body), None).await?.body)
+    }
+
+    /// `GET /v1/envs/{env}/revocations`, or `GET /v1/revocations` for `--env '*'`.
+    pub async fn revocations(&self) -> Result<Value, ClientError> {
+        Ok(self.send_to(Method::GET, self.revocations_url()?, None, None).await?.body)
+    }
+
+    fn revocations_url(&self) -> Result<Url, ClientError> {
+        if self.env != "*" {
+            return self.url(&["revocations"]);
+        }
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::InvalidUrl { url: self.base.to_string(), reason: "not a base URL".to_owned() })?
+            .pop_if_empty()
+            .extend(["v1", "revocations"]);
+        Ok(url)
+    }
+
     /// `GET /v1/envs/{env}/releases`
     pub async fn list_releases(&self) -> Result<Reply<ReleaseList>, ClientError> {
         self.call(Method::GET, &["releases"], None, None).await

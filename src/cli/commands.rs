@@ -115,6 +115,24 @@ pub async fn execute(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>)
     result
 }
 
+/// `cohort token revoke` / `cohort token revocations`.
+pub async fn token(args: &ClientArgs, cmd: super::TokenApiCmd, token: Option<&str>) -> Result<String, CliError> {
+    let client = CohortClient::new(&args.url, &args.env, token)?;
+    let body = match &cmd {
+        super::TokenApiCmd::Revoke(revoke) => {
+            client.revoke(revoke.jti.as_deref(), revoke.sub.as_deref(), revoke.reason.as_deref()).await?
+        }
+        super::TokenApiCmd::Revocations => client.revocations().await?,
+    };
+    if args.json {
+        return Ok(output::render_json(&body));
+    }
+    Ok(match cmd {
+        super::TokenApiCmd::Revoke(_) => output::render_revoked(&args.env, &body),
+        super::TokenApiCmd::Revocations => output::render_revocations(&args.env, &body),
+    })
+}
+
 async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) -> Result<String, CliError> {
     if args.servers.len() > 1 && kill_command(&cmd).is_some() {
         return fan_out(args, cmd, token).await;

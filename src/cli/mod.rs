@@ -144,6 +144,45 @@ pub enum ClientCommand {
     Apply(ApplyArgs),
 }
 
+/// `cohort token revoke` and `cohort token revocations`: through the API, in the
+/// environment of `--env` (`*`: every environment, with an admin token for `*`).
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenApiCmd {
+    /// Revoke one token (--jti) or every token of a subject issued until now (--sub)
+    Revoke(RevokeArgs),
+    /// List the revocations in force
+    Revocations,
+}
+
+/// `cohort token revoke`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["jti", "sub"])))]
+pub struct RevokeArgs {
+    /// the token's `jti`
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+    pub jti: Option<String>,
+    /// a subject: its tokens issued until now are refused (new ones work)
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+    pub sub: Option<String>,
+    /// why, recorded with the revocation and in the audit log
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Runs `cohort token revoke` / `cohort token revocations`.
+pub async fn run_token(args: ClientArgs, cmd: TokenApiCmd, token: Option<String>) -> ExitCode {
+    match commands::token(&args, cmd, token.as_deref()).await {
+        Ok(text) => {
+            print_stdout(&text);
+            ExitCode::from(EXIT_SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
 /// `cohort env …`
 #[derive(clap::Subcommand, Debug)]
 pub enum EnvCmd {

@@ -905,6 +905,69 @@ fn flatten<'a>(prefix: &str, value: &'a Value, out: &mut std::collections::BTree
     }
 }
 
+fn revocation_target(r: &serde_json::Value) -> String {
+    match (r["jti"].as_str(), r["sub"].as_str()) {
+        (Some(jti), _) => format!("jti {jti}"),
+        (None, Some(sub)) => format!("sub {sub}"),
+        _ => "?".to_owned(),
+    }
+}
+
+fn seconds(value: &serde_json::Value) -> String {
+    value.as_u64().map_or_else(
+        || "?".to_owned(),
+        |s| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)).to_string(),
+    )
+}
+
+/// `cohort token revoke`: what was revoked, where.
+pub fn render_revoked(env: &str, body: &serde_json::Value) -> String {
+    let (revocation, envs) = match body.get("revocation") {
+        Some(revocation) => {
+            let envs: Vec<&str> =
+                body["environments"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
+            (revocation, envs.join(", "))
+        }
+        None => (body, env.to_owned()),
+    };
+    let mut out = format!(
+        "revoked {} in {}",
+        revocation_target(revocation),
+        if envs.is_empty() { "no environment" } else { &envs }
+    );
+    if revocation["sub"].is_string() {
+        out.push_str(&format!(" (tokens issued until {})", seconds(&revocation["revoked_at"])));
+    }
+    out.push_str(&format!("; kept until {}\n", seconds(&revocation["expires_at"])));
+    out
+}
+
+/// `cohort token revocations`: a table.
+pub fn render_revocations(env: &str, body: &serde_json::Value) -> String {
+    let rows: Vec<&serde_json::Value> = body["revocations"].as_array().into_iter().flatten().collect();
+    if rows.is_empty() {
+        return format!("no revocations in force in {env}\n");
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["ENVIRONMENT", "REVOKED", "AT", "BY", "EXPIRES", "REASON"]);
+    for r in rows {
+        let scope = r["environment"].as_str().or(body["environment"].as_str()).unwrap_or(env).to_owned();
+        let scope = if r["all_environments"] == true { format!("{scope} (*)") } else { scope };
+        table.add_row([
+            scope,
+            revocation_target(r),
+            seconds(&r["revoked_at"]),
+            r["actor"].as_str().unwrap_or("").to_owned(),
+            seconds(&r["expires_at"]),
+            r["reason"].as_str().unwrap_or("").to_owned(),
+        ]);
+    }
+    let mut out = table.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod detail_tests {
     use super::*;

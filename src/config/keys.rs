@@ -9,8 +9,8 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, CorsSettings, FleetSettings, LogSettings, RampSettings, ServerSettings, Settings,
-    StoreSettings, WebhookSettings,
+    AuditSettings, AuthSettings, CorsSettings, FleetSettings, LogSettings, MaxTtlSettings, RampSettings,
+    ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -96,7 +96,16 @@ pub(super) fn known_keys() -> Keys {
     let section = |name: &str| match name {
         "server" => table::<ServerSettings>(),
         "store" => table::<StoreSettings>(),
-        "auth" => table::<AuthSettings>(),
+        "auth" => match table::<AuthSettings>() {
+            Keys::Table(keys) => Keys::Table(
+                keys.into_iter()
+                    .map(
+                        |(name, keys)| if name == "max_ttl" { (name, table::<MaxTtlSettings>()) } else { (name, keys) },
+                    )
+                    .collect(),
+            ),
+            keys => keys,
+        },
         "audit" => table::<AuditSettings>(),
         "ramp" => table::<RampSettings>(),
         "fleet" => table::<FleetSettings>(),

@@ -64,6 +64,12 @@ pub(crate) fn apply(
             let after = kill_state(on, env.kill_reason.as_deref());
             (ChangeKind::KillAll { on, reason: env.kill_reason.clone() }, None, Some(before), Some(after))
         }
+        Write::Revoke(revocation) => {
+            let after = serde_json::to_value(&revocation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let replaced = super::revocations::insert(&mut env.revocations, revocation.clone());
+            let before = replaced.map(|r| serde_json::to_value(r).map_err(|e| StoreError::Corrupt(e.to_string())));
+            (ChangeKind::Revoke { revocation }, None, before.transpose()?, Some(after))
+        }
     };
     env.revision = revision;
     let entry = AuditEntry {

@@ -27,6 +27,7 @@ pub enum Action {
     Promote,
     FleetAssign,
     StoreReseed,
+    TokenRevoke,
 }
 
 impl Action {
@@ -52,6 +53,7 @@ impl Action {
             Action::Promote => "promote",
             Action::FleetAssign => "fleet-assign",
             Action::StoreReseed => "store-reseed",
+            Action::TokenRevoke => "token-revoke",
         }
     }
 
@@ -77,6 +79,7 @@ impl Action {
             Action::Promote,
             Action::FleetAssign,
             Action::StoreReseed,
+            Action::TokenRevoke,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -292,7 +292,16 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::Regressed { env: env.to_string(), stored, seen: seed.revision });
                 }
                 data.deleted.remove(env);
-                data.environments.insert(env.clone(), EnvData { reseeded_at: seed.revision, ..seed.clone() });
+                let mut next = EnvData { reseeded_at: seed.revision, ..seed.clone() };
+                // Revocations stored meanwhile stay: a reseed must never bring a revoked
+                // token back (the Redis store keeps them the same way).
+                for kept in data.environments.get(env).map(|e| e.revocations.clone()).unwrap_or_default() {
+                    if !next.revocations.iter().any(|r| r.key() == kept.key()) {
+                        let at = next.revocations.partition_point(|r| r.key() < kept.key());
+                        next.revocations.insert(at, kept);
+                    }
+                }
+                data.environments.insert(env.clone(), next);
                 let audit = data.audit.entry(env.clone()).or_default();
                 audit.push_back(super::audit::reseed_entry(stored, seed, meta));
                 while audit.len() > retention {

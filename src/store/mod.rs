@@ -12,6 +12,7 @@ pub mod embedded;
 mod nodes;
 mod outcomes;
 pub mod redis;
+mod revocations;
 mod sdks;
 
 use async_trait::async_trait;
@@ -24,6 +25,8 @@ pub use embedded::EmbeddedStore;
 pub use nodes::NodeReport;
 pub use outcomes::{BUCKET_MS, Bucket, BucketCounts, MAX_BUCKETS_PER_READ, OUTCOME_TTL_SECS, OutcomeCount};
 pub use redis::RedisStore;
+pub use revocations::Revocation;
+pub(crate) use revocations::insert as revocations_insert;
 pub use sdks::SdkAck;
 
 /// A validated environment name (`production`, `staging-eu`): 1 to 64 of `a-z 0-9 - _`.
@@ -98,6 +101,9 @@ pub struct EnvData {
     /// this environment regressed trust it again only after a reseed above what they saw.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reseeded_at: u64,
+    /// Token revocations in force, in key order ([`Revocation::key`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revocations: Vec<Revocation>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -116,6 +122,8 @@ pub enum Write {
     Delete { key: String, expected: Option<u64> },
     /// Set the environment's kill switch.
     KillAll { on: bool, reason: Option<String> },
+    /// Revoke a token or a subject (replacing an earlier revocation of the same one).
+    Revoke(Revocation),
 }
 
 /// What a write changed, as followers see it. `revision` is the new environment
@@ -141,6 +149,9 @@ pub enum ChangeKind {
     Delete { key: String },
     /// The environment kill switch was set.
     KillAll { on: bool, reason: Option<String> },
+    /// A token or subject was revoked. Event streams pass it on without the revocation
+    /// itself (SDKs only move their revision on).
+    Revoke { revocation: Revocation },
 }
 
 /// Store failures. The HTTP layer maps each to a status in one place.

@@ -10,6 +10,8 @@
 //! - `{prefix}:{env}:changes`  stream of changes, entry id `<revision>-0`, capped
 //! - `{prefix}:{env}:audit`    stream of audit entries, entry id `<revision>-0`, capped
 //!   at the retention count (`MAXLEN ~` trims only beyond it, never below)
+//! - `{prefix}:{env}:revocations` hash `jti:<id>` / `sub:<name>` → revocation JSON;
+//!   expired ones are dropped by the next revocation written
 //! - `{prefix}:environments`   set of the environments that exist (its own slot)
 //! - `{prefix}:deleted_environments` hash name → revision at deletion (tombstones)
 //!
@@ -20,7 +22,7 @@
 use super::outcomes::{bucket_key, field, split_field};
 use super::{
     Action, AuditEntry, AuditQuery, Bucket, BucketCounts, Change, ChangeKind, EnvData, EnvName, NodeReport,
-    OUTCOME_TTL_SECS, OutcomeCount, SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
+    OUTCOME_TTL_SECS, OutcomeCount, Revocation, SdkAck, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
@@ -35,15 +37,18 @@ use tokio::sync::Mutex;
 /// the stream id is derived so `XADD` cannot be refused, so an error can never leave a
 /// write half done.
 const WRITE_SCRIPT: &str = r#"
--- KEYS: releases revs rev meta changes audit
+-- KEYS: releases revs rev meta changes audit revocations
 -- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor
+-- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)
 local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local actor, action, reason, time_ms, audit_maxlen = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local stored = redis.call('GET', KEYS[3])
 if not stored then return {'no_env', '0'} end
 if tonumber(stored) < tonumber(ARGV[11]) then return {'regressed', stored} end
 local before = false
-if op ~= 'kill_all' then
+if op == 'revoke' then
+  before = redis.call('HGET', KEYS[7], key)
+elseif op ~= 'kill_all' then
   local current = redis.call('HGET', KEYS[2], key)
   if op == 'create' then
     if current then return {'exists', current} end
@@ -69,6 +74,7 @@ end
 rev = rev + 1
 local id = tostring(rev) .. '-0'
 local after = ''
+local audit_release = key
 redis.call('SET', KEYS[3], rev)
 if op == 'delete' then
   redis.call('HDEL', KEYS[1], key)
@@ -80,6 +86,19 @@ elseif op == 'kill_all' then
   local now = {kill_all = expected == '1'}
   if expected == '1' and payload ~= '' then now['kill_reason'] = payload end
   after = cjson.encode(now)
+elseif op == 'revoke' then
+  local now = tonumber(expected)
+  local all = redis.call('HGETALL', KEYS[7])
+  for i = 1, #all, 2 do
+    local ok, r = pcall(cjson.decode, all[i + 1])
+    if ok and type(r) == 'table' and tonumber(r['expires_at']) and tonumber(r['expires_at']) <= now then
+      redis.call('HDEL', KEYS[7], all[i])
+    end
+  end
+  redis.call('HSET', KEYS[7], key, payload)
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', maxlen, id, 'type', 'revoke', 'revocation', payload)
+  after = payload
+  audit_release = ''
 else
   redis.call('HSET', KEYS[1], key, payload)
   redis.call('HSET', KEYS[2], key, rev)
@@ -87,7 +106,7 @@ else
   after = payload
 end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', audit_maxlen, id, 'time_ms', time_ms, 'actor', actor,
-  'action', action, 'release', key, 'before', before or '', 'after', after, 'reason', reason)
+  'action', action, 'release', audit_release, 'before', before or '', 'after', after, 'reason', reason)
 return {'ok', tostring(rev)}
 "#;
 
@@ -112,20 +131,22 @@ return 0
 "#;
 
 /// Delete an environment that holds no releases: every key of its slot.
-/// KEYS: releases revs rev meta changes audit
+/// KEYS: releases revs rev meta changes audit revocations
 const DELETE_ENV_SCRIPT: &str = r#"
 local rev = redis.call('GET', KEYS[3])
 if not rev then return {'missing', '0'} end
 local n = redis.call('HLEN', KEYS[1])
 if n > 0 then return {'not_empty', tostring(n)} end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 return {'ok', rev}
 "#;
 
 /// Overwrite an environment with a seed above every revision it holds, with one audit
-/// entry. KEYS: releases revs rev meta changes audit
+/// entry. Revocations are added to those stored, never dropped: a reseed must not bring
+/// a revoked token back. KEYS: releases revs rev meta changes audit revocations
 /// ARGV: revision kill_all kill_reason time_ms actor action reason before after audit_maxlen
-///       then (key, release json) pairs
+///       revocation_count, then that many (key, revocation json) pairs, then (key, release
+///       json) pairs
 const RESEED_SCRIPT: &str = r#"
 local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
 for _, stream in ipairs({KEYS[5], KEYS[6]}) do
@@ -138,7 +159,11 @@ end
 local seed = tonumber(ARGV[1])
 if seed <= rev then return {'regressed', tostring(rev)} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
-for i = 11, #ARGV, 2 do
+local first = 12 + 2 * tonumber(ARGV[11])
+for i = 12, first - 1, 2 do
+  redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
+end
+for i = first, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[1])
 end
@@ -221,7 +246,10 @@ impl RedisStore {
 
     /// Every key of `env` (for tests and operators; they share one cluster slot).
     pub fn env_keys(&self, env: &EnvName) -> Vec<String> {
-        ["releases", "revs", "rev", "meta", "changes", "audit"].iter().map(|s| self.key(env, s)).collect()
+        ["releases", "revs", "rev", "meta", "changes", "audit", "revocations"]
+            .iter()
+            .map(|s| self.key(env, s))
+            .collect()
     }
 
     async fn blocking_connection(&self, wait: Duration) -> Result<MultiplexedConnection, StoreError> {
@@ -237,6 +265,10 @@ impl RedisStore {
 
 fn parse_release(json: &str, what: &str) -> Result<Release, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse_revocation(json: &str, what: &str) -> Result<Revocation, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("revocation {what}: {e}")))
 }
 
 fn parse_change(id: &str, fields: &HashMap<String, String>) -> Result<Change, StoreError> {
@@ -255,6 +287,7 @@ fn parse_change(id: &str, fields: &HashMap<String, String>) -> Result<Change, St
             let reason = field("reason")?;
             ChangeKind::KillAll { on: field("on")? == "1", reason: Some(reason).filter(|r| !r.is_empty()) }
         }
+        "revoke" => ChangeKind::Revoke { revocation: parse_revocation(&field("revocation")?, id)? },
         other => return Err(StoreError::Corrupt(format!("change {id} has unknown type `{other}`"))),
     };
     Ok(Change { revision, kind })
@@ -385,7 +418,12 @@ impl Store for RedisStore {
             .arg(meta.reason.as_deref().unwrap_or(""))
             .arg(json(&entry.before))
             .arg(json(&entry.after))
-            .arg(self.options.audit_retention.max(1));
+            .arg(self.options.audit_retention.max(1))
+            .arg(seed.revocations.len());
+        for revocation in &seed.revocations {
+            let json = serde_json::to_string(revocation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            invocation.arg(revocation.key()).arg(json);
+        }
         for stored in &seed.releases {
             let release = serde_json::to_string(&stored.release).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             invocation.arg(&stored.release.key).arg(release);
@@ -415,10 +453,11 @@ impl Store for RedisStore {
     async fn load(&self, env: &EnvName) -> Result<EnvData, StoreError> {
         let mut conn = self.manager.clone();
         // One MULTI/EXEC: a consistent view at one revision.
-        let (releases, revs, revision, meta): (
+        let (releases, revs, revision, meta, revoked): (
             HashMap<String, String>,
             HashMap<String, u64>,
             Option<u64>,
+            HashMap<String, String>,
             HashMap<String, String>,
         ) = redis::pipe()
             .atomic()
@@ -426,6 +465,7 @@ impl Store for RedisStore {
             .hgetall(self.key(env, "revs"))
             .get(self.key(env, "rev"))
             .hgetall(self.key(env, "meta"))
+            .hgetall(self.key(env, "revocations"))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -439,6 +479,9 @@ impl Store for RedisStore {
             return Err(StoreError::EnvironmentNotFound(env.to_string()));
         };
         stored.sort_by(|a, b| a.release.key.cmp(&b.release.key));
+        let mut revocations =
+            revoked.iter().map(|(key, json)| parse_revocation(json, key)).collect::<Result<Vec<_>, _>>()?;
+        revocations.sort_by_key(Revocation::key);
         let kill_all = meta.get("kill_all").is_some_and(|v| v == "1");
         Ok(EnvData {
             revision,
@@ -446,6 +489,7 @@ impl Store for RedisStore {
             kill_reason: meta.get("kill_reason").filter(|r| kill_all && !r.is_empty()).cloned(),
             releases: stored,
             reseeded_at: meta.get("reseeded_at").and_then(|r| r.parse().ok()).unwrap_or(0),
+            revocations,
         })
     }
 
@@ -472,11 +516,17 @@ impl Store for RedisStore {
                 if *on { "1" } else { "0" }.to_owned(),
                 reason.clone().filter(|_| *on).unwrap_or_default(),
             ),
+            Write::Revoke(revocation) => (
+                "revoke",
+                revocation.key(),
+                revocation.revoked_at.to_string(),
+                serde_json::to_string(revocation).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
         };
         let mut conn = self.manager.clone();
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
-            // Order matches the script: releases revs rev meta changes audit.
+            // Order matches the script: releases revs rev meta changes audit revocations.
             invocation.key(key);
         }
         invocation
@@ -500,6 +550,7 @@ impl Store for RedisStore {
                     Write::Create(release) | Write::Update { release, .. } => ChangeKind::Upsert { release },
                     Write::Delete { key, .. } => ChangeKind::Delete { key },
                     Write::KillAll { on, reason } => ChangeKind::KillAll { on, reason: reason.filter(|_| on) },
+                    Write::Revoke(revocation) => ChangeKind::Revoke { revocation },
                 };
                 Ok(Change { revision, kind })
             }

@@ -131,3 +131,20 @@ fn the_command_lines_own_variables_and_other_programs_variables_are_not_settings
     .expect("loads");
     assert_eq!(settings.server.port, 8080, "the defaults, untouched");
 }
+
+#[test]
+fn token_lifetime_limits_are_read_per_scope_and_checked() {
+    let (_dir, path) = config_file("[auth.max_ttl]\nadmin = \"12h\"\n");
+    let settings = load(Some(&path), &[("COHORT_AUTH__MAX_TTL__EVAL", "30d")]).expect("loads");
+    let limits = settings.auth.max_ttl;
+    assert_eq!(limits.admin, std::time::Duration::from_secs(12 * 3_600));
+    assert_eq!(limits.eval, std::time::Duration::from_secs(30 * 86_400), "from the environment");
+    assert_eq!(limits.read, std::time::Duration::from_secs(90 * 86_400), "the default");
+    let (_dir, path) = config_file("[auth.max_ttl]\nevl = \"1d\"\n");
+    assert_eq!(unknown_keys(load(Some(&path), &[])), vec![in_file(&path, "auth.max_ttl.evl", "auth.max_ttl.eval")]);
+    for bad in ["0s", "a while"] {
+        let (_dir, path) = config_file(&format!("[auth.max_ttl]\nkill = \"{bad}\"\n"));
+        let error = load(Some(&path), &[]).expect_err("refused").to_string();
+        assert!(error.contains(bad), "{bad}: {error}");
+    }
+}

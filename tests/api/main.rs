@@ -21,6 +21,7 @@ mod ramps;
 mod reach;
 mod redis_harness;
 mod releases;
+mod revocations;
 mod safety;
 mod sdk_client;
 mod sdk_fleet;

@@ -6,7 +6,7 @@ use crate::redis_harness::RedisServer;
 use cohort::store::redis::RedisOptions;
 use cohort::store::{
     Action, AuditQuery, Bucket, BucketCounts, ChangeKind, EmbeddedStore, EnvData, EnvName, OutcomeCount, RedisStore,
-    Store, StoreError, StoredRelease, Write, WriteMeta,
+    Revocation, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use cohort_sdk::Release;
 use std::sync::Arc;
@@ -97,6 +97,10 @@ store_suite!(
     the_audit_log_pages_newest_first,
     outcomes_are_counted_in_ten_second_buckets,
     outcome_reads_are_inclusive_per_release_and_per_environment,
+    a_revocation_is_a_change_with_its_audit_entry_and_loads_back,
+    revoking_again_replaces_and_expired_revocations_are_dropped_by_the_next,
+    a_revocation_below_the_high_water_mark_or_in_a_missing_environment_writes_nothing,
+    a_reseed_keeps_the_stored_revocations_and_adds_the_seeds,
 );
 
 async fn a_created_release_loads_back_with_its_revision(f: Fixture) {
@@ -426,6 +430,7 @@ async fn a_reseed_overwrites_the_environment_above_every_revision_with_one_audit
         kill_reason: None,
         releases: vec![StoredRelease { revision: 9, release: killed.clone() }],
         reseeded_at: 0,
+        revocations: Vec::new(),
     };
     let refused = f.store.reseed(&prod, &EnvData { revision: 1, ..seed.clone() }, &meta()).await;
     assert!(matches!(refused, Err(StoreError::Regressed { .. })), "a reseed must go above the store: {refused:?}");
@@ -543,4 +548,87 @@ async fn reopen(dir: &std::path::Path) -> EmbeddedStore {
             Err(error) => panic!("reopens: {error}"),
         }
     }
+}
+
+fn revocation(jti: Option<&str>, sub: Option<&str>, revoked_at: u64, expires_at: u64) -> Revocation {
+    Revocation {
+        jti: jti.map(str::to_owned),
+        sub: sub.map(str::to_owned),
+        revoked_at,
+        expires_at,
+        all_environments: false,
+        actor: "oncall".into(),
+        reason: Some("laptop stolen".into()),
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn revoke_meta() -> WriteMeta {
+    WriteMeta::now("oncall", Action::TokenRevoke, Some("laptop stolen".into()))
+}
+
+async fn a_revocation_is_a_change_with_its_audit_entry_and_loads_back(f: Fixture) {
+    let (prod, staging, now) = (env("production"), env("staging"), now_secs());
+    f.store.write(&prod, Write::Create(release("checkout", 0)), &meta()).await.expect("w");
+    let by_jti = revocation(Some("abc123"), None, now, now + 3_600);
+    let change = f.store.write(&prod, Write::Revoke(by_jti.clone()), &revoke_meta()).await.expect("revokes");
+    assert_eq!(change.revision, 2, "{}: a revocation bumps the revision like any change", f.store.kind());
+    assert_eq!(change.kind, ChangeKind::Revoke { revocation: by_jti.clone() });
+    let followed = f.store.changes_after(&prod, 1, Duration::ZERO).await.expect("changes");
+    assert_eq!(followed.iter().map(|c| &c.kind).collect::<Vec<_>>(), vec![&change.kind], "followers see it");
+    let by_sub = revocation(None, Some("alice"), now, now + 3_600);
+    f.store.write(&prod, Write::Revoke(by_sub.clone()), &revoke_meta()).await.expect("revokes");
+    let loaded = f.store.load(&prod).await.expect("load");
+    assert_eq!(loaded.revocations, vec![by_jti.clone(), by_sub], "in key order: jti:…, sub:…");
+    assert_eq!(loaded.releases.len(), 1, "releases untouched");
+    assert!(f.store.load(&staging).await.expect("load").revocations.is_empty(), "per environment");
+    let audit = f.store.audit(&prod, &AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("audit");
+    let entry = &audit[1];
+    assert_eq!((entry.revision, entry.action, entry.actor.as_str()), (2, Action::TokenRevoke, "oncall"));
+    assert_eq!((entry.release.as_deref(), entry.before.as_ref()), (None, None));
+    assert_eq!(entry.after, Some(serde_json::to_value(&by_jti).expect("json")));
+    assert_eq!(entry.reason.as_deref(), Some("laptop stolen"));
+}
+
+async fn revoking_again_replaces_and_expired_revocations_are_dropped_by_the_next(f: Fixture) {
+    let (prod, now) = (env("production"), now_secs());
+    let stale = revocation(Some("old"), None, now - 7_200, now - 10);
+    let first = revocation(None, Some("alice"), now - 60, now + 3_600);
+    for r in [&stale, &first] {
+        f.store.write(&prod, Write::Revoke(r.clone()), &revoke_meta()).await.expect("revokes");
+    }
+    let again = revocation(None, Some("alice"), now, now + 7_200);
+    f.store.write(&prod, Write::Revoke(again.clone()), &revoke_meta()).await.expect("revokes");
+    let loaded = f.store.load(&prod).await.expect("load");
+    assert_eq!(loaded.revocations, vec![again.clone()], "{}: replaced, and the expired one dropped", f.store.kind());
+    let audit = f.store.audit(&prod, &AuditQuery { limit: 1, ..AuditQuery::default() }).await.expect("audit");
+    assert_eq!(audit[0].before, Some(serde_json::to_value(&first).expect("json")), "the audit shows what it replaced");
+}
+
+async fn a_revocation_below_the_high_water_mark_or_in_a_missing_environment_writes_nothing(f: Fixture) {
+    let (prod, now) = (env("production"), now_secs());
+    let r = revocation(Some("abc"), None, now, now + 60);
+    let refused = f.store.write(&prod, Write::Revoke(r.clone()), &WriteMeta { floor: 5, ..revoke_meta() }).await;
+    assert!(matches!(refused, Err(StoreError::Regressed { stored: 0, seen: 5, .. })), "{refused:?}");
+    let missing = f.store.write(&env("nowhere"), Write::Revoke(r), &revoke_meta()).await;
+    assert!(matches!(missing, Err(StoreError::EnvironmentNotFound(_))), "{missing:?}");
+    let loaded = f.store.load(&prod).await.expect("load");
+    assert!(loaded.revocations.is_empty() && loaded.revision == 0, "{}: nothing written", f.store.kind());
+    assert!(f.store.audit(&prod, &AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("audit").is_empty());
+}
+
+async fn a_reseed_keeps_the_stored_revocations_and_adds_the_seeds(f: Fixture) {
+    let (prod, now) = (env("production"), now_secs());
+    let stored = revocation(Some("stored"), None, now, now + 60);
+    f.store.write(&prod, Write::Revoke(stored.clone()), &revoke_meta()).await.expect("revokes");
+    let seeded = revocation(None, Some("bob"), now, now + 60);
+    let seed = EnvData { revision: 5, revocations: vec![seeded.clone()], ..EnvData::default() };
+    f.store.reseed(&prod, &seed, &WriteMeta::now("oncall", Action::StoreReseed, None)).await.expect("reseeds");
+    let loaded = f.store.load(&prod).await.expect("load");
+    assert!(loaded.revocations.contains(&seeded), "{}: the seed's revocations are written", f.store.kind());
+    // What the store held besides stays: a reseed must never bring a revoked token back.
+    assert!(loaded.revocations.contains(&stored), "{}: the stored ones are kept", f.store.kind());
 }

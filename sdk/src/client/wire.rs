@@ -1,6 +1,6 @@
 //! The change events of the stream (`event: change`), and applying one to a snapshot.
 //! Mirrors the server's change record: `{"revision", "type": "upsert" | "delete" |
-//! "kill_all", …}`.
+//! "kill_all" | "revoke", …}`.
 
 use crate::compile::CompiledRelease;
 use crate::model::Release;
@@ -28,6 +28,9 @@ pub(crate) enum ChangeKind {
     Delete { key: String },
     /// The environment kill switch was set.
     KillAll { on: bool },
+    /// A token was revoked on the server: nothing an SDK evaluates changed, only the
+    /// revision moves on.
+    Revoke,
     /// A kind this SDK does not know (a newer server): only a snapshot can catch up.
     #[serde(other)]
     Unknown,
@@ -67,6 +70,7 @@ impl Change {
             }
             ChangeKind::Delete { key } => current.without_release(revision, &key),
             ChangeKind::KillAll { on } => current.with_kill_all(revision, on),
+            ChangeKind::Revoke => current.with_kill_all(revision, current.kill_all()),
             ChangeKind::Unknown => return Err(ApplyError::Unknown(revision)),
         }))
     }
@@ -100,6 +104,8 @@ mod tests {
         );
         let gap = parse(r#"{"revision": 9, "type": "delete", "key": "checkout"}"#).apply(&snapshot);
         assert_eq!(gap.err(), Some(ApplyError::Gap { have: 3, got: 9 }));
+        let revoke = parse(r#"{"revision": 4, "type": "revoke"}"#).apply(&snapshot).expect("applies").expect("new");
+        assert_eq!((revoke.revision(), revoke.kill_all()), (4, true), "only the revision moves");
         let unknown = parse(r#"{"revision": 4, "type": "rename", "from": "a", "to": "b"}"#).apply(&snapshot);
         assert_eq!(unknown.err(), Some(ApplyError::Unknown(4)));
         let snapshot = parse(r#"{"revision": 4, "type": "delete", "key": "checkout"}"#)
