@@ -200,14 +200,18 @@ impl Application {
             store_kind: store.kind(),
             verifier,
             streams: streams.clone(),
+            release_labels: crate::metrics::ReleaseLabels::from_settings(&settings.metrics),
         };
         let max_body = settings.server.max_body_bytes;
+        let edges = api::edges::Edges::new(&settings.http, max_body);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
-                // Outermost: hot routes are answered before any other layer runs.
+                // Hot routes are answered before any layer but the edges runs.
                 .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
+                // Outermost: every answer, hot ones included, passes the edges.
+                .wrap(actix_web::middleware::from_fn(move |req, next| api::edges::guard(edges, req, next)))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))
         });

@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod auth;
+pub mod edges;
 mod environment;
 mod envs;
 pub mod error;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// SDK event streams.
     pub streams: Streams,
+    /// What `cohort_evaluations_total` breaks evaluations down by.
+    pub release_labels: crate::metrics::ReleaseLabels,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

@@ -9,6 +9,7 @@ mod evaluate;
 mod events;
 mod fleets;
 mod helpers;
+mod http_edges;
 mod instances;
 mod ofrep;
 mod openapi;
