@@ -208,9 +208,8 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
-                // Hot routes are answered before any layer but the edges runs.
-                .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
-                // Outermost: every answer, hot ones included, passes the edges.
+                // Outermost: every answer passes the edges, which answer the hot routes
+                // (`api::hot`) before any other layer runs.
                 .wrap(actix_web::middleware::from_fn(move |req, next| api::edges::guard(edges, req, next)))
                 .configure(|cfg| api::configure(cfg, app_state.clone(), max_body))
                 .default_service(web::to(api::not_found))

@@ -12,11 +12,12 @@
 //! for at most `http.drain_timeout_ms`; a larger or slower body is left unread and the
 //! answer says `Connection: close`, which clients honour by opening a new connection.
 //!
-//! **Headers.** Every answer says `X-Content-Type-Options: nosniff`. An answer that sets
-//! no `Cache-Control` of its own gets `no-store`: admin data, per-user decisions and
-//! errors must not sit in a shared cache. The snapshot, OFREP bulk and event-stream
-//! routes keep theirs (`no-cache`, with an `ETag` to revalidate). No answer names the
-//! server software or its version.
+//! **Headers.** Every answer says `X-Content-Type-Options: nosniff`. Every answer of a
+//! routed (not hot) route that sets no `Cache-Control` of its own gets `no-store`: admin
+//! data and errors must not sit in a shared cache; so does every error (`ApiError`). The
+//! evaluations (POST: not stored by caches without explicit freshness) carry none, the
+//! snapshot, OFREP bulk and event-stream routes keep theirs (`no-cache`, with an `ETag` to
+//! revalidate). No answer names the server software or its version.
 
 use super::ApiError;
 use crate::config::HttpSettings;
@@ -52,13 +53,14 @@ impl Edges {
 }
 
 /// Middleware: refuses an over-long target with 414, serves `HEAD` as `GET` without the
-/// body, reads what the handler left of the request body (or closes the connection),
-/// and adds the common headers.
+/// body, answers the hot routes ([`super::hot::dispatch`], called here rather than as a
+/// layer of its own: a layer costs the hot path an allocation), reads what the handler
+/// left of the request body (or closes the connection), and adds the common headers.
 pub async fn guard<B: MessageBody + 'static>(
     edges: Edges,
     mut req: ServiceRequest,
     next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<EitherBody<BoxBody, impl MessageBody>>>, actix_web::Error> {
     let target = req.uri().path_and_query().map_or(0, |target| target.as_str().len());
     // actix-http's codec knows the request was HEAD and writes no body whatever the
     // handler returns; the routes only need to see the GET they serve.
@@ -68,15 +70,14 @@ pub async fn guard<B: MessageBody + 'static>(
     }
     // A request that asked for the connection to close leaves nothing to keep usable.
     let tap = if req.head().connection_type() == ConnectionType::Close { None } else { Tap::install(&mut req) };
-    let declared = content_length(req.headers());
     let mut response = if target > edges.max_uri_bytes {
         tracing::debug!(target_bytes = target, limit = edges.max_uri_bytes, "request target too long");
         req.into_response(ApiError::UriTooLong { limit: edges.max_uri_bytes }.error_response()).map_into_right_body()
     } else {
-        next.call(req).await?.map_into_left_body()
+        super::hot::dispatch(req, next).await?.map_into_left_body()
     };
     if let Some(tap) = tap
-        && !drain(tap, &edges, declared).await
+        && !drain(tap, &edges, content_length(response.request().headers())).await
     {
         tracing::debug!("request body left unread; the answer closes the connection");
         response.response_mut().head_mut().set_connection_type(ConnectionType::Close);
@@ -85,7 +86,11 @@ pub async fn guard<B: MessageBody + 'static>(
         // An endless stream (SSE) would hold the connection for a body never sent.
         response = response.map_body(|_, _| EitherBody::right(BoxBody::new(BodyStream::new(empty()))));
     }
-    common_headers(response.headers_mut());
+    // A hot route's answer is an evaluation (a POST answer, which no cache stores without
+    // explicit freshness) or a snapshot with its own `Cache-Control`; its errors say
+    // `no-store` themselves (`ApiError`).
+    let hot = matches!(response.response().body(), EitherBody::Left { body: EitherBody::Left { .. } });
+    common_headers(response.headers_mut(), hot);
     Ok(response)
 }
 
@@ -93,10 +98,10 @@ fn empty() -> futures_util::stream::Empty<Result<Bytes, Infallible>> {
     futures_util::stream::empty()
 }
 
-/// The headers every answer carries.
-fn common_headers(headers: &mut HeaderMap) {
+/// The headers every answer carries; `hot` for a hot route's.
+fn common_headers(headers: &mut HeaderMap, hot: bool) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if !headers.contains_key(header::CACHE_CONTROL) {
+    if !hot && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }

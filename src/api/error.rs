@@ -205,6 +205,8 @@ impl ResponseError for ApiError {
             crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();
         }
         let mut response = HttpResponse::build(status);
+        // An error is never worth keeping (a 404 is cacheable by default).
+        response.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", self.code())));
         }

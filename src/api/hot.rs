@@ -106,7 +106,7 @@ const fn latency(route: Route) -> RouteLatency {
 static LATENCY: [RouteLatency; Route::ALL.len()] =
     [latency(Route::ALL[0]), latency(Route::ALL[1]), latency(Route::ALL[2]), latency(Route::ALL[3])];
 
-/// Middleware, outside all but the edges ([`super::edges`]): serves a hot route directly
+/// Called by the outermost layer ([`super::edges::guard`]): serves a hot route directly
 /// and records its latency; passes every other request on (to the metrics middleware,
 /// then the router).
 pub async fn dispatch(

@@ -328,7 +328,13 @@ async fn answers_say_nosniff_admin_answers_are_not_stored_and_nothing_names_the_
         ("audit", get(&app.client, app.env_url("production", "/audit")).await, Some("no-store")),
         ("unknown route", get(&app.client, app.url("/nosuch")).await, Some("no-store")),
         ("no token", reqwest::Client::new().get(app.env_url("production", "/releases")).send().await, Some("no-store")),
-        ("evaluate", Ok(app.evaluate("production", json!({"targetingKey": "u1"}), None).await), Some("no-store")),
+        // Evaluations are POST answers, which caches never store without explicit freshness.
+        ("evaluate", Ok(app.evaluate("production", json!({"targetingKey": "u1"}), None).await), None),
+        (
+            "evaluate, no token",
+            reqwest::Client::new().post(app.env_url("production", "/evaluate")).send().await,
+            Some("no-store"),
+        ),
         // Snapshots keep their revalidation: no-cache with an ETag.
         ("snapshot", get(&sdk, app.env_url("production", "/snapshot")).await, Some("no-cache")),
     ];
