@@ -40,6 +40,10 @@ pub struct Settings {
     pub webhooks: Vec<WebhookSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// How the HTTP layer treats request edges: over-long URIs, unread bodies.
+    pub http: HttpSettings,
+    /// What the Prometheus metrics break down by.
+    pub metrics: MetricsSettings,
 }
 
 /// A secret that never appears in logs or `Debug` output.
@@ -310,6 +314,34 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// HTTP edge settings: what is refused before routing, and how a request body a
+/// handler did not read is dealt with so a kept-alive connection stays usable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Longest request target (path and query) answered; longer ones get 414.
+    pub max_uri_bytes: usize,
+    /// How long an unread request body is waited for after an early answer (a refusal
+    /// before the body was read); past it the answer closes the connection.
+    pub drain_timeout_ms: u64,
+}
+
+impl HttpSettings {
+    /// How long an unread body is waited for.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// Metrics settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `cohort_evaluations_total` per release and version (one series per release,
+    /// version and reason) instead of per environment and reason only.
+    pub per_release: bool,
+}
+
 /// Values given as flags; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -404,6 +436,9 @@ impl Settings {
         }
         if settings.server.sse_heartbeat_ms == 0 {
             return Err(ConfigError::Invalid("server.sse_heartbeat_ms must be above 0".into()));
+        }
+        if settings.http.max_uri_bytes == 0 {
+            return Err(ConfigError::Invalid("http.max_uri_bytes must be above 0".into()));
         }
         if settings.server.stream_buffer == 0 {
             return Err(ConfigError::Invalid("server.stream_buffer must be above 0".into()));

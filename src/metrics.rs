@@ -2,8 +2,13 @@
 //! process-wide statics so any layer can count without threading a handle through;
 //! gauges that describe state (SSE subscribers, ramps) are filled in at scrape time
 //! from the snapshot rather than kept in step on every change.
+//!
+//! Every label's values are bounded by what an operator creates (environments, and
+//! releases only with `metrics.per_release`), never by what a caller sends: a key the
+//! environment does not hold counts under `release="-"`, and latency is labelled by route
+//! pattern, not path.
 
-use crate::api::hot::Route;
+use crate::config::MetricsSettings;
 use crate::snapshots::Snapshots;
 use crate::stream::Streams;
 use cohort_sdk::{CompiledRelease, Decision};
@@ -15,7 +20,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 /// Every metric cohort exports.
 pub struct Metrics {
     registry: Registry,
-    /// Evaluations served over HTTP, by release, version and reason.
+    /// Evaluations served over HTTP, by environment, release, version and reason.
     pub evaluations: IntCounterVec,
     /// HTTP request latency by route pattern, method and status class.
     pub http_seconds: HistogramVec,
@@ -41,7 +46,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new_custom(Some("cohort".into()), None)?;
     let evaluations = IntCounterVec::new(
         Opts::new("evaluations_total", "Evaluations served over HTTP"),
-        &["release", "version", "reason"],
+        &["environment", "release", "version", "reason"],
     )?;
     let http_seconds = HistogramVec::new(
         HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
@@ -111,13 +116,60 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| match build() {
     Err(e) => panic!("metric definitions are invalid: {e}"),
 });
 
+/// What `cohort_evaluations_total` breaks evaluations down by, besides environment and
+/// reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseLabels {
+    /// `release` and `version` are `_all`: a handful of series per environment, however
+    /// many releases it holds (the default).
+    Aggregate,
+    /// One series per release, version and reason (`metrics.per_release = true`): as many
+    /// series as releases times versions, for installations with few releases.
+    PerRelease,
+}
+
+impl ReleaseLabels {
+    /// The policy `settings` ask for.
+    pub fn from_settings(settings: &MetricsSettings) -> Self {
+        if settings.per_release { ReleaseLabels::PerRelease } else { ReleaseLabels::Aggregate }
+    }
+}
+
+/// The `release` and `version` label value of evaluations counted together.
+pub const ALL: &str = "_all";
+
+/// The `release` and `version` label value of evaluations of a key the environment does
+/// not hold.
+pub const UNKNOWN: &str = "-";
+
+/// Where the evaluations of one request are counted: the environment served and the
+/// label policy. Cheap to copy; built per request from the route's environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Counting<'a> {
+    /// The environment's name (the `environment` label).
+    pub env: &'a str,
+    /// Whether releases get their own series.
+    pub labels: ReleaseLabels,
+}
+
+impl Counting<'_> {
+    /// The counter of `release`'s decision `decision` (which carries a version).
+    pub fn counter(&self, release: &CompiledRelease, version: &str, decision: &Decision<'_>) -> prometheus::IntCounter {
+        let (release, version) = match self.labels {
+            ReleaseLabels::PerRelease => (release.key(), version),
+            ReleaseLabels::Aggregate => (ALL, ALL),
+        };
+        METRICS.evaluations.with_label_values(&[self.env, release, version, decision.reason.as_str()])
+    }
+}
+
 /// Counts one evaluation served over HTTP: `release` is the release evaluated, `None`
 /// for a key the environment does not hold. Unknown keys all count under
 /// `release="-"`, so callers cannot grow the label set.
-pub fn count_evaluation(release: Option<&Arc<CompiledRelease>>, decision: &Decision<'_>) {
-    let counted = release.and_then(|release| crate::answers::with(release, decision, |a| a.counter.inc()));
+pub fn count_evaluation(counting: Counting<'_>, release: Option<&Arc<CompiledRelease>>, decision: &Decision<'_>) {
+    let counted = release.and_then(|release| crate::answers::with(counting, release, decision, |a| a.counter.inc()));
     if counted.is_none() {
-        METRICS.evaluations.with_label_values(&["-", "-", decision.reason.as_str()]).inc();
+        METRICS.evaluations.with_label_values(&[counting.env, UNKNOWN, UNKNOWN, decision.reason.as_str()]).inc();
     }
 }
 
@@ -158,8 +210,8 @@ pub fn render(snapshots: &Snapshots, streams: &Streams) -> Result<String, promet
 
 /// Middleware: observes every request's latency by route pattern (never the raw path,
 /// which would explode the label set), method and status class. The hot routes never
-/// reach it: [`crate::api::hot::dispatch`] serves them and records theirs with
-/// [`observe_hot`].
+/// reach it: the API's hot-route dispatch serves them and records theirs with a
+/// [`RouteLatency`] each.
 pub async fn observe(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
@@ -177,9 +229,34 @@ pub async fn observe(
     Ok(response)
 }
 
-/// Records the latency of a hot route's request, answered with `status`.
-pub fn observe_hot(route: Route, status: actix_web::http::StatusCode, started: std::time::Instant) {
-    hot_histogram(route, StatusClass::of(status)).observe(started.elapsed().as_secs_f64());
+/// The latency histograms of one route served outside the router, one per status
+/// class, each looked up in the vector once per process (a labelled lookup hashes every
+/// label value each time). A `static` per route.
+pub struct RouteLatency {
+    pattern: &'static str,
+    method: &'static str,
+    cells: [OnceLock<Histogram>; 4],
+}
+
+impl RouteLatency {
+    /// The histograms of the route `pattern` (as the router names it) served for
+    /// `method`.
+    pub const fn new(pattern: &'static str, method: &'static str) -> Self {
+        RouteLatency { pattern, method, cells: [const { OnceLock::new() }; 4] }
+    }
+
+    /// The route pattern.
+    pub fn pattern(&self) -> &'static str {
+        self.pattern
+    }
+
+    /// Records the latency of a request that started at `started`, answered with `status`.
+    pub fn observe(&self, status: actix_web::http::StatusCode, started: std::time::Instant) {
+        let class = StatusClass::of(status);
+        self.cells[class as usize]
+            .get_or_init(|| METRICS.http_seconds.with_label_values(&[self.pattern, self.method, class.as_str()]))
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 /// A status's class, the `status` label.
@@ -209,14 +286,4 @@ impl StatusClass {
             StatusClass::ServerError => "5xx",
         }
     }
-}
-
-/// The latency histogram of a hot route and status class, looked up in the vector once
-/// per process (a labelled lookup hashes every label value each time).
-fn hot_histogram(route: Route, class: StatusClass) -> &'static Histogram {
-    const ROUTES: usize = Route::ALL.len();
-    static CELLS: [[OnceLock<Histogram>; 4]; ROUTES] = [const { [const { OnceLock::new() }; 4] }; ROUTES];
-    CELLS[route.index()][class as usize].get_or_init(|| {
-        METRICS.http_seconds.with_label_values(&[route.pattern(), route.method().as_str(), class.as_str()])
-    })
 }

@@ -4,6 +4,7 @@
 //! answer with its `ETag`, and change notifications as OFREP `refetchEvaluation`
 //! events. The HTTP side is `api::ofrep`.
 
+use crate::metrics::{Counting, ReleaseLabels};
 use crate::snapshots::Snapshots;
 use crate::store::EnvName;
 use crate::stream::Subscription;
@@ -48,25 +49,33 @@ pub struct Evaluation<'a> {
     revision: u64,
 }
 
-/// Evaluates flag `key` of `snapshot` for `ctx`, counting it in the metrics.
-pub fn evaluate<'a>(snapshot: &'a Snapshot, key: &'a str, ctx: &Context) -> Result<Evaluation<'a>, FlagError> {
+/// Evaluates flag `key` of `snapshot` for `ctx`, counting it in the metrics as
+/// `counting` says.
+pub fn evaluate<'a>(
+    counting: Counting<'_>,
+    snapshot: &'a Snapshot,
+    key: &'a str,
+    ctx: &Context,
+) -> Result<Evaluation<'a>, FlagError> {
     match snapshot.get(key) {
-        Some(release) => evaluate_release(snapshot, release, ctx),
+        Some(release) => evaluate_release(counting, snapshot, release, ctx),
         None => {
-            crate::metrics::count_evaluation(None, &Resolved::NOT_FOUND.decision);
+            crate::metrics::count_evaluation(counting, None, &Resolved::NOT_FOUND.decision);
             Err(FlagError::NotFound(key.to_owned()))
         }
     }
 }
 
-/// Evaluates `release` (one of `snapshot`'s) for `ctx`, counting it in the metrics.
+/// Evaluates `release` (one of `snapshot`'s) for `ctx`, counting it in the metrics as
+/// `counting` says.
 pub fn evaluate_release<'a>(
+    counting: Counting<'_>,
     snapshot: &Snapshot,
     release: &'a Arc<CompiledRelease>,
     ctx: &Context,
 ) -> Result<Evaluation<'a>, FlagError> {
     let resolved = release.resolve(snapshot.kill_all(), ctx);
-    crate::metrics::count_evaluation(Some(release), &resolved.decision);
+    crate::metrics::count_evaluation(counting, Some(release), &resolved.decision);
     match resolved.decision.error {
         None => Ok(Evaluation { key: release.key(), resolved, revision: snapshot.revision() }),
         Some(ErrorCode::FlagNotFound) => Err(FlagError::NotFound(release.key().to_owned())),
@@ -119,6 +128,8 @@ pub struct Failure<'a> {
 pub struct Bulk<'a> {
     /// The environment evaluated.
     pub env: &'a EnvName,
+    /// How its evaluations are counted.
+    pub labels: ReleaseLabels,
     /// Its snapshot.
     pub snapshot: &'a Snapshot,
     /// The snapshot's releases in key order.
@@ -150,9 +161,10 @@ struct Flags<'a>(&'a Bulk<'a>);
 impl Serialize for Flags<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let bulk = self.0;
+        let counting = Counting { env: bulk.env.as_str(), labels: bulk.labels };
         let mut seq = s.serialize_seq(Some(bulk.releases.len()))?;
         for release in bulk.releases {
-            match evaluate_release(bulk.snapshot, release, bulk.context) {
+            match evaluate_release(counting, bulk.snapshot, release, bulk.context) {
                 Ok(evaluation) => seq.serialize_element(&evaluation)?,
                 Err(error) => seq.serialize_element(&Failure {
                     key: Some(release.key()),
@@ -235,6 +247,8 @@ mod tests {
     use cohort_sdk::{Release, SnapshotData};
     use serde_json::{Value, json};
 
+    const COUNTING: Counting<'static> = Counting { env: "ofrep-test", labels: ReleaseLabels::Aggregate };
+
     fn snapshot() -> Snapshot {
         let mut typed = Release::new("banner", ["off", "on"]).with_allocation("on", 100_000);
         typed.values = [("off".to_owned(), json!(false)), ("on".to_owned(), json!(true))].into();
@@ -250,7 +264,7 @@ mod tests {
     fn a_success_carries_value_variant_reason_and_metadata() {
         let snapshot = snapshot();
         let ctx = Context::with_targeting_key("user-1");
-        let evaluation = evaluate(&snapshot, "banner", &ctx).expect("evaluates");
+        let evaluation = evaluate(COUNTING, &snapshot, "banner", &ctx).expect("evaluates");
         let json = serde_json::to_value(evaluation).expect("serialises");
         assert_eq!(json["key"], "banner");
         assert_eq!(json["value"], true);
@@ -258,16 +272,17 @@ mod tests {
         assert_eq!(json["reason"], "SPLIT");
         assert_eq!(json["metadata"]["revision"], 7);
         assert!(json["metadata"]["bucket"].is_u64());
-        let untyped = serde_json::to_value(evaluate(&snapshot, "checkout", &ctx).expect("evaluates")).expect("json");
+        let untyped =
+            serde_json::to_value(evaluate(COUNTING, &snapshot, "checkout", &ctx).expect("evaluates")).expect("json");
         assert_eq!(untyped["value"], "v1", "without values the value is the version name");
     }
 
     #[test]
     fn unknown_flags_and_missing_units_are_flag_errors() {
         let snapshot = snapshot();
-        let missing = evaluate(&snapshot, "nope", &Context::new()).expect_err("not found");
+        let missing = evaluate(COUNTING, &snapshot, "nope", &Context::new()).expect_err("not found");
         assert_eq!(missing.code(), "FLAG_NOT_FOUND");
-        let no_unit = evaluate(&snapshot, "banner", &Context::new()).expect_err("no unit");
+        let no_unit = evaluate(COUNTING, &snapshot, "banner", &Context::new()).expect_err("no unit");
         assert_eq!(no_unit.code(), "TARGETING_KEY_MISSING");
         assert!(no_unit.to_string().contains("targetingKey"), "{no_unit}");
     }

@@ -220,15 +220,18 @@ impl Application {
             verifier,
             streams: streams.clone(),
             revocations,
+            release_labels: crate::metrics::ReleaseLabels::from_settings(&settings.metrics),
         };
         let max_body = settings.server.max_body_bytes;
         let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));
+        let edges = api::edges::Edges::new(&settings.http, max_body);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
-                // Hot routes are answered here, before the metrics layer and the router.
-                .wrap(actix_web::middleware::from_fn(api::hot::dispatch))
+                // Every answer passes the edges, which answer the hot routes (`api::hot`)
+                // before the metrics layer and the router run.
+                .wrap(actix_web::middleware::from_fn(move |req, next| api::edges::guard(edges, req, next)))
                 // Outermost, outside the hot routes: preflights are answered before anything
                 // else, and every answer to a cross-origin call gets its CORS headers.
                 .wrap(api::cors::Cors::new(Arc::clone(&cors)))

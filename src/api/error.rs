@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The environment in the URL is not a valid name.
     #[error(transparent)]
     InvalidEnvironment(#[from] InvalidEnvName),
+    /// Request target (path and query) above the configured limit.
+    #[error("the request target (path and query) is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
     /// Body above the configured limit.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidEnvironment(_) => "invalid_environment",
             ApiError::Auth(e) => e.code(),
+            ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::InvalidRelease { .. } => "invalid_release",
             ApiError::ReleaseNotFound(_) => "release_not_found",
@@ -176,6 +180,7 @@ impl ResponseError for ApiError {
             ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) | ApiError::EnvironmentNotFound { .. } => {
@@ -205,6 +210,8 @@ impl ResponseError for ApiError {
             crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();
         }
         let mut response = HttpResponse::build(status);
+        // An error is never worth keeping (a 404 is cacheable by default).
+        response.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", self.code())));
         }

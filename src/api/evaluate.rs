@@ -5,6 +5,7 @@ use super::auth::{Authorized, Eval};
 use super::extract::RawBody;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
+use crate::metrics::Counting;
 use crate::snapshots::ReleaseIndex;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
@@ -130,7 +131,8 @@ pub(super) async fn evaluate(
         None => index.sorted().iter().map(Target::Found).collect(),
     };
     let mut out = Vec::with_capacity(64 + targets.len() * 96);
-    write_response(&mut out, &env_snapshot.snapshot, &targets, &request.context);
+    let counting = Counting { env: auth.env.as_str(), labels: state.release_labels };
+    write_response(&mut out, counting, &env_snapshot.snapshot, &targets, &request.context);
     Ok(HttpResponse::Ok().insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(out))
 }
 
@@ -170,7 +172,13 @@ fn targets<'a>(index: &'a ReleaseIndex, keys: &'a [Key<'_>]) -> Result<Vec<Targe
 /// Written by hand rather than through serde: per release it is a handful of copies,
 /// where serde_json escaped every string and grew the buffer in steps (≈1,200
 /// instructions per release, most of a 100-release request).
-fn write_response(out: &mut Vec<u8>, snapshot: &Snapshot, targets: &[Target<'_>], context: &Context) {
+fn write_response(
+    out: &mut Vec<u8>,
+    counting: Counting<'_>,
+    snapshot: &Snapshot,
+    targets: &[Target<'_>],
+    context: &Context,
+) {
     out.extend_from_slice(b"{\"revision\":");
     out.extend_from_slice(itoa::Buffer::new().format(snapshot.revision()).as_bytes());
     out.extend_from_slice(b",\"results\":{");
@@ -181,21 +189,21 @@ fn write_response(out: &mut Vec<u8>, snapshot: &Snapshot, targets: &[Target<'_>]
         match target {
             Target::Found(release) => {
                 let resolved = release.resolve(snapshot.kill_all(), context);
-                let cached = crate::answers::with(release, &resolved.decision, |answer| {
+                let cached = crate::answers::with(counting, release, &resolved.decision, |answer| {
                     answer.counter.inc();
                     out.extend_from_slice(answer.text(|| answer_text(release.key(), &resolved)));
                 });
                 if cached.is_none() {
                     // Unreachable (a found release's decision always has a version), and
                     // what the cache cannot key is counted like an unknown key.
-                    crate::metrics::count_evaluation(None, &resolved.decision);
+                    crate::metrics::count_evaluation(counting, None, &resolved.decision);
                     out.extend_from_slice(&answer_text(release.key(), &resolved));
                 }
                 write_decision_end(out, &resolved.decision);
             }
             Target::Missing(key) => {
                 let resolved = Resolved::NOT_FOUND;
-                crate::metrics::count_evaluation(None, &resolved.decision);
+                crate::metrics::count_evaluation(counting, None, &resolved.decision);
                 write_str(out, key);
                 out.extend_from_slice(b":{");
                 write_decision_start(out, &resolved);
@@ -307,7 +315,8 @@ mod tests {
         let found = targets(&index, &named).unwrap();
         assert_eq!(found.len(), keys.len(), "each key once");
         let mut out = Vec::new();
-        write_response(&mut out, &snapshot, &found, &context);
+        let counting = Counting { env: "evaluate-test", labels: crate::metrics::ReleaseLabels::Aggregate };
+        write_response(&mut out, counting, &snapshot, &found, &context);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let mut expected = serde_json::Map::new();
         for key in keys {

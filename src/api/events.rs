@@ -80,7 +80,10 @@ struct HealthReport {
 
 /// What the release's reported outcomes add up to.
 #[utoipa::path(get, path = "/v1/envs/{env}/releases/{key}/health", tag = "events", params(("env" = String, Path, description = "Environment name", example = "production"), ("key" = String, Path, description = "Release key", example = "checkout"), HealthParams),
-    responses((status = 200, description = "Totals per version", body = HealthReport)))]
+    responses(
+        (status = 200, description = "Totals per version", body = HealthReport),
+        (status = 404, description = "No such release (`release_not_found`) or environment (`environment_not_found`)", body = ErrorBody),
+    ))]
 async fn health(
     state: web::Data<AppState>,
     auth: Authorized<Read>,
@@ -90,6 +93,11 @@ async fn health(
     let minutes = params.minutes.unwrap_or(10);
     if minutes == 0 || minutes > 24 * 60 {
         return Err(ApiError::BadRequest("minutes must be 1 to 1440".into()));
+    }
+    // Outcomes are kept by name, so without this a key the environment never held would
+    // answer an empty report as if it were a quiet release.
+    if super::served(&state, &auth.env)?.index().get(path.key.as_bytes()).is_none() {
+        return Err(ApiError::ReleaseNotFound(path.into_inner().key));
     }
     let (versions, per_minute) =
         events::health(state.releases.store(), &auth.env, &path.key, minutes, events::now_ms()).await?;

@@ -9,6 +9,7 @@
 //! these paths included — goes on to the router, so 404/405 answers are unchanged.
 
 use super::{evaluate, ofrep, sync};
+use crate::metrics::RouteLatency;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
@@ -51,6 +52,19 @@ impl Route {
         }
     }
 
+    /// [`Route::method`]'s name.
+    pub const fn method_name(self) -> &'static str {
+        match self {
+            Route::Snapshot => "GET",
+            Route::Evaluate | Route::OfrepFlag | Route::OfrepFlags => "POST",
+        }
+    }
+
+    /// The route's latency histograms.
+    fn latency(self) -> &'static RouteLatency {
+        &LATENCY[self.index()]
+    }
+
     /// Position in [`Route::ALL`].
     pub const fn index(self) -> usize {
         self as usize
@@ -84,8 +98,17 @@ impl Route {
     }
 }
 
-/// Middleware, the outermost: serves a hot route directly and records its latency;
-/// passes every other request on (to the metrics middleware, then the router).
+const fn latency(route: Route) -> RouteLatency {
+    RouteLatency::new(route.pattern(), route.method_name())
+}
+
+/// Each hot route's latency histograms, in [`Route::ALL`] order.
+static LATENCY: [RouteLatency; Route::ALL.len()] =
+    [latency(Route::ALL[0]), latency(Route::ALL[1]), latency(Route::ALL[2]), latency(Route::ALL[3])];
+
+/// Called by the outermost layer ([`super::edges::guard`]): serves a hot route directly
+/// and records its latency; passes every other request on (to the metrics middleware,
+/// then the router).
 pub async fn dispatch(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -112,7 +135,7 @@ async fn serve_hot(route: Route, param: Option<(&'static str, String)>, mut req:
         Route::OfrepFlag => serve(req, ofrep::evaluate_flag).await,
         Route::OfrepFlags => serve(req, ofrep::evaluate_flags).await,
     };
-    crate::metrics::observe_hot(route, response.status(), started);
+    route.latency().observe(response.status(), started);
     response
 }
 
@@ -171,6 +194,8 @@ mod tests {
     fn patterns_are_the_routers() {
         for route in Route::ALL {
             assert_eq!(Route::ALL[route.index()], route);
+            assert_eq!(route.latency().pattern(), route.pattern());
+            assert_eq!(route.method_name(), route.method().as_str());
             let sample = route.pattern().replace("{env}", "production").replace("{key}", "checkout");
             assert_eq!(Route::find(&route.method(), &sample).map(|(r, _)| r), Some(route));
         }

@@ -4,6 +4,7 @@
 mod audit;
 pub mod auth;
 pub mod cors;
+pub mod edges;
 mod environment;
 mod envs;
 pub mod error;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub streams: Streams,
     /// Token revocations and lifetime limits, checked on every authenticated request.
     pub revocations: crate::revocations::Revocations,
+    /// What `cohort_evaluations_total` breaks evaluations down by.
+    pub release_labels: crate::metrics::ReleaseLabels,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

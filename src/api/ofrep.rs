@@ -12,6 +12,7 @@ use super::auth::{Eval, Policy, bearer, principal};
 use super::extract::{BodyError, read_body};
 use super::{ApiError, AppState, resource};
 use crate::auth::{AuthError, EnvScope, Principal, Scope};
+use crate::metrics::Counting;
 use crate::ofrep::{self, Bulk, FlagError};
 use crate::store::{EnvName, InvalidEnvName};
 use actix_web::dev::Payload;
@@ -342,7 +343,8 @@ pub(super) async fn evaluate_flag(
     let fail = Failure::flag(&key);
     let context = read_context(body).await.map_err(&fail)?;
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
-    let evaluation = ofrep::evaluate(&current.snapshot, &key, &context).map_err(|e| fail(e.into()))?;
+    let counting = Counting { env: auth.env.as_str(), labels: state.release_labels };
+    let evaluation = ofrep::evaluate(counting, &current.snapshot, &key, &context).map_err(|e| fail(e.into()))?;
     json(HttpResponse::Ok(), &evaluation).map_err(fail)
 }
 
@@ -376,6 +378,7 @@ pub(super) async fn evaluate_flags(
     let events_url = events_url(&req);
     let bulk = Bulk {
         env: &auth.env,
+        labels: state.release_labels,
         snapshot: &current.snapshot,
         releases: current.index().sorted(),
         context: &context,

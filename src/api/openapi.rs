@@ -40,6 +40,8 @@ pub struct ErrorDetail {
 #[openapi(
     info(
         title = "cohort",
+        // The API's version, as its paths name it; never the build's (no version banner).
+        version = "v1",
         description = "Release service for canary releases and rolling deployments. Every route but \
                        `/healthz`, `/readyz`, `/metrics` and `/openapi.json` needs a bearer JWT \
                        (`Authorization: Bearer <token>`) whose `scope` allows it and whose `env` \
@@ -121,7 +123,8 @@ async fn serve() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(document_json())
 }
 
-/// Adds the bearer scheme and the responses every authenticated route shares.
+/// Adds the bearer scheme, the responses every authenticated route shares and those every
+/// route can answer.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -142,6 +145,7 @@ impl Modify for CommonResponses {
                 } else if path.starts_with("/ofrep/") {
                     add_errors(operation, "OfrepDetails", &OFREP_ERRORS);
                 }
+                add_errors(operation, "ErrorBody", &EDGE_ERRORS);
             }
         }
     }
@@ -154,6 +158,10 @@ const COHORT_ERRORS: [(&str, &str); 5] = [
     ("500", "A bug or corrupt data"),
     ("503", "The store is unavailable; nothing was written"),
 ];
+
+/// What any route can answer before it is reached (`api::edges`), in cohort's error shape.
+const EDGE_ERRORS: [(&str, &str); 1] =
+    [("414", "The request target (path and query) is longer than `http.max_uri_bytes` (`uri_too_long`)")];
 
 const ENVIRONMENT_ERRORS: [(&str, &str); 1] =
     [("404", "No such environment (`environment_not_found`, naming the nearest existing one)")];

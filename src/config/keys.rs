@@ -9,8 +9,8 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, CorsSettings, FleetSettings, LogSettings, MaxTtlSettings, RampSettings,
-    ServerSettings, Settings, StoreSettings, WebhookSettings,
+    AuditSettings, AuthSettings, CorsSettings, FleetSettings, HttpSettings, LogSettings, MaxTtlSettings,
+    MetricsSettings, RampSettings, ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -111,6 +111,8 @@ pub(super) fn known_keys() -> Keys {
         "fleet" => table::<FleetSettings>(),
         "log" => table::<LogSettings>(),
         "cors" => table::<CorsSettings>(),
+        "http" => table::<HttpSettings>(),
+        "metrics" => table::<MetricsSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
     };

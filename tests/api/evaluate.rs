@@ -216,6 +216,10 @@ async fn hot_routes_answer_as_the_router_would() {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"cohort_evaluations_total{reason="ERROR",release="-",version="-"}"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"cohort_evaluations_total{environment="production",reason="ERROR",release="-",version="-"}"#),
+        "{metrics}"
+    );
     assert!(!metrics.contains("gh"), "a caller's key never becomes a label");
 }

@@ -11,6 +11,7 @@ mod evaluate;
 mod events;
 mod fleets;
 mod helpers;
+mod http_edges;
 mod idp;
 mod instances;
 mod ofrep;

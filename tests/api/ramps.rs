@@ -452,7 +452,12 @@ async fn ramps_are_driven_from_the_command_line_and_show_in_metrics() {
     );
     assert!(text.contains(r#"cohort_ramp_candidate_buckets{environment="production",release="checkout"} 2000"#));
     assert!(text.contains(r#"route="/v1/envs/{env}/evaluate""#), "latency by route pattern");
-    assert!(text.contains(r#"cohort_evaluations_total{reason="SPLIT",release="checkout",version="#), "{text}");
+    assert!(
+        text.contains(
+            r#"cohort_evaluations_total{environment="production",reason="SPLIT",release="_all",version="_all"}"#
+        ),
+        "{text}"
+    );
 }
 
 /// A ramp of v2 running at 10 % on `checkout`, a three-version release (v1, v2, v3), so
