@@ -31,6 +31,8 @@ pub struct Settings {
     pub ramp: RampSettings,
     /// Fleets.
     pub fleet: FleetSettings,
+    /// OpenFeature (OFREP) routes.
+    pub ofrep: OfrepSettings,
     /// Webhook receivers of ramp transitions.
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
@@ -102,6 +104,21 @@ pub struct RampSettings {
 pub struct FleetSettings {
     /// A node whose last heartbeat is older than this is gone.
     pub node_ttl_ms: u64,
+}
+
+/// OpenFeature (OFREP) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfrepSettings {
+    /// Lifetime of the stream ticket in a bulk answer's `eventStreams` URL.
+    pub ticket_ttl_secs: u64,
+}
+
+impl OfrepSettings {
+    /// Lifetime of the stream ticket in a bulk answer's `eventStreams` URL.
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_secs(self.ticket_ttl_secs)
+    }
 }
 
 /// One webhook receiver.
@@ -336,6 +353,9 @@ impl Settings {
         }
         if settings.server.stream_buffer == 0 {
             return Err(ConfigError::Invalid("server.stream_buffer must be above 0".into()));
+        }
+        if settings.ofrep.ticket_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("ofrep.ticket_ttl_secs must be above 0".into()));
         }
         Ok(settings)
     }

@@ -142,6 +142,14 @@ fn verifier(settings: &Settings) -> Result<Verifier, StartError> {
     Ok(Verifier::new(&secret, &settings.auth)?)
 }
 
+/// Stream tickets for OFREP `eventStreams` URLs, under a key derived from the same secret
+/// as the verifier's (read again: [`verifier`] has created it when it was missing), so
+/// every instance sharing the secret accepts every instance's tickets.
+fn stream_tickets(settings: &Settings) -> Result<crate::ofrep::ticket::Tickets, StartError> {
+    let (secret, _) = secret::load_or_create(&settings.auth.hs256_secret, &settings.store.data_dir)?;
+    Ok(crate::ofrep::ticket::Tickets::new(&secret, settings.ofrep.ticket_ttl(), settings.auth.leeway_secs))
+}
+
 impl Application {
     /// Opens the store, loads every environment, binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
@@ -170,6 +178,7 @@ impl Application {
             snapshots.watch().set_unreachable(Some(error.to_string()));
         }
         let verifier = Arc::new(verifier(&settings)?);
+        let tickets = Arc::new(stream_tickets(&settings)?);
 
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
@@ -200,6 +209,7 @@ impl Application {
             store_kind: store.kind(),
             verifier,
             streams: streams.clone(),
+            tickets,
         };
         let max_body = settings.server.max_body_bytes;
         let app_state = state.clone();

@@ -25,6 +25,8 @@ mod context;
 mod decision;
 mod error;
 mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
 mod ramp;

@@ -49,6 +49,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// SDK event streams.
     pub streams: Streams,
+    /// Stream tickets for OFREP `eventStreams` URLs.
+    pub tickets: Arc<crate::ofrep::ticket::Tickets>,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

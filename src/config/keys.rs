@@ -9,8 +9,8 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, FleetSettings, LogSettings, RampSettings, ServerSettings, Settings, StoreSettings,
-    WebhookSettings,
+    AuditSettings, AuthSettings, FleetSettings, LogSettings, OfrepSettings, RampSettings, ServerSettings, Settings,
+    StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -100,6 +100,7 @@ pub(super) fn known_keys() -> Keys {
         "audit" => table::<AuditSettings>(),
         "ramp" => table::<RampSettings>(),
         "fleet" => table::<FleetSettings>(),
+        "ofrep" => table::<OfrepSettings>(),
         "log" => table::<LogSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
