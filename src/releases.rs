@@ -45,6 +45,11 @@ impl ReleaseError {
 /// A release as the API takes it: allocation in percent (at most three decimals).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "key": "dark-mode", "versions": ["off", "on"], "values": {"off": false, "on": true}, "allocation": {"on": 10},
+    "rules": [{"when": [{"attr": "country", "op": "in", "values": ["NZ"]}], "serve": "on"}],
+    "audience": [{"attr": "app_version", "op": "semver_gte", "values": ["2.0.0"]}]
+}))]
 pub struct ReleaseInput {
     /// Required on create; on replace it may be omitted but must match the path.
     #[serde(default)]
