@@ -35,6 +35,8 @@ pub struct Settings {
     pub fleet: FleetSettings,
     /// Cross-origin (browser) access.
     pub cors: CorsSettings,
+    /// OpenFeature (OFREP) routes.
+    pub ofrep: OfrepSettings,
     /// Webhook receivers of ramp transitions.
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
@@ -166,6 +168,21 @@ pub struct RampSettings {
 pub struct FleetSettings {
     /// A node whose last heartbeat is older than this is gone.
     pub node_ttl_ms: u64,
+}
+
+/// OpenFeature (OFREP) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfrepSettings {
+    /// Lifetime of the stream ticket in a bulk answer's `eventStreams` URL.
+    pub ticket_ttl_secs: u64,
+}
+
+impl OfrepSettings {
+    /// Lifetime of the stream ticket in a bulk answer's `eventStreams` URL.
+    pub fn ticket_ttl(&self) -> Duration {
+        Duration::from_secs(self.ticket_ttl_secs)
+    }
 }
 
 /// One webhook receiver.
@@ -449,6 +466,9 @@ impl Settings {
             ));
         }
         settings.cors.check().map_err(ConfigError::Invalid)?;
+        if settings.ofrep.ticket_ttl_secs == 0 {
+            return Err(ConfigError::Invalid("ofrep.ticket_ttl_secs must be above 0".into()));
+        }
         Ok(settings)
     }
 }

@@ -2,7 +2,10 @@
 //! decision as an OFREP evaluation (`variant` = version, `value` = typed value or
 //! version name, cohort's reason, `metadata` with bucket and revision), the bulk
 //! answer with its `ETag`, and change notifications as OFREP `refetchEvaluation`
-//! events. The HTTP side is `api::ofrep`.
+//! events. The HTTP side is `api::ofrep`; the credential the advertised event stream URL
+//! carries is a [`ticket`].
+
+pub mod ticket;
 
 use crate::metrics::{Counting, ReleaseLabels};
 use crate::snapshots::Snapshots;
@@ -192,13 +195,28 @@ struct EventStream<'a> {
     inactivity_delay_sec: u32,
 }
 
-/// The bulk `ETag`: the environment revision plus a hash of the environment and the
-/// context, so a client that changes its context never gets a 304 for the old one.
-pub fn bulk_etag(env: &EnvName, revision: &str, context: &Context) -> String {
+/// What the bulk `ETag` says about the flags: the environment revision plus a hash of the
+/// environment and the context, so a client that changes its context never gets a 304
+/// for the old one.
+pub fn bulk_content_tag(env: &EnvName, revision: &str, context: &Context) -> String {
     // A context always serialises (string keys, plain values); an empty text would only
     // make the tag coarser, never wrong, as the revision is part of it.
     let text = serde_json::to_string(context).unwrap_or_default();
     format!("{revision}-{:016x}", hash_unit(env.as_str(), &text))
+}
+
+/// The bulk `ETag`: the [`bulk_content_tag`] and the expiry of the stream ticket the
+/// answer's `eventStreams` URL carries. A client's tag thus says both which flags it holds
+/// and until when its event stream URL can be (re)opened.
+pub fn bulk_etag(content: &str, ticket_exp: u64) -> String {
+    format!("{content}-{ticket_exp}")
+}
+
+/// Splits a [`bulk_etag`] into its content tag and its ticket expiry; `None` for a tag
+/// this server did not make.
+pub fn parse_bulk_etag(tag: &str) -> Option<(&str, u64)> {
+    let (content, exp) = tag.rsplit_once('-')?;
+    Some((content, exp.parse().ok()?))
 }
 
 /// OFREP change notifications for one environment: a `refetchEvaluation` event each
@@ -291,10 +309,21 @@ mod tests {
     fn the_bulk_etag_changes_with_the_revision_and_the_context() {
         let env = EnvName::parse("production").expect("env");
         let a = Context::with_targeting_key("a");
-        assert_eq!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3", &a.clone()));
-        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "4", &a));
-        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3.1", &a));
-        assert_ne!(bulk_etag(&env, "3", &a), bulk_etag(&env, "3", &Context::with_targeting_key("b")));
+        let tag = |revision: &str, ctx: &Context| bulk_content_tag(&env, revision, ctx);
+        assert_eq!(tag("3", &a), tag("3", &a.clone()));
+        assert_ne!(tag("3", &a), tag("4", &a));
+        assert_ne!(tag("3", &a), tag("3.1", &a));
+        assert_ne!(tag("3", &a), tag("3", &Context::with_targeting_key("b")));
+    }
+
+    #[test]
+    fn the_bulk_etag_carries_the_ticket_expiry() {
+        let env = EnvName::parse("production").expect("env");
+        let content = bulk_content_tag(&env, "3.1", &Context::with_targeting_key("a"));
+        let etag = bulk_etag(&content, 1_800_000_300);
+        assert_eq!(parse_bulk_etag(&etag), Some((content.as_str(), 1_800_000_300)));
+        assert_eq!(parse_bulk_etag("3"), None);
+        assert_eq!(parse_bulk_etag("3-abc-x"), None);
     }
 
     #[test]

@@ -45,44 +45,59 @@ impl ReleaseError {
 /// A release as the API takes it: allocation in percent (at most three decimals).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "key": "dark-mode", "versions": ["off", "on"], "values": {"off": false, "on": true}, "allocation": {"on": 10},
+    "rules": [{"when": [{"attr": "country", "op": "in", "values": ["NZ"]}], "serve": "on"}],
+    "audience": [{"attr": "app_version", "op": "semver_gte", "values": ["2.0.0"]}]
+}))]
 pub struct ReleaseInput {
     /// Required on create; on replace it may be omitted but must match the path.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length = 1, max_length = 128, example = "checkout")]
     pub key: Option<String>,
     /// Versions, baseline first.
+    #[schema(schema_with = cohort_sdk::openapi::versions)]
     pub versions: Vec<String>,
     /// Unit attribute.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, example = "targetingKey")]
     pub unit: Option<String>,
     /// Hash salt.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub salt: Option<String>,
     /// Bucketing algorithm; recorded as `xxh3-slots-v1` when omitted.
     #[serde(default)]
+    #[schema(schema_with = crate::api::openapi::bucketing)]
     pub bucketing: Option<String>,
     /// Candidate → percent. On replace, omitting it keeps the current allocation (a
     /// ramp's share survives an edit of the rules); `{}` clears it.
     #[serde(default)]
+    #[schema(schema_with = crate::api::openapi::percents)]
     pub allocation: Option<BTreeMap<String, f64>>,
     /// Unit value → version.
     #[serde(default)]
+    #[schema(schema_with = crate::api::openapi::overrides)]
     pub overrides: BTreeMap<String, String>,
     /// Targeting rules: `{"when": [conditions], "serve": version}`.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(max_items = 100)]
     pub rules: Vec<Rule>,
     /// Split audience: `{"attr", "op", "values"}` conditions.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(max_items = 50)]
     pub audience: Vec<Condition>,
     /// Version → typed value (boolean, string, number or object; one type).
     #[serde(default)]
+    #[schema(schema_with = cohort_sdk::openapi::values)]
     pub values: BTreeMap<String, serde_json::Value>,
     /// Free text.
     #[serde(default)]
+    #[schema(max_length = 1024)]
     pub description: Option<String>,
     /// Rolling deployments: the fleet whose nodes this release assigns (unit `node_id`).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]+$", min_length = 1, max_length = 128)]
     pub fleet: Option<String>,
     /// Rolling deployments: an exact node count for the candidate.
     #[serde(default)]
@@ -99,17 +114,15 @@ pub struct ReleaseView {
     pub bucketing: String,
     pub allocation: BTreeMap<String, f64>,
     pub overrides: BTreeMap<String, String>,
-    #[schema(value_type = Vec<Object>)]
     pub rules: Vec<Rule>,
-    #[schema(value_type = Vec<Object>)]
     pub audience: Vec<Condition>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = cohort_sdk::openapi::values)]
     pub values: BTreeMap<String, serde_json::Value>,
     pub killed: bool,
     pub kill_reason: Option<String>,
     pub description: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub ramp: Option<cohort_sdk::Ramp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<String>,

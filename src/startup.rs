@@ -146,6 +146,14 @@ fn verifier(settings: &Settings) -> Result<Verifier, StartError> {
     Ok(Verifier::new(&secret, &settings.auth)?)
 }
 
+/// Stream tickets for OFREP `eventStreams` URLs, under a key derived from the same secret
+/// as the verifier's (read again: [`verifier`] has created it when it was missing), so
+/// every instance sharing the secret accepts every instance's tickets.
+fn stream_tickets(settings: &Settings) -> Result<crate::ofrep::ticket::Tickets, StartError> {
+    let (secret, _) = secret::load_or_create(&settings.auth.hs256_secret, &settings.store.data_dir)?;
+    Ok(crate::ofrep::ticket::Tickets::new(&secret, settings.ofrep.ticket_ttl(), settings.auth.leeway_secs))
+}
+
 impl Application {
     /// Opens the store, loads every environment, binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
@@ -176,6 +184,7 @@ impl Application {
         let verifier = Arc::new(verifier(&settings)?);
         // An identity provider that does not answer delays start-up this long at most.
         verifier.fetch_keys(Duration::from_secs(5)).await;
+        let tickets = Arc::new(stream_tickets(&settings)?);
 
         // Read before binding: a certificate that does not load stops start-up. SIGHUP
         // reloads it from here on (and keeps its default without TLS).
@@ -221,6 +230,7 @@ impl Application {
             streams: streams.clone(),
             revocations,
             release_labels: crate::metrics::ReleaseLabels::from_settings(&settings.metrics),
+            tickets,
         };
         let max_body = settings.server.max_body_bytes;
         let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));

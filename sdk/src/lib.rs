@@ -25,6 +25,8 @@ mod context;
 mod decision;
 mod error;
 mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod ramp;
 mod semver;
 mod snapshot;

@@ -19,13 +19,20 @@ pub const BUCKETING_XXH3_SLOTS_V1: &str = "xxh3-slots-v1";
 
 /// One thing being rolled out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Release {
     /// Unique key in its environment, e.g. `checkout`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length = 1, max_length = 128, example = "checkout")
+    )]
     pub key: String,
     /// `versions[0]` is the baseline (stable); the others are candidates.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::versions))]
     pub versions: Vec<String>,
     /// The context attribute that is hashed (`targetingKey`, `node_id`, `tenant_id`, …).
     #[serde(default = "default_unit")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub unit: String,
     /// Hash salt; defaults to the key. Changing it reshuffles every unit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +56,7 @@ pub struct Release {
     /// or JSON object; one type per release; every version has one). Empty: each
     /// version's value is its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::values))]
     pub values: BTreeMap<String, crate::value::JsonValue>,
     /// Kill switch: everyone gets the baseline.
     #[serde(default)]
@@ -130,24 +138,31 @@ impl Release {
 
 /// A targeting rule: when every condition holds, serve `serve`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rule {
     /// All must hold; an empty list always holds.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 50))]
     pub when: Vec<Condition>,
     /// The version served.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::version_name))]
     pub serve: String,
 }
 
 /// `{attr, op, values}`. The op is kept as text in the model so that an SDK can still
 /// read a snapshot written by a newer server; it is checked when the release is compiled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Condition {
     /// Context attribute name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128, example = "country"))]
     pub attr: String,
     /// One of [`Op`]'s names.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::op))]
     pub op: String,
     /// Operand(s).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::operands))]
     pub values: Vec<Value>,
 }
 

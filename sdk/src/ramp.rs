@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One step: the candidate's share, held for a while before the next.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RampStep {
     /// Share in bucket units (1000 = 1 %).
     pub buckets: u32,
@@ -19,6 +20,7 @@ pub struct RampStep {
 
 /// When a step may move on: candidate vs baseline error rates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RampGuard {
     /// Largest tolerated increase of the candidate's error rate over the baseline's
     /// (absolute, e.g. 0.01 = one percentage point).
@@ -35,6 +37,7 @@ pub struct RampGuard {
 /// Where a ramp stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum RampState {
     /// Holding the current step; the driver moves it on.
     Running,
@@ -68,6 +71,7 @@ impl RampState {
 
 /// The guard's latest figures, kept for `GET …/ramp` and the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuardFigures {
     /// `pass`, `regression` or `insufficient_data`.
     pub verdict: String,
@@ -88,6 +92,7 @@ pub struct GuardFigures {
 
 /// A ramp plan and its progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ramp {
     /// The version being ramped.
     pub candidate: String,

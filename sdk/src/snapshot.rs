@@ -49,6 +49,7 @@ impl Hasher for KeyHasher {
 /// The wire form of an environment's configuration: what the server serves at
 /// `GET /v1/envs/{env}/snapshot` and what a bootstrap file holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotData {
     /// The environment revision this snapshot reflects.
     pub revision: u64,

@@ -34,10 +34,10 @@ const MAX_RELEASES: usize = 1_000;
 pub(super) struct EvaluateRequest {
     /// Attributes of the unit: `{"targetingKey": "user-42", "country": "NZ", …}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
     context: Context,
     /// Omitted: every release of the environment.
     #[serde(default)]
+    #[schema(max_items = 1000, example = json!(["checkout"]))]
     releases: Option<Vec<String>>,
 }
 

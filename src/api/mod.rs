@@ -56,6 +56,8 @@ pub struct AppState {
     pub revocations: crate::revocations::Revocations,
     /// What `cohort_evaluations_total` breaks evaluations down by.
     pub release_labels: crate::metrics::ReleaseLabels,
+    /// Stream tickets for OFREP `eventStreams` URLs.
+    pub tickets: Arc<crate::ofrep::ticket::Tickets>,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

@@ -4,26 +4,30 @@
 //! `env` (a `*` token names one in the `X-Cohort-Env` header). Failures use OFREP's
 //! bodies, not cohort's `{"error": …}`, because OFREP clients parse them.
 //!
-//! The event stream takes its token from the URL as well as from the header: browsers'
-//! `EventSource` cannot send headers, so a browser's bulk answer advertises a URL
-//! carrying its own (client-side, already public) token.
+//! The event stream URL a bulk answer advertises carries a stream ticket
+//! (`crate::ofrep::ticket`), never the caller's token: an `EventSource` cannot send
+//! headers, in a browser or anywhere else, and a URL is logged by every proxy on its way.
+//! Clients that can send headers may open the stream with their bearer token instead.
 
-use super::auth::{Eval, Policy, bearer, principal};
+use super::auth::{Eval, Policy, principal};
 use super::extract::{BodyError, read_body};
+use super::openapi::SseEvent;
 use super::{ApiError, AppState, resource};
 use crate::auth::{AuthError, EnvScope, Principal, Scope};
 use crate::metrics::Counting;
+use crate::ofrep::ticket::{Ticket, TicketError};
 use crate::ofrep::{self, Bulk, FlagError};
 use crate::store::{EnvName, InvalidEnvName};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
+use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use cohort_sdk::Context;
 use serde::{Deserialize, Serialize};
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ofrep/v1/evaluate/flags/{key}").post(evaluate_flag))
@@ -60,6 +64,20 @@ pub enum OfrepError {
     /// `X-Cohort-Env` is not an environment name.
     #[error("X-Cohort-Env: {0}")]
     InvalidEnvironment(#[from] InvalidEnvName),
+    /// The event stream's query string does not parse.
+    #[error("the query string is not valid: {0}")]
+    InvalidQuery(String),
+    /// A stream ticket that is expired, forged or not a ticket.
+    #[error(transparent)]
+    Ticket(#[from] TicketError),
+    /// A ticket for one environment, with `X-Cohort-Env` naming another.
+    #[error("the stream ticket is for environment `{ticket}`, not `{named}`")]
+    TicketEnvironment { ticket: String, named: String },
+    /// `?token=`: a bearer token in a URL.
+    #[error(
+        "a token in the URL (`?token=`) is not accepted: open the eventStreams URL of a bulk evaluation (it carries a short-lived `ticket`), or send the token in the Authorization header"
+    )]
+    TokenInUrl,
     /// A bug.
     #[error("internal error: {0}")]
     General(String),
@@ -71,11 +89,14 @@ impl OfrepError {
             OfrepError::Parse(_)
             | OfrepError::InvalidContext(_)
             | OfrepError::InvalidEnvironment(_)
+            | OfrepError::InvalidQuery(_)
             | OfrepError::Flag(FlagError::TargetingKeyMissing { .. }) => StatusCode::BAD_REQUEST,
             OfrepError::Flag(FlagError::NotFound(_)) => StatusCode::NOT_FOUND,
             OfrepError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             OfrepError::Auth(_) => StatusCode::UNAUTHORIZED,
-            OfrepError::EnvironmentRequired => StatusCode::FORBIDDEN,
+            OfrepError::Ticket(TicketError::Sign(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            OfrepError::Ticket(_) | OfrepError::TokenInUrl => StatusCode::UNAUTHORIZED,
+            OfrepError::EnvironmentRequired | OfrepError::TicketEnvironment { .. } => StatusCode::FORBIDDEN,
             OfrepError::General(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,9 +106,14 @@ impl OfrepError {
         match self {
             OfrepError::Parse(_) => Some("PARSE_ERROR"),
             OfrepError::InvalidContext(_) => Some("INVALID_CONTEXT"),
-            OfrepError::InvalidEnvironment(_) => Some("GENERAL"),
+            OfrepError::InvalidEnvironment(_) | OfrepError::InvalidQuery(_) => Some("GENERAL"),
             OfrepError::Flag(e) => Some(e.code()),
-            OfrepError::Auth(_) | OfrepError::EnvironmentRequired | OfrepError::General(_) => None,
+            OfrepError::Auth(_)
+            | OfrepError::EnvironmentRequired
+            | OfrepError::Ticket(_)
+            | OfrepError::TicketEnvironment { .. }
+            | OfrepError::TokenInUrl
+            | OfrepError::General(_) => None,
         }
     }
 }
@@ -137,10 +163,15 @@ impl ResponseError for Failure {
             tracing::warn!(error = %self.error, "OFREP request failed");
         }
         let mut response = HttpResponse::build(status);
-        if let OfrepError::Auth(e) = &self.error
-            && status == StatusCode::UNAUTHORIZED
-        {
-            response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", e.code())));
+        let challenge = match &self.error {
+            OfrepError::Auth(e) if status == StatusCode::UNAUTHORIZED => Some(e.code()),
+            OfrepError::Ticket(TicketError::Expired) => Some("ticket_expired"),
+            OfrepError::Ticket(TicketError::Invalid(_)) => Some("invalid_ticket"),
+            OfrepError::TokenInUrl => Some("token_in_url"),
+            _ => None,
+        };
+        if let Some(code) = challenge {
+            response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{code}\"")));
         }
         match self.error.error_code() {
             Some(code) => response.json(ofrep::Failure {
@@ -158,6 +189,8 @@ impl ResponseError for Failure {
 pub struct OfrepAuthorized<P> {
     /// The environment evaluated.
     pub env: EnvName,
+    /// The verified caller.
+    pub principal: Arc<Principal>,
     _policy: PhantomData<P>,
 }
 
@@ -166,20 +199,33 @@ impl<P: Policy> FromRequest for OfrepAuthorized<P> {
     type Future = Ready<Result<Self, Failure>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = principal(req)
-            .map_err(OfrepError::from)
-            .and_then(|principal| environment(req, &principal, P::SCOPES))
-            .map(|env| OfrepAuthorized { env, _policy: PhantomData });
+        let result = principal(req).map_err(OfrepError::from).and_then(|principal| {
+            let env = environment(req, &principal, P::SCOPES)?;
+            Ok(OfrepAuthorized { env, principal, _policy: PhantomData })
+        });
         ready(result.map_err(|error| Failure { key: req.match_info().get("key").map(str::to_owned), error }))
     }
 }
 
-/// A request for the OFREP event stream with an `eval` token, from the `Authorization`
-/// header or — because a browser's `EventSource` cannot send headers — the `token`
-/// query parameter of the URL the bulk answer advertised.
+/// The event stream's query (documented on [`events`]).
+#[derive(Deserialize)]
+struct EventsQuery {
+    /// The stream ticket the advertised URL carries.
+    #[serde(default)]
+    ticket: Option<String>,
+    /// Refused whatever it holds: tokens do not belong in URLs.
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// A request for the OFREP event stream: with the stream ticket of the URL a bulk answer
+/// advertised (`?ticket=`), or with an `eval` bearer token in the `Authorization` header.
+/// A ticket, when present, is the request's only credential.
 pub struct OfrepStreamAuthorized {
     /// The environment followed.
     pub env: EnvName,
+    /// Who follows it (the ticket's or the token's `sub`).
+    pub sub: String,
 }
 
 impl FromRequest for OfrepStreamAuthorized {
@@ -187,52 +233,54 @@ impl FromRequest for OfrepStreamAuthorized {
     type Future = Ready<Result<Self, Failure>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = stream_principal(req)
-            .and_then(|principal| environment(req, &principal, Eval::SCOPES))
-            .map(|env| OfrepStreamAuthorized { env });
-        ready(result.map_err(Failure::bulk))
+        ready(stream_authorized(req).map_err(Failure::bulk))
     }
 }
 
-fn stream_principal(req: &HttpRequest) -> Result<Arc<Principal>, OfrepError> {
-    match query_token(req.query_string()) {
-        Some(token) if !req.headers().contains_key(header::AUTHORIZATION) => {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| OfrepError::General("application state is not registered".into()))?;
-            Ok(super::auth::authenticate(state, token)?)
-        }
-        _ => Ok(principal(req)?),
+fn stream_authorized(req: &HttpRequest) -> Result<OfrepStreamAuthorized, OfrepError> {
+    let query = web::Query::<EventsQuery>::from_query(req.query_string())
+        .map_err(|e| OfrepError::InvalidQuery(e.to_string()))?
+        .into_inner();
+    if query.token.is_some() {
+        return Err(OfrepError::TokenInUrl);
     }
-}
-
-fn query_token(query: &str) -> Option<&str> {
-    query.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|token| !token.is_empty())
-}
-
-/// The event stream URL the bulk answer advertises. A browser (it sends `Origin`)
-/// gets its own token in it, as its `EventSource` cannot send headers; that token is
-/// already in the page. Other clients send their headers and get a URL without it.
-fn events_url(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    let mut url = format!("{}://{}/ofrep/v1/events", info.scheme(), info.host());
-    let url_safe = |t: &str| t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-    if req.headers().contains_key(header::ORIGIN)
-        && let Ok(token) = bearer(req)
-        && url_safe(token)
+    let Some(ticket) = query.ticket else {
+        let principal = principal(req)?;
+        let env = environment(req, &principal, Eval::SCOPES)?;
+        return Ok(OfrepStreamAuthorized { env, sub: principal.sub.clone() });
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| OfrepError::General("application state is not registered".into()))?;
+    let Ticket { env, sub, .. } = state.tickets.verify(&ticket, now_secs())?;
+    if let Some(named) = named_environment(req)?
+        && named != env
     {
-        url.push_str("?token=");
-        url.push_str(token);
+        return Err(OfrepError::TicketEnvironment { ticket: env.to_string(), named: named.to_string() });
     }
-    url
+    Ok(OfrepStreamAuthorized { env, sub })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The event stream URL the bulk answer advertises, with its ticket.
+fn events_url(req: &HttpRequest, ticket: &str) -> String {
+    let info = req.connection_info();
+    // A ticket is base64url and dots: nothing in it needs escaping.
+    format!("{}://{}/ofrep/v1/events?ticket={ticket}", info.scheme(), info.host())
+}
+
+fn named_environment(req: &HttpRequest) -> Result<Option<EnvName>, OfrepError> {
+    match req.headers().get(ENV_HEADER) {
+        Some(value) => Ok(Some(EnvName::parse(value.to_str().unwrap_or_default())?)),
+        None => Ok(None),
+    }
 }
 
 fn environment(req: &HttpRequest, principal: &Principal, scopes: &[Scope]) -> Result<EnvName, OfrepError> {
-    let named = match req.headers().get(ENV_HEADER) {
-        Some(value) => Some(EnvName::parse(value.to_str().unwrap_or_default())?),
-        None => None,
-    };
-    let env = match (named, &principal.env) {
+    let env = match (named_environment(req)?, &principal.env) {
         (Some(env), _) => env,
         (None, EnvScope::One(env)) => env.clone(),
         (None, EnvScope::Any) => return Err(OfrepError::EnvironmentRequired),
@@ -245,9 +293,8 @@ fn environment(req: &HttpRequest, principal: &Principal, scopes: &[Scope]) -> Re
 /// OFREP's `evaluationRequest`.
 #[derive(Deserialize, utoipa::ToSchema)]
 struct EvaluationRequest {
-    /// The evaluation context: `{"targetingKey": "user-42", …}`.
+    /// The evaluation context: `{"targetingKey": "user-42", …}`; absent is empty.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     context: Option<Context>,
 }
 
@@ -262,23 +309,60 @@ struct OfrepEvaluation {
     reason: String,
     /// The version name.
     variant: Option<String>,
-    /// `{"bucket"?, "revision"}`.
-    #[schema(value_type = Object)]
-    metadata: serde_json::Value,
+    metadata: OfrepFlagMetadata,
+}
+
+/// A flag's `metadata`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::FlagMetadata` serialises.
+struct OfrepFlagMetadata {
+    /// The unit's bucket, when the split placed it.
+    bucket: Option<u32>,
+    /// The environment revision evaluated.
+    revision: u64,
+}
+
+/// One flag of a bulk answer: an evaluation or a failure.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::Flags` serialises.
+#[serde(untagged)]
+enum OfrepFlag {
+    Evaluation(OfrepEvaluation),
+    Failure(OfrepFailure),
 }
 
 /// OFREP's `bulkEvaluationSuccess`: each flag an evaluation or a failure.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes what `crate::ofrep::Bulk` serialises.
 struct OfrepBulk {
-    #[schema(value_type = Vec<Object>)]
-    flags: Vec<serde_json::Value>,
-    /// `{"environment", "revision"}`.
-    #[schema(value_type = Object)]
-    metadata: serde_json::Value,
-    /// `[{"type": "sse", "url", "inactivityDelaySec"}]` (OFREP ADR-0008).
-    #[schema(rename = "eventStreams", value_type = Vec<Object>)]
-    event_streams: Vec<serde_json::Value>,
+    flags: Vec<OfrepFlag>,
+    metadata: OfrepBulkMetadata,
+    /// Where to follow changes (OFREP `eventStreams`): one SSE URL carrying a stream ticket.
+    #[schema(rename = "eventStreams")]
+    event_streams: Vec<OfrepEventStream>,
+}
+
+/// The bulk answer's `metadata`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::BulkMetadata` serialises.
+struct OfrepBulkMetadata {
+    environment: String,
+    revision: u64,
+}
+
+/// OFREP's `eventStream`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes what `crate::ofrep::EventStream` serialises.
+struct OfrepEventStream {
+    /// `sse`.
+    #[schema(rename = "type")]
+    kind: String,
+    /// `…/ofrep/v1/events?ticket=…`: open it as it is; the ticket expires after
+    /// `ofrep.ticket_ttl_secs`, and a bulk evaluation gives a fresh one.
+    url: String,
+    /// Seconds of client inactivity after which to close the stream.
+    #[schema(rename = "inactivityDelaySec")]
+    inactivity_delay_sec: u32,
 }
 
 /// OFREP's error body for 400 and 404: `{"key"?, "errorCode", "errorDetails"}`.
@@ -366,16 +450,29 @@ pub(super) async fn evaluate_flags(
 ) -> Result<HttpResponse, Failure> {
     let context = read_context(body).await.map_err(Failure::bulk)?;
     let current = state.snapshots.get(&auth.env).unwrap_or_default();
-    let tag = EntityTag::new_strong(ofrep::bulk_etag(&auth.env, &current.etag(), &context));
-    let unchanged = match req.get_header::<IfNoneMatch>() {
-        Some(IfNoneMatch::Any) => true,
-        Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&tag)),
-        None => false,
-    };
-    if unchanged {
+    let content = ofrep::bulk_content_tag(&auth.env, &current.etag(), &context);
+    let now = now_secs();
+    // 304 only for a client whose copy names the same flags and whose stream URL can
+    // still be opened a while: one with an older ticket gets the answer again, with a
+    // fresh URL, so an EventSource that must reconnect later finds its ticket valid.
+    let if_none_match = req.get_header::<IfNoneMatch>();
+    if let Some(IfNoneMatch::Items(tags)) = &if_none_match
+        && let Some(held) = tags.iter().find(|t| {
+            ofrep::parse_bulk_etag(t.tag())
+                .is_some_and(|(held, exp)| held == content && state.tickets.still_fresh(exp, now))
+        })
+    {
+        return Ok(HttpResponse::NotModified().insert_header(ETag(held.clone())).finish());
+    }
+    let ticket = state
+        .tickets
+        .issue(&auth.env, &auth.principal.sub, auth.principal.exp, now)
+        .map_err(|e| Failure::bulk(e.into()))?;
+    let tag = EntityTag::new_strong(ofrep::bulk_etag(&content, ticket.exp));
+    if let Some(IfNoneMatch::Any) = if_none_match {
         return Ok(HttpResponse::NotModified().insert_header(ETag(tag)).finish());
     }
-    let events_url = events_url(&req);
+    let events_url = events_url(&req, &ticket.text);
     let bulk = Bulk {
         env: &auth.env,
         labels: state.release_labels,
@@ -391,9 +488,20 @@ pub(super) async fn evaluate_flags(
 
 /// `GET /ofrep/v1/events`: OFREP `refetchEvaluation` events (Server-Sent Events).
 #[utoipa::path(get, path = "/ofrep/v1/events", tag = "ofrep",
-    params(("X-Cohort-Env" = Option<String>, Header, description = "The environment, for a token valid in every environment (`env: *`)", example = "production"), ("token" = Option<String>, Query, description = "The bearer token, for browsers' `EventSource`")),
-    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
+    params(
+        ("ticket" = Option<String>, Query, description = "The stream ticket of a bulk answer's `eventStreams` URL (open that URL as it is): it opens the change notifications of one environment for `ofrep.ticket_ttl_secs`, nothing else. Without it, the request needs an `eval` bearer token in the `Authorization` header; with it, the header is not looked at"),
+        ("X-Cohort-Env" = Option<String>, Header, description = "With a `*` bearer token: the environment. With a ticket it may be left out; if given, it must name the ticket's", example = "production"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last event's `id` (a revision): the first event then waits for a change after it"),
+    ),
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "An endless event stream: `event: message`, `data: {\"type\": \"refetchEvaluation\", \"etag\"}`, `id` = revision; heartbeat comments in between. Without `Last-Event-ID` the first event comes at once", content_type = "text/event-stream", body = SseEvent),
+        (status = 400, description = "`X-Cohort-Env` is not an environment name, or the query string does not parse (`GENERAL`)", body = OfrepFailure),
+        (status = 401, description = "No valid credential: no ticket and no bearer token; a ticket that expired (evaluate again for a fresh `eventStreams` URL), is forged or is a bearer token; or a token in the URL (`?token=`, never accepted). `WWW-Authenticate` names the reason", body = OfrepDetails),
+        (status = 403, description = "The bearer token does not allow evaluation in this environment, or names none; or `X-Cohort-Env` names another environment than the ticket's", body = OfrepDetails),
+    ))]
 async fn events(state: web::Data<AppState>, auth: OfrepStreamAuthorized, req: HttpRequest) -> HttpResponse {
+    tracing::debug!(env = %auth.env, sub = %auth.sub, "OFREP event stream opened");
     let last_event_id = req.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
     // OFREP clients never acknowledge: the server can only say it wrote the event.
     let subscription = state.streams.subscribe(&auth.env, last_event_id, crate::stream::Listener::DeliveredOnly);

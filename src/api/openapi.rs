@@ -14,6 +14,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -34,6 +35,45 @@ pub struct ErrorDetail {
     /// e.g. `invalid_json`, `missing_token`, `release_not_found`, `store_unavailable`.
     pub code: String,
     pub message: String,
+}
+
+/// One Server-Sent Event as a client reads it off a `text/event-stream` answer (OpenAPI
+/// 3.1 describes an event stream by the schema of each event); heartbeat comments are
+/// not events.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes what the event streams write.
+pub struct SseEvent {
+    /// The event's JSON payload.
+    data: String,
+    /// `message` (OFREP), `snapshot` or `change` (cohort's own stream).
+    event: String,
+    /// The revision the event reflects; `Last-Event-ID` resumes after it.
+    id: Option<String>,
+    /// Reconnection delay the server suggests, in milliseconds.
+    retry: Option<u64>,
+}
+
+/// `bucketing`: the one algorithm this version knows.
+pub(crate) fn bucketing() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some([cohort_sdk::BUCKETING_XXH3_SLOTS_V1]))
+}
+
+/// Candidate → percent, 0 to 100 with at most three decimals.
+pub(crate) fn percents() -> ObjectBuilder {
+    let percent = ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0)).maximum(Some(100));
+    ObjectBuilder::new()
+        .additional_properties(Some(percent))
+        .property_names(Some(cohort_sdk::openapi::version_name().build()))
+        .examples([serde_json::json!({"v2": 5})])
+}
+
+/// Unit value → version.
+pub(crate) fn overrides() -> ObjectBuilder {
+    let unit = ObjectBuilder::new().schema_type(Type::String).max_length(Some(256));
+    ObjectBuilder::new()
+        .additional_properties(Some(cohort_sdk::openapi::version_name()))
+        .property_names(Some(unit.build()))
+        .examples([serde_json::json!({"user-42": "v2"})])
 }
 
 #[derive(OpenApi)]
@@ -92,7 +132,7 @@ pub struct ErrorDetail {
         revocations::revoke_all,
         revocations::list_all,
     ),
-    components(schemas(ErrorBody, ofrep::OfrepFailure, ofrep::OfrepDetails)),
+    components(schemas(ErrorBody, SseEvent, ofrep::OfrepFailure, ofrep::OfrepDetails)),
     modifiers(&CommonResponses),
     security(("bearer" = [])),
 )]

@@ -36,7 +36,7 @@ pub const SDK_CONNECTION: &str = "x-cohort-sdk-connection";
 #[utoipa::path(get, path = "/v1/envs/{env}/snapshot", tag = "sdk",
     params(("env" = String, Path, description = "Environment name", example = "production"), ("If-None-Match" = Option<String>, Header, description = "A revision's ETag")),
     responses(
-        (status = 200, description = "The snapshot (cohort-sdk's `SnapshotData`)", body = Object, headers(("ETag" = String))),
+        (status = 200, description = "The snapshot (cohort-sdk's `SnapshotData`)", body = cohort_sdk::SnapshotData, headers(("ETag" = String))),
         (status = 304, description = "Unchanged since the `If-None-Match` revision", headers(("ETag" = String))),
     ))]
 pub(super) async fn snapshot(
@@ -64,7 +64,7 @@ pub(super) async fn snapshot(
         ("X-Cohort-Sdk-Id" = Option<String>, Header, description = "An acknowledging SDK's id (the one it posts `…/ack` under): its stream is then not a delivered-only subscriber, and its end forgets the SDK for kill confirmation"),
         ("X-Cohort-Sdk-Connection" = Option<u64>, Header, description = "With `X-Cohort-Sdk-Id`: which of the SDK's stream connections this is (the `connection` of its acknowledgements)"),
     ),
-    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = super::openapi::SseEvent)))]
 async fn stream(
     state: web::Data<AppState>,
     auth: Authorized<Eval>,

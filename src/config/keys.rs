@@ -10,7 +10,7 @@
 
 use super::{
     AuditSettings, AuthSettings, CorsSettings, FleetSettings, HttpSettings, LogSettings, MaxTtlSettings,
-    MetricsSettings, RampSettings, ServerSettings, Settings, StoreSettings, WebhookSettings,
+    MetricsSettings, OfrepSettings, RampSettings, ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -109,6 +109,7 @@ pub(super) fn known_keys() -> Keys {
         "audit" => table::<AuditSettings>(),
         "ramp" => table::<RampSettings>(),
         "fleet" => table::<FleetSettings>(),
+        "ofrep" => table::<OfrepSettings>(),
         "log" => table::<LogSettings>(),
         "cors" => table::<CorsSettings>(),
         "http" => table::<HttpSettings>(),

@@ -49,16 +49,14 @@ pub struct RampStatus {
     pub release: String,
     pub revision: u64,
     /// The ramp's plan and progress (`candidate`, `steps`, `step`, `state`, `guard`, …),
-    /// flattened into this object; cohort-sdk's model is not described field by field.
+    /// flattened into this object.
     #[serde(flatten)]
-    #[schema(ignore)]
     pub ramp: Ramp,
     /// The candidate's share now, in percent.
     pub percent: f64,
     /// When the current hold ends (ms since the epoch), while running.
     pub next_transition_ms: Option<u64>,
     /// The guard over the current step's window, computed now.
-    #[schema(value_type = Object)]
     pub live: GuardFigures,
 }
 

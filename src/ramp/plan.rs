@@ -6,6 +6,7 @@ use serde::Deserialize;
 /// `POST …/ramp`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"candidate": "v2", "steps": [{"percent": 5, "hold": "30m"}, {"percent": 100}]}))]
 pub struct RampRequest {
     /// The version to ramp.
     pub candidate: String,

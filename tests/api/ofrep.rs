@@ -2,8 +2,10 @@
 //! crate with the `open-feature-ofrep` provider — and by hand where that client hides
 //! what the server says (it reports every reason as `STATIC`).
 
-use crate::helpers::{TestApp, client_with, spawn_app, token};
+use crate::helpers::{TEST_SECRET, TestApp, client_with, spawn_app, spawn_app_with, token};
 use crate::sse::DEADLINE;
+use cohort::config::Secret;
+use cohort::ofrep::ticket::Tickets;
 use futures_util::StreamExt;
 use open_feature::provider::FeatureProvider;
 use open_feature::{Client as FlagClient, EvaluationContext, EvaluationErrorCode, OpenFeature, StructValue};
@@ -11,6 +13,7 @@ use open_feature_ofrep::{OfrepOptions, OfrepProvider};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub const ENV: &str = "production";
 
@@ -232,7 +235,8 @@ async fn bulk_evaluation_answers_304_on_an_unchanged_revision_and_200_with_a_new
     assert_eq!(dark["value"], app.decision(ENV, "dark-mode", json!({"targetingKey": "u-1"})).await["value"]);
     assert_eq!(body["metadata"]["revision"], app.served_revision(ENV).await);
     assert_eq!(body["eventStreams"][0]["type"], "sse");
-    assert_eq!(body["eventStreams"][0]["url"], app.url("/ofrep/v1/events"));
+    let url = body["eventStreams"][0]["url"].as_str().expect("url");
+    assert!(url.starts_with(&format!("{}?ticket=", app.url("/ofrep/v1/events"))), "{url}");
 
     let unchanged = bulk(Some(&etag), json!({"targetingKey": "u-1"})).await.expect("sent");
     assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
@@ -395,35 +399,186 @@ async fn the_environment_comes_from_the_token_or_for_a_wildcard_token_from_a_hea
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// The stream URL of a bulk answer for `token` (with extra `headers`).
+async fn stream_url(app: &TestApp, token: &str, headers: &[(&str, &str)]) -> String {
+    let mut request =
+        client_with(token).post(app.url("/ofrep/v1/evaluate/flags")).json(&json!({"context": {"targetingKey": "u-1"}}));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let bulk = request.send().await.expect("sent");
+    assert_eq!(bulk.status(), StatusCode::OK);
+    let body: Value = bulk.json().await.expect("json");
+    body["eventStreams"][0]["url"].as_str().expect("url").to_owned()
+}
+
+fn ticket_of(url: &str) -> &str {
+    url.split_once("?ticket=").map(|(_, ticket)| ticket).expect("a ticket in the URL")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Tickets as every instance sharing the test secret makes them.
+fn tickets() -> Tickets {
+    Tickets::new(&Secret::new(TEST_SECRET), Duration::from_secs(300), 0)
+}
+
+/// A body that is OFREP's `generalErrorResponse` and whose details mention `words`.
+async fn assert_refused(response: reqwest::Response, status: StatusCode, words: &[&str]) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.expect("a JSON body");
+    let details = body["errorDetails"].as_str().expect("errorDetails");
+    for word in words {
+        assert!(details.contains(word), "{word:?} in {details}");
+    }
+}
+
 #[tokio::test]
-async fn a_browser_gets_an_event_stream_url_it_can_open_without_headers() {
+async fn a_stream_ticket_opens_the_event_stream_without_any_header_and_a_kill_arrives() {
+    let app = spawn_app_with(crate::helpers::Backend::Embedded, |s| s.ofrep.ticket_ttl_secs = 60).await;
+    given_typed_flags(&app).await;
+    let token = eval_token();
+    // No Origin: a server-side or mobile EventSource gets the same URL a browser does.
+    let url = stream_url(&app, &token, &[]).await;
+    assert!(!url.contains(&token) && !url.contains("token="), "never the caller's token: {url}");
+    let ticket = tickets().verify(ticket_of(&url), now_secs()).expect("a ticket of this configuration");
+    assert_eq!((ticket.env.as_str(), ticket.sub.as_str()), (ENV, "ofrep-app"));
+    let left = ticket.exp.saturating_sub(now_secs());
+    assert!((40..=60).contains(&left), "ofrep.ticket_ttl_secs is 60: {left} s left");
+    let from_browser = stream_url(&app, &token, &[("Origin", "https://shop.example")]).await;
+    assert_eq!(ticket_of(&from_browser).len(), ticket_of(&url).len(), "independent of Origin");
+
+    let revision = app.served_revision(ENV).await;
+    let plain = reqwest::Client::new();
+    let stream = plain.get(&url).send().await.expect("connected");
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut stream = stream.bytes_stream();
+    let mut buf = String::new();
+    let (id, data) = next_event(&mut stream, &mut buf).await;
+    assert_eq!((id, data["type"].as_str()), (revision.to_string(), Some("refetchEvaluation")));
+    let r = app.post(&app.env_url(ENV, "/releases/dark-mode/kill"), &json!({"reason": "errors"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (id, data) = next_event(&mut stream, &mut buf).await;
+    assert_eq!((id, data["type"].as_str()), ((revision + 1).to_string(), Some("refetchEvaluation")), "the kill");
+}
+
+#[tokio::test]
+async fn an_expired_ticket_is_refused_with_a_401_that_says_to_evaluate_again() {
+    let app = spawn_app(crate::helpers::Backend::Embedded).await;
+    given_typed_flags(&app).await;
+    let production = cohort::store::EnvName::parse(ENV).expect("env");
+    // Issued 1,000 s ago with a 300 s lifetime, as an EventSource reconnecting late has it.
+    let expired = tickets().issue(&production, "ofrep-app", u64::MAX, now_secs() - 1_000).expect("issued");
+    let url = format!("{}?ticket={}", app.url("/ofrep/v1/events"), expired.text);
+    let r = reqwest::Client::new().get(&url).send().await.expect("sent");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"ticket_expired\"");
+    assert_refused(r, StatusCode::UNAUTHORIZED, &["expired", "POST /ofrep/v1/evaluate/flags", "eventStreams"]).await;
+
+    // The same ticket, issued now, opens the stream: only its age was wrong.
+    let fresh = tickets().issue(&production, "ofrep-app", u64::MAX, now_secs()).expect("issued");
+    let url = format!("{}?ticket={}", app.url("/ofrep/v1/events"), fresh.text);
+    let r = reqwest::Client::new().get(&url).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_ticket_opens_only_the_environment_it_was_issued_for() {
+    let app = spawn_app(crate::helpers::Backend::Embedded).await;
+    given_typed_flags(&app).await;
+    let url = stream_url(&app, &token("staging-app", "staging", "eval"), &[]).await;
+    let ticket = tickets().verify(ticket_of(&url), now_secs()).expect("a ticket");
+    assert_eq!(ticket.env.as_str(), "staging");
+    let plain = reqwest::Client::new();
+    let r = plain.get(&url).header("X-Cohort-Env", ENV).send().await.expect("sent");
+    assert_refused(r, StatusCode::FORBIDDEN, &["`staging`", "`production`"]).await;
+    let r = plain.get(&url).header("X-Cohort-Env", "staging").send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::OK, "naming its own environment is fine");
+
+    // A `*` token's ticket is for the one environment it evaluated.
+    let url = stream_url(&app, &token("admin", "*", "admin"), &[("X-Cohort-Env", ENV)]).await;
+    assert_eq!(tickets().verify(ticket_of(&url), now_secs()).expect("a ticket").env.as_str(), ENV);
+    let r = plain.get(&url).header("X-Cohort-Env", "staging").send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_refused_and_a_ticket_is_no_bearer_token() {
     let app = spawn_app(crate::helpers::Backend::Embedded).await;
     given_typed_flags(&app).await;
     let token = eval_token();
-    let bulk = client_with(&token)
-        .post(app.url("/ofrep/v1/evaluate/flags"))
-        .header("Origin", "https://shop.example")
+    let events = app.url("/ofrep/v1/events");
+    let plain = reqwest::Client::new();
+
+    let r = plain.get(format!("{events}?token={token}")).send().await.expect("sent");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"token_in_url\"");
+    assert_refused(r, StatusCode::UNAUTHORIZED, &["?token=", "ticket"]).await;
+    let r = client_with(&token).get(format!("{events}?token={token}")).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "even beside a valid header: tokens leave URLs");
+    let r = plain.get(format!("{events}?ticket={token}")).send().await.expect("sent");
+    assert_refused(r, StatusCode::UNAUTHORIZED, &["not valid"]).await;
+    let r = plain.get(format!("{events}?ticket=forged")).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = plain.get(&events).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "no credential at all");
+    let r = client_with(&token_for_reading()).get(&events).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "the stream needs eval");
+
+    let url = stream_url(&app, &token, &[]).await;
+    let ticket = ticket_of(&url);
+    let body = r#"{"context":{"targetingKey":"u-1"}}"#;
+    let r = ofrep_post(&app, ticket, "/ofrep/v1/evaluate/flags/dark-mode", body).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a ticket does not evaluate");
+    let r = ofrep_post(&app, ticket, "/ofrep/v1/evaluate/flags", body).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client_with(ticket)
+        .post(app.env_url(ENV, "/evaluate"))
         .json(&json!({"context": {"targetingKey": "u-1"}}))
         .send()
         .await
         .expect("sent");
-    let body: Value = bulk.json().await.expect("json");
-    let url = body["eventStreams"][0]["url"].as_str().expect("url").to_owned();
-    assert_eq!(url, format!("{}?token={token}", app.url("/ofrep/v1/events")), "an EventSource sends no headers");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client_with(ticket).get(app.env_url(ENV, "/stream")).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client_with(ticket).get(&events).send().await.expect("sent");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "in the Authorization header it is no bearer token either");
+}
 
-    let plain = reqwest::Client::new();
-    let stream = plain.get(&url).send().await.expect("connected");
-    assert_eq!(stream.status(), StatusCode::OK);
-    let (_, data) = next_event(&mut stream.bytes_stream(), &mut String::new()).await;
-    assert_eq!(data["type"], "refetchEvaluation");
+#[tokio::test]
+async fn a_bulk_answer_is_unchanged_only_while_the_held_stream_url_has_half_its_life_left() {
+    let app = spawn_app(crate::helpers::Backend::Embedded).await;
+    given_typed_flags(&app).await;
+    let client = client_with(&eval_token());
+    let bulk = |etag: String| {
+        client
+            .post(app.url("/ofrep/v1/evaluate/flags"))
+            .header("If-None-Match", etag)
+            .json(&json!({"context": {"targetingKey": "u-1"}}))
+            .send()
+    };
+    let first = bulk("\"none\"".into()).await.expect("sent");
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = first.headers()["etag"].to_str().expect("text").to_owned();
+    let body: Value = first.json().await.expect("json");
+    let exp = tickets()
+        .verify(ticket_of(body["eventStreams"][0]["url"].as_str().expect("url")), now_secs())
+        .expect("ticket")
+        .exp;
+    assert!(etag.ends_with(&format!("-{exp}\"")), "{etag} names the ticket's expiry {exp}");
 
-    let anonymous = plain.get(app.url("/ofrep/v1/events")).send().await.expect("sent");
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let forged = plain.get(app.url("/ofrep/v1/events?token=forged")).send().await.expect("sent");
-    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
-    let reader =
-        plain.get(app.url(&format!("/ofrep/v1/events?token={}", token_for_reading()))).send().await.expect("sent");
-    assert_eq!(reader.status(), StatusCode::FORBIDDEN, "the stream needs eval");
+    let r = bulk(etag.clone()).await.expect("sent");
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "a fresh URL is kept");
+    assert_eq!(r.headers()["etag"].to_str().expect("text"), etag);
+    // The same flags, but a URL whose ticket has under half of its 300 s left.
+    let (content, _) = etag.trim_matches('"').rsplit_once('-').expect("content-exp");
+    let aging = format!("\"{content}-{}\"", now_secs() + 100);
+    let r = bulk(aging).await.expect("sent");
+    assert_eq!(r.status(), StatusCode::OK, "the answer again, with a URL that will still open");
+    let body: Value = r.json().await.expect("json");
+    assert!(body["eventStreams"][0]["url"].as_str().is_some_and(|u| u.contains("?ticket=")));
 }
 
 fn token_for_reading() -> String {
