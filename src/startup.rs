@@ -43,6 +43,9 @@ pub enum StartError {
     /// A configured public key.
     #[error(transparent)]
     Keys(#[from] crate::auth::verify::KeyError),
+    /// A `rate_limit.trusted_proxies` entry.
+    #[error("rate_limit.trusted_proxies: {0}")]
+    Proxies(#[from] crate::ratelimit::InvalidProxy),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -200,11 +203,14 @@ impl Application {
             store_kind: store.kind(),
             verifier,
             streams: streams.clone(),
+            outcomes: Arc::new(crate::events::Outcomes::new(&settings.events)),
+            limits: Arc::new(crate::ratelimit::RateLimits::new(&settings.rate_limit)?),
         };
         let max_body = settings.server.max_body_bytes;
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::limit::middleware))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 // Outermost: hot routes are answered before any other layer runs.
                 .wrap(actix_web::middleware::from_fn(api::hot::dispatch))

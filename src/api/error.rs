@@ -75,9 +75,22 @@ pub enum ApiError {
     /// The instance has not loaded its first snapshot.
     #[error("not ready: the first snapshot has not been loaded yet{}", .0.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
     NotReady(Option<String>),
+    /// An outcome report names release/version pairs the environment does not hold;
+    /// nothing of it was stored.
+    #[error("{message}")]
+    UnknownOutcomePairs { message: String, unknown: Vec<crate::events::Pair>, total: usize },
+    /// Over a rate limit; retry after the given seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     /// A bug or corrupt data.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::ratelimit::Refused> for ApiError {
+    fn from(refused: crate::ratelimit::Refused) -> Self {
+        ApiError::RateLimited { message: refused.to_string(), retry_after_secs: refused.retry_after_secs }
+    }
 }
 
 impl ApiError {
@@ -105,6 +118,8 @@ impl ApiError {
             ApiError::EnvironmentExists(_) => "environment_exists",
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
+            ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -161,6 +176,12 @@ struct Body<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: String,
+    /// `unknown_outcome_pairs`: the first pairs the environment does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'a [crate::events::Pair]>,
+    /// `unknown_outcome_pairs`: how many there were in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_total: Option<usize>,
 }
 
 impl ResponseError for ApiError {
@@ -172,7 +193,10 @@ impl ResponseError for ApiError {
             ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } | ApiError::UnknownOutcomePairs { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) | ApiError::EnvironmentNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -203,7 +227,14 @@ impl ResponseError for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", self.code())));
         }
-        response.json(Body { error: Detail { code: self.code(), message: self.to_string() } })
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        let (unknown, unknown_total) = match self {
+            ApiError::UnknownOutcomePairs { unknown, total, .. } => (Some(unknown.as_slice()), Some(*total)),
+            _ => (None, None),
+        };
+        response.json(Body { error: Detail { code: self.code(), message: self.to_string(), unknown, unknown_total } })
     }
 }
 

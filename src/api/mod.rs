@@ -12,6 +12,7 @@ mod extract;
 mod fleets;
 mod health;
 pub mod hot;
+pub mod limit;
 mod ofrep;
 pub mod openapi;
 mod ramp;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// SDK event streams.
     pub streams: Streams,
+    /// Outcome report limits and this instance's per-minute pair budget.
+    pub outcomes: Arc<crate::events::Outcomes>,
+    /// Rate limits per route class.
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

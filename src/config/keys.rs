@@ -9,8 +9,8 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, FleetSettings, LogSettings, RampSettings, ServerSettings, Settings, StoreSettings,
-    WebhookSettings,
+    AuditSettings, AuthSettings, EventsSettings, FleetSettings, LogSettings, RampSettings, RateLimitSettings,
+    ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -101,6 +101,8 @@ pub(super) fn known_keys() -> Keys {
         "ramp" => table::<RampSettings>(),
         "fleet" => table::<FleetSettings>(),
         "log" => table::<LogSettings>(),
+        "events" => table::<EventsSettings>(),
+        "rate_limit" => table::<RateLimitSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
     };

@@ -10,6 +10,7 @@ mod events;
 mod fleets;
 mod helpers;
 mod instances;
+mod limits;
 mod ofrep;
 mod openapi;
 mod openfeature_provider;
