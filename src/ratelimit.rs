@@ -236,6 +236,11 @@ impl RateLimits {
         client
     }
 
+    /// Whether any proxy is trusted (else `X-Forwarded-For` is never read).
+    pub fn trusts_proxies(&self) -> bool {
+        !self.trusted.is_empty()
+    }
+
     fn is_trusted(&self, address: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&address))
     }

@@ -10,8 +10,11 @@ use crate::ratelimit::Class;
 use actix_web::HttpRequest;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderName;
 use actix_web::middleware::Next;
 use actix_web::{ResponseError, web};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What is limited of a request: its class, and whether its address counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +73,13 @@ pub fn check(req: &HttpRequest, limited: Limited) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::Internal("application state is not registered".into()))?;
     let limits = &state.limits;
     let address = limited.per_address.then(|| {
-        let forwarded = req.headers().get_all("x-forwarded-for").map(|value| value.as_bytes());
-        limits.client_address(req.peer_addr().map(|peer| peer.ip()), forwarded)
+        let peer = req.peer_addr().map(|peer| peer.ip());
+        // The header is looked up only when some proxy is trusted: the evaluation path
+        // pays for nothing it does not use.
+        match limits.trusts_proxies() {
+            true => limits.client_address(peer, req.headers().get_all(X_FORWARDED_FOR).map(|v| v.as_bytes())),
+            false => limits.client_address(peer, std::iter::empty()),
+        }
     });
     let principal = match limits.limits_subjects(limited.class) {
         true => bearer(req).ok().and_then(|token| state.verifier.verify(token).ok()),
