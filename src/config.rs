@@ -40,6 +40,10 @@ pub struct Settings {
     /// Webhook receivers of ramp transitions.
     #[serde(default)]
     pub webhooks: Vec<WebhookSettings>,
+    /// Outcome reports (`POST …/events`).
+    pub events: EventsSettings,
+    /// Rate limits per route class.
+    pub rate_limit: RateLimitSettings,
     /// Logging.
     pub log: LogSettings,
     /// How the HTTP layer treats request edges: over-long URIs, unread bodies.
@@ -195,6 +199,46 @@ pub struct WebhookSettings {
     pub url: String,
     /// HMAC-SHA256 key for the `X-Cohort-Signature` header.
     pub secret: Secret,
+}
+
+/// Outcome report limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Most (release, version) counts in one report (at most 1000).
+    pub max_pairs_per_report: usize,
+    /// Most distinct (release, version) pairs an environment takes per minute, per
+    /// instance.
+    pub max_pairs_per_minute: usize,
+}
+
+/// Requests per second allowed per token subject and per client address, for each route
+/// class; 0 turns that limit off. Each limit allows a burst of one second's worth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Evaluation (`…/evaluate`, OFREP evaluation), per token subject.
+    pub evaluate_per_subject: u32,
+    /// Evaluation, per client address.
+    pub evaluate_per_address: u32,
+    /// Following changes (`…/stream`, `…/snapshot`, `…/ack`, OFREP events), per subject.
+    pub stream_per_subject: u32,
+    /// Following changes, per client address.
+    pub stream_per_address: u32,
+    /// Outcome reports (`…/events`), per subject.
+    pub events_per_subject: u32,
+    /// Outcome reports, per client address.
+    pub events_per_address: u32,
+    /// Every other route, per subject.
+    pub admin_per_subject: u32,
+    /// Every other route, per client address.
+    pub admin_per_address: u32,
+    /// Most subjects or addresses tracked per limit; beyond it the least used are
+    /// forgotten (and start again with a full burst).
+    pub max_keys: usize,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client.
+    /// Empty: the peer address is the client, and the header is never read.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Audit log settings.
@@ -468,6 +512,18 @@ impl Settings {
         settings.cors.check().map_err(ConfigError::Invalid)?;
         if settings.ofrep.ticket_ttl_secs == 0 {
             return Err(ConfigError::Invalid("ofrep.ticket_ttl_secs must be above 0".into()));
+        }
+        if !(1..=crate::events::MAX_BATCH).contains(&settings.events.max_pairs_per_report) {
+            return Err(ConfigError::Invalid(format!(
+                "events.max_pairs_per_report must be 1 to {}",
+                crate::events::MAX_BATCH
+            )));
+        }
+        if settings.rate_limit.max_keys == 0 {
+            return Err(ConfigError::Invalid("rate_limit.max_keys must be above 0".into()));
+        }
+        if let Err(e) = crate::ratelimit::parse_proxies(&settings.rate_limit.trusted_proxies) {
+            return Err(ConfigError::Invalid(format!("rate_limit.trusted_proxies: {e}")));
         }
         Ok(settings)
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ofrep;
 pub mod pending;
 pub mod ramp;
+pub mod ratelimit;
 pub mod reach;
 pub mod releases;
 pub mod revocations;

@@ -72,7 +72,7 @@ struct MintArgs {
     /// Who the token is for (recorded in the audit log)
     #[arg(long)]
     sub: String,
-    /// Space- or comma-separated scopes: eval, read, write, kill, admin
+    /// Space- or comma-separated scopes: eval, report, read, write, kill, admin
     #[arg(long)]
     scope: String,
     /// Lifetime, e.g. 30m, 8h, 90d: above 0 and at most auth.max_ttl for its scopes

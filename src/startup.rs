@@ -46,6 +46,9 @@ pub enum StartError {
     /// The TLS certificate or key.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// A `rate_limit.trusted_proxies` entry.
+    #[error("rate_limit.trusted_proxies: {0}")]
+    Proxies(#[from] crate::ratelimit::InvalidProxy),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -231,6 +234,8 @@ impl Application {
             revocations,
             release_labels: crate::metrics::ReleaseLabels::from_settings(&settings.metrics),
             tickets,
+            outcomes: Arc::new(crate::events::Outcomes::new(&settings.events)),
+            limits: Arc::new(crate::ratelimit::RateLimits::new(&settings.rate_limit)?),
         };
         let max_body = settings.server.max_body_bytes;
         let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));
@@ -238,6 +243,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::limit::middleware))
                 .wrap(actix_web::middleware::from_fn(crate::metrics::observe))
                 // Every answer passes the edges, which answer the hot routes (`api::hot`)
                 // before the metrics layer and the router run.

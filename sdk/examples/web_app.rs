@@ -12,7 +12,7 @@
 //! ```
 //!
 //! Environment: `COHORT_URL` (default `http://127.0.0.1:8080`), `COHORT_ENV`
-//! (`production`), `COHORT_TOKEN` (needs the `eval` scope), `LISTEN` (`127.0.0.1:3000`).
+//! (`production`), `COHORT_TOKEN` (needs the `eval` and `report` scopes), `LISTEN` (`127.0.0.1:3000`).
 //! The HTTP side is a deliberately tiny HTTP/1.0 responder (one request per
 //! connection, no percent-decoding) to keep the example free of a web framework.
 
@@ -31,7 +31,8 @@ fn setting(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let token = std::env::var("COHORT_TOKEN").map_err(|_| "set COHORT_TOKEN to a token with the eval scope")?;
+    let token =
+        std::env::var("COHORT_TOKEN").map_err(|_| "set COHORT_TOKEN to a token with the eval and report scopes")?;
     let client =
         Client::builder(setting("COHORT_URL", "http://127.0.0.1:8080"), setting("COHORT_ENV", "production"), token)
             .outcome_flush_interval(Duration::from_secs(5))

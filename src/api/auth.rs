@@ -19,8 +19,10 @@ pub trait Policy {
     const SCOPES: &'static [Scope];
 }
 
-/// Evaluate, snapshot, stream, events.
+/// Evaluate, snapshot, stream.
 pub struct Eval;
+/// Outcome reports, which ramp guards act on.
+pub struct Report;
 /// GET admin routes and the audit log.
 pub struct Read;
 /// Create, update, delete, allocation.
@@ -42,6 +44,9 @@ impl Policy for Observe {
 
 impl Policy for Eval {
     const SCOPES: &'static [Scope] = &[Scope::Eval];
+}
+impl Policy for Report {
+    const SCOPES: &'static [Scope] = &[Scope::Report];
 }
 impl Policy for Read {
     const SCOPES: &'static [Scope] = &[Scope::Read];

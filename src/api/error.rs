@@ -81,9 +81,22 @@ pub enum ApiError {
     /// A CORS preflight from an origin the configuration does not allow on this route.
     #[error("origin `{origin}` may not call {routes} cross-origin; allow it in the [cors] settings")]
     OriginNotAllowed { origin: String, routes: String },
+    /// An outcome report names release/version pairs the environment does not hold;
+    /// nothing of it was stored.
+    #[error("{message}")]
+    UnknownOutcomePairs { message: String, unknown: Vec<crate::events::Pair>, total: usize },
+    /// Over a rate limit; retry after the given seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
     /// A bug or corrupt data.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::ratelimit::Refused> for ApiError {
+    fn from(refused: crate::ratelimit::Refused) -> Self {
+        ApiError::RateLimited { message: refused.to_string(), retry_after_secs: refused.retry_after_secs }
+    }
 }
 
 impl ApiError {
@@ -113,6 +126,8 @@ impl ApiError {
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
+            ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -169,6 +184,12 @@ struct Body<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: String,
+    /// `unknown_outcome_pairs`: the first pairs the environment does not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown: Option<&'a [crate::events::Pair]>,
+    /// `unknown_outcome_pairs`: how many there were in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_total: Option<usize>,
 }
 
 impl ResponseError for ApiError {
@@ -182,7 +203,10 @@ impl ResponseError for ApiError {
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } | ApiError::UnknownOutcomePairs { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ReleaseNotFound(_) | ApiError::RouteNotFound(_) | ApiError::EnvironmentNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -215,7 +239,14 @@ impl ResponseError for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", format!("Bearer error=\"{}\"", self.code())));
         }
-        response.json(Body { error: Detail { code: self.code(), message: self.to_string() } })
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        let (unknown, unknown_total) = match self {
+            ApiError::UnknownOutcomePairs { unknown, total, .. } => (Some(unknown.as_slice()), Some(*total)),
+            _ => (None, None),
+        };
+        response.json(Body { error: Detail { code: self.code(), message: self.to_string(), unknown, unknown_total } })
     }
 }
 

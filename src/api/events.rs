@@ -1,9 +1,9 @@
 //! `POST /v1/envs/{env}/events` (SDK outcome reports) and
 //! `GET /v1/envs/{env}/releases/{key}/health` (what they add up to).
 
-use super::auth::{Authorized, Eval, Read};
+use super::auth::{Authorized, Read, Report as ReportScope};
 use super::openapi::ErrorBody;
-use super::{ApiError, AppState, resource};
+use super::{ApiError, AppState, resource, served};
 use crate::events::{self, EventsError, MinuteCounts, VersionHealth};
 use crate::store::OutcomeCount;
 use actix_web::{HttpResponse, web};
@@ -16,8 +16,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 impl From<EventsError> for ApiError {
     fn from(e: EventsError) -> Self {
+        let message = e.to_string();
         match e {
             EventsError::Invalid(message) => ApiError::BadRequest(message),
+            EventsError::Unknown { listed, total, .. } => {
+                ApiError::UnknownOutcomePairs { message, unknown: listed, total }
+            }
+            EventsError::TooManyPairs { retry_after_secs, .. } => ApiError::RateLimited { message, retry_after_secs },
             EventsError::Store(e) => e.into(),
         }
     }
@@ -37,22 +42,42 @@ struct Accepted {
     accepted: usize,
 }
 
-/// Records outcome counts reported by SDKs.
+/// A refused report: `unknown_outcome_pairs` lists the first pairs the environment does
+/// not hold (`unknown`) and how many there were (`unknown_total`); nothing was stored.
+#[derive(Serialize, utoipa::ToSchema)]
+struct UnknownPairsBody {
+    error: UnknownPairsDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct UnknownPairsDetail {
+    /// `unknown_outcome_pairs`, or `invalid_body` for a body of the wrong shape.
+    code: String,
+    message: String,
+    /// At most 20 of the pairs the environment does not hold.
+    unknown: Option<Vec<events::Pair>>,
+    unknown_total: Option<usize>,
+}
+
+/// Records outcome counts reported by SDKs (a `report` token). Every (release, version)
+/// must be one the environment holds; a report naming any other is refused whole.
 #[utoipa::path(post, path = "/v1/envs/{env}/events", tag = "events", params(("env" = String, Path, description = "Environment name", example = "production")), request_body = Report,
     responses(
         (status = 202, description = "Recorded", body = Accepted),
         (status = 413, description = "Body larger than `server.max_body_bytes`", body = ErrorBody),
-        (status = 422, description = "Body of the wrong shape", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or release/version pairs the environment does not hold (`unknown_outcome_pairs`, listing them); nothing was recorded", body = UnknownPairsBody),
     ))]
 async fn post_events(
     state: web::Data<AppState>,
-    auth: Authorized<Eval>,
+    auth: Authorized<ReportScope>,
     body: web::Json<Report>,
 ) -> Result<HttpResponse, ApiError> {
     let batch = match body.into_inner() {
         Report::Bare(batch) | Report::Wrapped { events: batch } => batch,
     };
-    let recorded = events::record(state.releases.store(), &auth.env, batch, events::now_ms()).await?;
+    let held = served(&state, &auth.env)?;
+    let recorded =
+        state.outcomes.record(state.releases.store(), &auth.env, &held.snapshot, batch, events::now_ms()).await?;
     Ok(HttpResponse::Accepted().json(Accepted { accepted: recorded }))
 }
 

@@ -8,13 +8,13 @@
 //! router would call, with the same extractors; everything else — other methods on
 //! these paths included — goes on to the router, so 404/405 answers are unchanged.
 
-use super::{evaluate, ofrep, sync};
+use super::{evaluate, limit, ofrep, sync};
 use crate::metrics::RouteLatency;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, Handler, HttpResponse, Responder};
+use actix_web::{FromRequest, Handler, HttpResponse, Responder, ResponseError};
 use std::time::Instant;
 
 /// A hot route.
@@ -106,9 +106,9 @@ const fn latency(route: Route) -> RouteLatency {
 static LATENCY: [RouteLatency; Route::ALL.len()] =
     [latency(Route::ALL[0]), latency(Route::ALL[1]), latency(Route::ALL[2]), latency(Route::ALL[3])];
 
-/// Called by the outermost layer ([`super::edges::guard`]): serves a hot route directly
-/// and records its latency; passes every other request on (to the metrics middleware,
-/// then the router).
+/// Called by the edges layer ([`super::edges::guard`]): serves a hot route directly
+/// (rate limits included) and records its latency; passes every other request on (to
+/// the metrics middleware, the rate limits, then the router).
 pub async fn dispatch(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -128,6 +128,12 @@ async fn serve_hot(route: Route, param: Option<(&'static str, String)>, mut req:
     let started = Instant::now();
     if let Some((name, value)) = param {
         req.match_info_mut().add_static(name, value);
+    }
+    // Rate limits here: hot routes never reach `limit::middleware`.
+    if let Err(refused) = limit::check(req.request(), limit::of_hot(route)) {
+        let response = req.into_response(refused.error_response());
+        route.latency().observe(response.status(), started);
+        return response;
     }
     let response = match route {
         Route::Evaluate => serve(req, evaluate::evaluate).await,

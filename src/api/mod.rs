@@ -14,6 +14,7 @@ mod extract;
 mod fleets;
 mod health;
 pub mod hot;
+pub mod limit;
 mod ofrep;
 pub mod openapi;
 mod ramp;
@@ -58,6 +59,10 @@ pub struct AppState {
     pub release_labels: crate::metrics::ReleaseLabels,
     /// Stream tickets for OFREP `eventStreams` URLs.
     pub tickets: Arc<crate::ofrep::ticket::Tickets>,
+    /// Outcome report limits and this instance's per-minute pair budget.
+    pub outcomes: Arc<crate::events::Outcomes>,
+    /// Rate limits per route class.
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

@@ -13,6 +13,7 @@ use super::{
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use std::sync::OnceLock;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -186,6 +187,9 @@ impl Modify for CommonResponses {
                     add_errors(operation, "OfrepDetails", &OFREP_ERRORS);
                 }
                 add_errors(operation, "ErrorBody", &EDGE_ERRORS);
+                if path.starts_with("/v1/") || path.starts_with("/ofrep/") {
+                    add_rate_limited(operation);
+                }
             }
         }
     }
@@ -211,6 +215,23 @@ const OFREP_ERRORS: [(&str, &str); 3] = [
     ("403", "The token does not allow evaluation in this environment, or names none"),
     ("500", "A bug (`GENERAL`)"),
 ];
+
+/// 429 from `[rate_limit]` (every route but the probes, metrics and this document), with
+/// `Retry-After` as OFREP asks.
+fn add_rate_limited(operation: &mut Operation) {
+    use utoipa::openapi::schema::{Object, Type};
+    let retry_after = HeaderBuilder::new()
+        .schema(Object::with_type(Type::Integer))
+        .description(Some("Seconds to wait before retrying"))
+        .build();
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    let response = ResponseBuilder::new()
+        .description("Over a rate limit (`rate_limited`); retry after `Retry-After` seconds")
+        .header("Retry-After", retry_after)
+        .content("application/json", content)
+        .build();
+    operation.responses.responses.entry("429".to_owned()).or_insert(RefOr::T(response));
+}
 
 fn add_errors(operation: &mut Operation, schema: &str, errors: &[(&str, &str)]) {
     for (status, description) in errors {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum MintError {
     #[error("`{0}` is not an environment name or `*`")]
     Env(String),
-    #[error("no known scope in `{0}`; use eval, read, write, kill or admin")]
+    #[error("no known scope in `{0}`; use eval, report, read, write, kill or admin")]
     Scope(String),
     #[error("the subject must not be empty")]
     Subject,

@@ -15,7 +15,7 @@ pub use verify::Verifier;
 /// An action class a token may be allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Evaluate, snapshot, stream, events.
+    /// Evaluate, snapshot, stream.
     Eval,
     /// Read admin routes and the audit log.
     Read,
@@ -25,10 +25,13 @@ pub enum Scope {
     Kill,
     /// Everything.
     Admin,
+    /// Outcome reports (`POST …/events`), which ramp guards act on: server SDKs hold
+    /// `eval report`; the `eval` token shipped inside browser apps cannot report.
+    Report,
 }
 
 impl Scope {
-    const ALL: [Scope; 5] = [Scope::Eval, Scope::Read, Scope::Write, Scope::Kill, Scope::Admin];
+    const ALL: [Scope; 6] = [Scope::Eval, Scope::Read, Scope::Write, Scope::Kill, Scope::Admin, Scope::Report];
 
     /// The name in a token's `scope` claim.
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Scope {
             Scope::Write => "write",
             Scope::Kill => "kill",
             Scope::Admin => "admin",
+            Scope::Report => "report",
         }
     }
 
@@ -261,5 +265,15 @@ mod tests {
         assert_eq!(Scopes::parse("eval read").max_ttl(&limits), days(90));
         assert_eq!(Scopes::parse("eval admin").max_ttl(&limits), days(30));
         assert_eq!(Scopes::default().max_ttl(&limits), days(365), "no scope: the longest");
+    }
+
+    #[test]
+    fn only_report_or_admin_may_report_outcomes() {
+        assert!(!Scopes::parse("eval").allow(Scope::Report), "a browser's token cannot report");
+        assert!(!Scopes::parse("eval read write kill").allow(Scope::Report));
+        let server_sdk = Scopes::parse("eval report");
+        assert!(server_sdk.allow(Scope::Report) && server_sdk.allow(Scope::Eval) && !server_sdk.allow(Scope::Read));
+        assert!(Scopes::parse("admin").allow(Scope::Report));
+        assert_eq!(server_sdk.to_claim(), "eval report");
     }
 }

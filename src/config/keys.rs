@@ -9,8 +9,9 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, CorsSettings, FleetSettings, HttpSettings, LogSettings, MaxTtlSettings,
-    MetricsSettings, OfrepSettings, RampSettings, ServerSettings, Settings, StoreSettings, WebhookSettings,
+    AuditSettings, AuthSettings, CorsSettings, EventsSettings, FleetSettings, HttpSettings, LogSettings,
+    MaxTtlSettings, MetricsSettings, OfrepSettings, RampSettings, RateLimitSettings, ServerSettings, Settings,
+    StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -114,6 +115,8 @@ pub(super) fn known_keys() -> Keys {
         "cors" => table::<CorsSettings>(),
         "http" => table::<HttpSettings>(),
         "metrics" => table::<MetricsSettings>(),
+        "events" => table::<EventsSettings>(),
+        "rate_limit" => table::<RateLimitSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
     };

@@ -289,7 +289,7 @@ pub async fn run_cohort(app: &TestApp, token: String, args: &[&str]) -> std::pro
 
 /// An SDK client of `production` acknowledging as `id`, with quick reconnects.
 pub fn sdk_with_id(app: &TestApp, id: &str) -> cohort_sdk::client::Client {
-    cohort_sdk::client::Client::builder(&app.address, "production", token("sdk", "production", "eval"))
+    cohort_sdk::client::Client::builder(&app.address, "production", token("sdk", "production", "eval report"))
         .sdk_id(id)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
         .build()

@@ -14,6 +14,7 @@ mod helpers;
 mod http_edges;
 mod idp;
 mod instances;
+mod limits;
 mod ofrep;
 mod openapi;
 mod openfeature_provider;

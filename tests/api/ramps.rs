@@ -55,7 +55,7 @@ fn traffic(
     baseline_errors: u64,
     candidate_errors: u64,
 ) -> Traffic {
-    let client = client_with(&token("sdk", env, "eval"));
+    let client = client_with(&token("sdk", env, "eval report"));
     let url = app.env_url(env, "/events");
     let release = release.to_owned();
     Traffic(tokio::spawn(async move {
@@ -240,7 +240,7 @@ async fn a_candidate_far_over_max_error_rate_is_rolled_back_before_min_samples()
     // Report once the step's window has begun (outcomes before it are not the step's).
     let started = ramp(&app, "checkout").await["step_started_ms"].as_u64().expect("step_started_ms");
     wait_until_ms(window_start_ms(started)).await;
-    let sdk = client_with(&token("sdk", "production", "eval"));
+    let sdk = client_with(&token("sdk", "production", "eval report"));
     let bad = json!([{"release": "checkout", "version": "v2", "ok": 30, "error": 70}]);
     let r = sdk.post(app.env_url("production", "/events")).json(&bad).send().await.expect("sent");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
@@ -271,7 +271,7 @@ async fn a_ramp_restarted_after_a_rollback_does_not_count_the_earlier_attempts_f
     assert_eq!(start_ramp(&app, "checkout", plan.clone()).await.status(), StatusCode::CREATED);
     let started = ramp(&app, "checkout").await["step_started_ms"].as_u64().expect("step_started_ms");
     wait_until_ms(window_start_ms(started)).await;
-    let sdk = client_with(&token("sdk", "production", "eval"));
+    let sdk = client_with(&token("sdk", "production", "eval report"));
     let bad = json!([{"release": "checkout", "version": "v2", "ok": 30, "error": 70}]);
     let r = sdk.post(app.env_url("production", "/events")).json(&bad).send().await.expect("sent");
     assert_eq!(r.status(), StatusCode::ACCEPTED);

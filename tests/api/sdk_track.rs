@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 fn sdk(base_url: &str) -> ClientBuilder {
-    Client::builder(base_url, "production", token("sdk", "production", "eval"))
+    Client::builder(base_url, "production", token("sdk", "production", "eval report"))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Duration::from_secs(5))

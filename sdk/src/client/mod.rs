@@ -16,8 +16,8 @@
 //! itself.
 //!
 //! [`Client::track`] counts outcomes per (release, version) in memory; a flusher task
-//! reports them in batches to `POST /v1/envs/{env}/events`, where ramp guards read
-//! them. [`Client::close`] sends what is left. With a `max_staleness`, a client that
+//! reports them in batches to `POST /v1/envs/{env}/events` (which needs a token with the
+//! `report` scope), where ramp guards read them. [`Client::close`] sends what is left. With a `max_staleness`, a client that
 //! has heard nothing from the service for that long serves every baseline with reason
 //! [`Reason::Stale`] until it hears again.
 //!
@@ -27,7 +27,7 @@
 //! use cohort_sdk::client::{Client, Outcome};
 //! use std::time::Duration;
 //!
-//! let client = Client::builder("http://127.0.0.1:8080", "production", "an-eval-token")
+//! let client = Client::builder("http://127.0.0.1:8080", "production", "an-eval-report-token")
 //!     .bootstrap_file("cohort-bootstrap.json")
 //!     .build()?;
 //! client.wait_ready(Duration::from_secs(2)).await;
@@ -121,7 +121,9 @@ impl Drop for Inner {
 
 impl Client {
     /// Starts configuring a client of `env` at `base_url` (e.g. `https://cohort.internal`),
-    /// authenticating with `token` (a token with the `eval` scope).
+    /// authenticating with `token`: a token with the `eval` scope, and `report` as well
+    /// for [`Client::track`]'s outcomes to be accepted (a server-side SDK holds
+    /// `eval report`; without `report` the service refuses them and they are dropped).
     pub fn builder(base_url: impl Into<String>, env: impl Into<String>, token: impl Into<String>) -> ClientBuilder {
         ClientBuilder::new(base_url.into(), env.into(), token.into())
     }
