@@ -99,6 +99,9 @@ pub enum Listener {
     /// An OFREP provider, a browser's `EventSource`, any raw SSE client: the server
     /// knows an event was written to it, never that it was applied.
     DeliveredOnly,
+    /// A person's console page following the environment: it serves nobody, so kill
+    /// confirmation neither waits for it nor counts it as reached.
+    Console,
 }
 
 /// An open stream, as kill confirmation sees it.

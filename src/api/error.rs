@@ -76,6 +76,9 @@ pub enum ApiError {
     #[error("not ready: the first snapshot has not been loaded yet{}", .0.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
     NotReady(Option<String>),
     /// A bug or corrupt data.
+    /// A console form without this session's CSRF token, or from another origin.
+    #[error("refused: {0}")]
+    CsrfRefused(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -105,6 +108,7 @@ impl ApiError {
             ApiError::EnvironmentExists(_) => "environment_exists",
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
+            ApiError::CsrfRefused(_) => "csrf_refused",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -170,6 +174,7 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::CsrfRefused(_) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidBody(_) | ApiError::InvalidRelease { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -14,7 +14,7 @@ mod health;
 pub mod hot;
 mod ofrep;
 pub mod openapi;
-mod ramp;
+pub(crate) mod ramp;
 mod reach;
 mod releases;
 mod sync;
@@ -66,6 +66,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .configure(health::configure)
         .configure(ofrep::configure)
         .configure(openapi::configure)
+        .configure(crate::console::configure)
         .configure(envs::configure_root)
         .service(
             web::scope("/v1/envs/{env}")

@@ -5,6 +5,7 @@ mod auth;
 mod chaos;
 mod cli;
 mod config;
+mod console;
 mod evaluate;
 mod events;
 mod fleets;
