@@ -559,4 +559,12 @@ mod tests {
         drop(web);
         assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly::default(), "gone with its stream");
     }
+
+    #[tokio::test]
+    async fn a_console_page_following_the_stream_is_not_counted_as_reached() {
+        let (_snapshots, streams, _fanout, _stop) = setup(8);
+        let _console = streams.subscribe(&env(), None, Listener::Console);
+        assert_eq!(streams.subscribers(&env()), 1);
+        assert_eq!(streams.delivered_only(&env(), 0), DeliveredOnly { written: 0, open: 0 });
+    }
 }

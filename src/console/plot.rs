@@ -7,10 +7,10 @@ use maud::{Markup, html};
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 46.0;
+const LEFT: f64 = 74.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 16.0;
-const BOTTOM: f64 = 30.0;
+const BOTTOM: f64 = 38.0;
 
 /// One horizontal piece of the line: the share from `from_ms` to `to_ms`.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,35 @@ pub struct Killed {
     pub reason: Option<String>,
 }
 
+/// A guard verdict at the end of a step's window, with the window's error rates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub at_ms: u64,
+    /// `pass`, `regression` or `insufficient_data`.
+    pub verdict: String,
+    pub candidate: (u64, u64),
+    pub baseline: (u64, u64),
+}
+
+impl Verdict {
+    fn text(&self) -> String {
+        let rate = |(errors, samples): (u64, u64)| {
+            if samples == 0 {
+                "no outcomes".to_owned()
+            } else {
+                format!("{} errors ({errors} of {samples})", pct(100.0 * errors as f64 / samples as f64))
+            }
+        };
+        format!(
+            "guard {} at {}: candidate {}, baseline {}",
+            self.verdict.replace('_', " "),
+            clock(self.at_ms),
+            rate(self.candidate),
+            rate(self.baseline)
+        )
+    }
+}
+
 /// What the plot shows, computed from the audit log alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {
@@ -39,6 +68,7 @@ pub struct History {
     pub end_ms: u64,
     pub segments: Vec<Segment>,
     pub kills: Vec<Killed>,
+    pub verdicts: Vec<Verdict>,
 }
 
 fn share(entry: &AuditEntry, candidate: &str) -> Option<f64> {
@@ -71,6 +101,20 @@ pub fn history(entries: &[AuditEntry], candidate: &str, now_ms: u64) -> Option<H
         let step = if is_step { step_of(entry) } else { None };
         segments.push(Segment { from_ms: entry.time_ms, to_ms: end_ms, percent, step });
     }
+    let verdicts = entries[start..]
+        .iter()
+        .filter(|e| e.action != Action::RampStart && e.actor == crate::ramp::DRIVER_ACTOR)
+        .filter_map(|e| {
+            let figures = e.after.as_ref()?.get("ramp")?.get("guard_figures")?;
+            let n = |k: &str| figures.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            Some(Verdict {
+                at_ms: e.time_ms,
+                verdict: figures.get("verdict")?.as_str()?.to_owned(),
+                candidate: (n("candidate_errors"), n("candidate_samples")),
+                baseline: (n("baseline_errors"), n("baseline_samples")),
+            })
+        })
+        .collect();
     let mut kills = Vec::new();
     let mut open: Option<(u64, Option<String>)> = None;
     for entry in entries {
@@ -91,7 +135,7 @@ pub fn history(entries: &[AuditEntry], candidate: &str, now_ms: u64) -> Option<H
     for kill in &mut kills {
         kill.from_ms = kill.from_ms.max(start_ms);
     }
-    Some(History { candidate: candidate.to_owned(), start_ms, end_ms, segments, kills })
+    Some(History { candidate: candidate.to_owned(), start_ms, end_ms, segments, kills, verdicts })
 }
 
 /// `HH:MM:SS` (UTC) of a time in ms since the epoch.
@@ -118,6 +162,7 @@ pub fn describe(history: &History) -> String {
     for kill in &history.kills {
         parts.push(format!("killed from {} to {}", clock(kill.from_ms), clock(kill.to_ms)));
     }
+    parts.extend(history.verdicts.iter().map(Verdict::text));
     format!("Share of {} over time (UTC): {}.", history.candidate, parts.join("; "))
 }
 
@@ -154,8 +199,8 @@ pub fn svg(history: &History) -> Markup {
             }
             line.axis x1=(f(LEFT)) x2=(f(LEFT)) y1=(f(TOP)) y2=(f(HEIGHT - BOTTOM)) {}
             line.axis x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(HEIGHT - BOTTOM)) y2=(f(HEIGHT - BOTTOM)) {}
-            text.tick x=(f(LEFT)) y=(f(HEIGHT - 10.0)) { (clock(history.start_ms)) " UTC" }
-            text.tick x=(f(WIDTH - RIGHT)) y=(f(HEIGHT - 10.0)) text-anchor="end" { "now " (clock(history.end_ms)) }
+            text.tick x=(f(LEFT)) y=(f(HEIGHT - 8.0)) { (clock(history.start_ms)) " UTC" }
+            text.tick x=(f(WIDTH - RIGHT)) y=(f(HEIGHT - 8.0)) text-anchor="end" { "now " (clock(history.end_ms)) }
             @for pair in history.segments.windows(2) {
                 line.riser x1=(f(x(pair[1].from_ms))) x2=(f(x(pair[1].from_ms))) y1=(f(y(pair[0].percent))) y2=(f(y(pair[1].percent))) {}
             }
@@ -171,6 +216,12 @@ pub fn svg(history: &History) -> Markup {
                 @let near_end = x1 > WIDTH - RIGHT - 60.0;
                 text.label x=(f(if near_end { x2 } else { x1 + 3.0 })) y=(f((y(segment.percent) - 7.0).max(TOP + 10.0)))
                     text-anchor=(if near_end { "end" } else { "start" }) { (pct(segment.percent)) }
+            }
+            @for verdict in &history.verdicts {
+                @let at = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
+                circle class=(format!("verdict {}", verdict.verdict)) cx=(f(x(verdict.at_ms))) cy=(f(y(at))) r="6" {
+                    title { (verdict.text()) }
+                }
             }
         }
     }
@@ -216,6 +267,24 @@ mod tests {
         assert_eq!(svg.matches("class=\"step\"").count(), 3);
         assert_eq!(svg.matches("<rect class=\"killed\"").count(), 1);
         assert!(describe(&history).contains("step 2 at 5 % from 00:00:14"), "{}", describe(&history));
+    }
+
+    #[test]
+    fn the_guards_verdicts_are_marked_with_the_windows_error_rates() {
+        let mut advance = entry(14_000, Action::RampAdvance, 5_000, Some(1));
+        advance.after = Some(json!({"allocation": {"v2": 5_000}, "ramp": {"step": 1, "guard_figures": {
+            "verdict": "pass", "baseline_samples": 1_200, "baseline_errors": 12,
+            "candidate_samples": 400, "candidate_errors": 4, "z_critical": 2.3, "at_ms": 14_000}}}));
+        let entries = vec![entry(2_000, Action::RampStart, 1_000, Some(0)), advance];
+        let history = history(&entries, "v2", 20_000).expect("a ramp");
+        assert_eq!(history.verdicts.len(), 1);
+        assert!(
+            describe(&history)
+                .contains("guard pass at 00:00:14: candidate 1 % errors (4 of 400), baseline 1 % errors (12 of 1200)"),
+            "{}",
+            describe(&history)
+        );
+        assert_eq!(svg(&history).into_string().matches("<circle class=\"verdict pass\"").count(), 1);
     }
 
     #[test]

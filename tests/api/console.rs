@@ -370,6 +370,27 @@ async fn a_kill_only_session_is_offered_and_allowed_kill_unkill_and_pause_only()
     assert_eq!(release["ramp"]["state"], "paused");
     assert_eq!(release["description"], "");
 
+    // Kill-all from the page: the banner names it, and every release serves its baseline.
+    let status = post_form(
+        &app,
+        "/console/envs/production/kill-all",
+        &kill,
+        Some(&app.address),
+        &[("csrf", &csrf), ("reason", "incident 42")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let environment = app.get_json(app.env_url("production", "")).await;
+    assert_eq!(
+        (environment["kill_all"].clone(), environment["kill_reason"].clone()),
+        (json!(true), json!("incident 42"))
+    );
+    let (_, html) = page(&app, "/console/envs/production", &kill).await;
+    assert!(html.contains("Kill-all is on in production") && html.contains("incident 42"), "{html}");
+    assert!(html.contains("data-state=\"killed\"") && html.contains("Unkill all…"));
+    let d = app.decision("production", "checkout", json!({"targetingKey": "u"})).await;
+    assert_eq!(d["reason"], "DISABLED");
+
     // A token for another environment sees nothing here.
     let (status, _) = page(&app, "/console/envs/production", &token("pager", "staging", "admin")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -418,6 +439,18 @@ async fn an_expired_session_returns_to_sign_in_and_back_to_the_page() {
         "{cookie}"
     );
     assert!(!cookie.contains("Secure"), "not over TLS");
+
+    // Over TLS (here: as a proxy terminating it reports), the cookie is Secure.
+    let r = http()
+        .post(app.url("/console/sign-in"))
+        .header("X-Forwarded-Proto", "https")
+        .header("Origin", format!("https://127.0.0.1:{}", app.port))
+        .form(&[("token", fresh.as_str()), ("next", path)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["set-cookie"].to_str().expect("text").contains("Secure"));
 
     // Sign-in from another origin, or with an eval-only token, is refused.
     let r = http()
