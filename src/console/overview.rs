@@ -184,14 +184,14 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
             @if powers.kill || (powers.halt && running) {
                 div.actions {
                     @if powers.kill && release.killed {
-                        button type="button" data-dialog=(format!("unkill-{key}")) aria-haspopup="dialog" { "Unkill…" }
+                        button type="button" data-dialog=(format!("unkill-{key}")) aria-haspopup="dialog" aria-label=(format!("Unkill {key}…")) { "Unkill…" }
                     } @else if powers.kill {
-                        button.danger type="button" data-dialog=(format!("kill-{key}")) aria-haspopup="dialog" { "Kill…" }
+                        button.danger type="button" data-dialog=(format!("kill-{key}")) aria-haspopup="dialog" aria-label=(format!("Kill {key}…")) { "Kill…" }
                     }
                     @if powers.halt && running {
                         form.inline method="post" action=(format!("{base}/pause")) {
                             (csrf_field(session))
-                            button type="submit" { "Pause ramp" }
+                            button type="submit" aria-label=(format!("Pause the ramp of {key}")) { "Pause ramp" }
                         }
                     }
                 }
