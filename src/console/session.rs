@@ -216,8 +216,7 @@ impl<P: Policy + 'static, T: DeserializeOwned + 'static> FromRequest for Action<
                 let session = Session::of(&req)?;
                 check_origin(&req)?;
                 let body = body.await.map_err(|e| ApiError::BadRequest(format!("cannot read the form: {e}")))?;
-                let guarded: Guarded<T> =
-                    serde_urlencoded_from(&body).map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+                let guarded: Guarded<T> = parse_form(&body)?;
                 let given = guarded.csrf.unwrap_or_default();
                 if given.is_empty() {
                     return Err(ApiError::CsrfRefused("the form has no CSRF token".into()));
@@ -235,9 +234,11 @@ impl<P: Policy + 'static, T: DeserializeOwned + 'static> FromRequest for Action<
     }
 }
 
-/// Parses an `application/x-www-form-urlencoded` body.
-fn serde_urlencoded_from<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())
+/// Parses an `application/x-www-form-urlencoded` body (UTF-8, as browsers send this
+/// page's forms). Not actix-web's `Form`: its charset support links ~160 KB of encoding
+/// tables into the binary.
+pub fn parse_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_urlencoded::from_bytes(body).map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))
 }
 
 #[cfg(test)]

@@ -64,13 +64,10 @@ struct SignInForm {
 
 /// Verifies the pasted token with the API's verifier and, if it may see anything here,
 /// sets the session cookie and goes back to the page.
-async fn sign_in(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    form: web::Form<SignInForm>,
-) -> Result<HttpResponse, super::Page> {
+async fn sign_in(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, super::Page> {
     // Login CSRF: only a form of this server may sign a browser in.
     session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
+    let form: SignInForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
     let next = form.next.as_deref().unwrap_or("/");
     let token = form.token.trim();
     if token.is_empty() {
@@ -103,8 +100,9 @@ struct SignOutForm {
 
 /// Ends the session. A live session must send its CSRF token (so another site cannot
 /// sign a person out); an expired one is simply cleared.
-async fn sign_out(req: HttpRequest, form: web::Form<SignOutForm>) -> Result<HttpResponse, super::Page> {
+async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, super::Page> {
     session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
+    let form: SignOutForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
     if let Ok(session) = Session::of(&req)
         && !session::csrf_matches(session.token(), &form.csrf)
     {
