@@ -99,6 +99,9 @@ pub enum Listener {
     /// An OFREP provider, a browser's `EventSource`, any raw SSE client: the server
     /// knows an event was written to it, never that it was applied.
     DeliveredOnly,
+    /// A person's console page following the environment: it serves nobody, so kill
+    /// confirmation neither waits for it nor counts it as reached.
+    Console,
 }
 
 /// An open stream, as kill confirmation sees it.
@@ -565,5 +568,13 @@ mod tests {
         assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly { written: 1, open: 1 });
         drop(web);
         assert_eq!(streams.delivered_only(&env(), 1), DeliveredOnly::default(), "gone with its stream");
+    }
+
+    #[tokio::test]
+    async fn a_console_page_following_the_stream_is_not_counted_as_reached() {
+        let (_snapshots, streams, _fanout, _stop) = setup(8);
+        let _console = streams.subscribe(&env(), None, Listener::Console);
+        assert_eq!(streams.subscribers(&env()), 1);
+        assert_eq!(streams.delivered_only(&env(), 0), DeliveredOnly { written: 0, open: 0 });
     }
 }

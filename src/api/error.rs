@@ -89,6 +89,9 @@ pub enum ApiError {
     #[error("{message}")]
     RateLimited { message: String, retry_after_secs: u64 },
     /// A bug or corrupt data.
+    /// A console form without this session's CSRF token, or from another origin.
+    #[error("refused: {0}")]
+    CsrfRefused(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::CsrfRefused(_) => "csrf_refused",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -199,6 +203,7 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Auth(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::CsrfRefused(_) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,

@@ -17,7 +17,7 @@ pub mod hot;
 pub mod limit;
 mod ofrep;
 pub mod openapi;
-mod ramp;
+pub(crate) mod ramp;
 mod reach;
 mod releases;
 mod revocations;
@@ -80,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .configure(health::configure)
         .configure(ofrep::configure)
         .configure(openapi::configure)
+        .configure(crate::console::configure)
         .configure(envs::configure_root)
         .configure(revocations::configure_root)
         .service(

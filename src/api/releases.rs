@@ -192,12 +192,7 @@ async fn kill(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    let before = state.releases.get(&auth.env, &path.key).ok().and_then(|v| v.ramp);
-    let answer = state.releases.kill_release(&auth.env, &auth.actor(), &path.key, true, reason).await?;
-    if answer.persisted {
-        state.ramps.killed(&auth.env, &before, &answer.view, &auth.principal.sub);
-    }
-    kill_answer(answer)
+    kill_answer(state.ramps.kill_release(&auth.env, &auth.actor(), &path.key, true, reason).await?)
 }
 
 /// Lifts a release's kill switch; a ramp it paused stays paused.
@@ -218,7 +213,7 @@ async fn unkill(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let reason = optional_json::<ReasonRequest>(&body)?.and_then(|b| b.reason);
-    kill_answer(state.releases.kill_release(&auth.env, &auth.actor(), &path.key, false, reason).await?)
+    kill_answer(state.ramps.kill_release(&auth.env, &auth.actor(), &path.key, false, reason).await?)
 }
 
 /// 200 (with the release's `ETag`) when the store has the kill, 202 when only this

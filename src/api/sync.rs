@@ -79,7 +79,7 @@ async fn stream(
             let farewell = Farewell { releases: state.releases.clone(), env: auth.env.clone(), sdk_id, connection };
             with_farewell(body, farewell).left_stream()
         }
-        Listener::DeliveredOnly => body.right_stream(),
+        Listener::DeliveredOnly | Listener::Console => body.right_stream(),
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

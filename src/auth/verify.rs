@@ -122,7 +122,9 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let now = now_secs();
         if let Some(principal) = self.cache.get(token) {
-            if principal.exp + self.leeway > now {
+            // The same bound jsonwebtoken applies (`exp + leeway >= now` is still valid), so
+            // a token does not flip between accepted and refused around its expiry.
+            if principal.exp + self.leeway >= now {
                 return Ok(principal);
             }
             self.cache.remove(token);

@@ -253,6 +253,25 @@ impl Ramps {
         .await
     }
 
+    /// A release's kill switch as the API and the console throw it:
+    /// [`Releases::kill_release`] (through the store, or served at once and journalled),
+    /// then the `killed` webhook when the kill froze a running ramp.
+    pub async fn kill_release(
+        &self,
+        env: &EnvName,
+        actor: &Actor,
+        key: &str,
+        on: bool,
+        reason: Option<String>,
+    ) -> Result<crate::pending::KillAnswer<ReleaseView>, ReleaseError> {
+        let before = self.releases.get(env, key).ok().and_then(|v| v.ramp);
+        let answer = self.releases.kill_release(env, actor, key, on, reason).await?;
+        if on && answer.persisted {
+            self.killed(env, &before, &answer.view, &actor.0);
+        }
+        Ok(answer)
+    }
+
     /// Tells webhooks that a kill froze a running ramp.
     pub fn killed(&self, env: &EnvName, before: &Option<Ramp>, after: &ReleaseView, actor: &str) {
         let was_running = before.as_ref().is_some_and(|r| r.state == RampState::Running);

@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod config;
 mod config_as_code;
+mod console;
 mod cors;
 mod evaluate;
 mod events;

@@ -1,0 +1,204 @@
+//! The web console: server-rendered HTML (maud templates, checked at compile time), one
+//! stylesheet and one small script embedded in the binary, served by `cohort serve` at
+//! `/` and below `/console/`.
+//!
+//! Pages read through the same domain operations as the API (`Releases`, `Ramps`,
+//! `reach`) and act through them too; a session is the pasted token in an HttpOnly
+//! cookie ([`session`]), authorised with the API's scope policies. Hiding a button is a
+//! courtesy: every action is checked on the server by [`session::Action`].
+
+mod assets;
+mod overview;
+mod plot;
+mod release;
+pub mod session;
+mod signin;
+
+use crate::api::ApiError;
+use crate::auth::AuthError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use maud::{DOCTYPE, Markup, html};
+use session::Session;
+
+/// Registers the console's routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/").get(overview::home))
+        .configure(assets::configure)
+        .configure(signin::configure)
+        .configure(overview::configure)
+        .configure(release::configure);
+}
+
+/// An HTML page answering with `status`.
+fn html_response(status: StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Referrer-Policy", "same-origin"))
+        .body(markup.into_string())
+}
+
+/// The page shell: head, header (environments, who is signed in, sign-out) and `main`.
+fn layout(
+    title: &str,
+    session: Option<(&Session, &[crate::store::EnvName])>,
+    current: Option<&str>,
+    main: Markup,
+) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · cohort" }
+                // No favicon request: the first page costs three requests (HTML, CSS, JS).
+                link rel="icon" href="data:,";
+                link rel="stylesheet" href=(assets::CSS_PATH);
+                script src=(assets::JS_PATH) defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "cohort" }
+                    @if let Some((session, envs)) = session {
+                        nav aria-label="Environments" {
+                            ul {
+                                @for env in envs {
+                                    li {
+                                        a href=(format!("/console/envs/{env}"))
+                                            aria-current=[(current == Some(env.as_str())).then_some("page")] { (env) }
+                                    }
+                                }
+                            }
+                        }
+                        form.signout method="post" action="/console/sign-out" {
+                            span.who { (session.principal.sub) " · " (session.principal.scopes.to_claim()) }
+                            input type="hidden" name=(session::CSRF_FIELD) value=(session.csrf());
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main id="main" { (main) }
+            }
+        }
+    }
+}
+
+/// A console failure as a page: signed out (or expired) → the sign-in form, keeping the
+/// page to return to; anything else → the message with the API's status for it.
+#[derive(Debug)]
+pub struct Page {
+    error: ApiError,
+    /// The page to come back to after signing in.
+    next: String,
+}
+
+impl Page {
+    fn new(req: &HttpRequest, error: impl Into<ApiError>) -> Self {
+        let next = if req.method() == actix_web::http::Method::GET {
+            req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned()
+        } else {
+            // After a refused POST, come back to the page the form was on.
+            req.headers()
+                .get(actix_web::http::header::REFERER)
+                .and_then(|r| r.to_str().ok())
+                .and_then(|r| r.find("/console/").map(|i| r[i..].to_owned()))
+                .unwrap_or_else(|| "/".to_owned())
+        };
+        Page { error: error.into(), next }
+    }
+}
+
+impl std::fmt::Display for Page {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl ResponseError for Page {
+    fn status_code(&self) -> StatusCode {
+        self.error.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Auth(auth) = &self.error
+            && !auth.is_forbidden()
+        {
+            let notice = match auth {
+                AuthError::MissingToken => None,
+                AuthError::Expired => Some("Your session has expired. Sign in again to go on.".to_owned()),
+                other => Some(format!("Sign in again: {other}.")),
+            };
+            return signin::page(status, &self.next, notice.as_deref(), None);
+        }
+        html_response(
+            status,
+            layout(
+                "Refused",
+                None,
+                None,
+                html! {
+                    h1 { (status.canonical_reason().unwrap_or("Error")) }
+                    p.error role="alert" { (self.error.to_string()) }
+                    p { a href="/" { "Back to the console" } }
+                },
+            ),
+        )
+    }
+}
+
+impl From<ApiError> for Page {
+    fn from(error: ApiError) -> Self {
+        Page { error, next: "/".to_owned() }
+    }
+}
+
+impl From<crate::releases::ReleaseError> for Page {
+    fn from(error: crate::releases::ReleaseError) -> Self {
+        Page::from(ApiError::from(error))
+    }
+}
+
+/// A redirect after a form (303: the browser follows with a GET).
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header(("Location", location)).finish()
+}
+
+/// "20 s", "3 min", "2 h", "4 d": how long ago `then_ms` was.
+fn ago(then_ms: u64, now_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1_000;
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7_199 => format!("{} min", secs / 60),
+        7_200..=172_799 => format!("{} h", secs / 3_600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A number of percent as people read it: `5 %`, `12.5 %`.
+fn percent(p: f64) -> String {
+    let text = format!("{p:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}\u{a0}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_percents_read_as_people_say_them() {
+        assert_eq!(ago(0, 20_000), "20 s");
+        assert_eq!(ago(0, 600_000), "10 min");
+        assert_eq!(ago(0, 3 * 3_600_000), "3 h");
+        assert_eq!(percent(5.0), "5\u{a0}%");
+        assert_eq!(percent(12.5), "12.5\u{a0}%");
+    }
+}

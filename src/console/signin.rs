@@ -1,0 +1,130 @@
+//! Signing in (pasting a token from `cohort token mint` or an identity provider) and out.
+
+use super::session::{self, Session};
+use super::{html_response, layout, see_other};
+use crate::api::{ApiError, AppState};
+use crate::auth::Scope;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::html;
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/console/sign-in", web::get().to(show))
+        .route("/console/sign-in", web::post().to(sign_in))
+        .route("/console/sign-out", web::post().to(sign_out));
+}
+
+/// Only a path of this server is a place to come back to (never `//elsewhere`).
+fn local(next: &str) -> &str {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\");
+    if ok { next } else { "/" }
+}
+
+/// The sign-in page; `next` is where to go afterwards.
+pub fn page(status: StatusCode, next: &str, notice: Option<&str>, error: Option<&str>) -> HttpResponse {
+    let main = html! {
+        section.signin aria-labelledby="signin-title" {
+            h1 id="signin-title" { "Sign in to cohort" }
+            @if let Some(notice) = notice { p.notice role="status" { (notice) } }
+            form method="post" action="/console/sign-in" {
+                input type="hidden" name="next" value=(local(next));
+                label for="token" { "Token" }
+                p.hint id="token-hint" {
+                    "Paste a token from " code { "cohort token mint --sub $USER --env production --scope kill" }
+                    " or from your identity provider. It stays in an HttpOnly cookie that ends when the token does."
+                }
+                textarea id="token" name="token" rows="4" required autocomplete="off" spellcheck="false"
+                    aria-describedby="token-hint" aria-invalid=[error.map(|_| "true")] {}
+                @if let Some(error) = error { p.error id="token-error" role="alert" { (error) } }
+                button.primary type="submit" { "Sign in" }
+            }
+        }
+    };
+    html_response(status, layout("Sign in", None, None, main))
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn show(query: web::Query<NextQuery>) -> HttpResponse {
+    page(StatusCode::OK, query.next.as_deref().unwrap_or("/"), None, None)
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Verifies the pasted token with the API's verifier and, if it may see anything here,
+/// sets the session cookie and goes back to the page.
+async fn sign_in(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, super::Page> {
+    // Login CSRF: only a form of this server may sign a browser in.
+    session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
+    let form: SignInForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
+    let next = form.next.as_deref().unwrap_or("/");
+    let token = form.token.trim();
+    if token.is_empty() {
+        return Ok(page(StatusCode::UNPROCESSABLE_ENTITY, next, None, Some("Paste a token first.")));
+    }
+    let principal = match session::verify(&state, token) {
+        Ok(principal) => principal,
+        Err(error) => return Ok(page(StatusCode::UNAUTHORIZED, next, None, Some(&error.to_string()))),
+    };
+    let sees = [Scope::Read, Scope::Kill].iter().any(|s| principal.scopes.allow(*s));
+    if !sees {
+        let message = format!(
+            "This token allows only `{}`; the console needs `read`, `write`, `kill` or `admin`.",
+            principal.scopes.to_claim()
+        );
+        return Ok(page(StatusCode::FORBIDDEN, next, None, Some(&message)));
+    }
+    tracing::info!(sub = %principal.sub, env = %principal.env, "console sign-in");
+    let cookie = session::cookie(&req, token, &principal);
+    let mut response = see_other(local(next));
+    response.add_cookie(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SignOutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Ends the session. A live session must send its CSRF token (so another site cannot
+/// sign a person out); an expired one is simply cleared.
+async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, super::Page> {
+    session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
+    let form: SignOutForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
+    if let Ok(session) = Session::of(&req)
+        && !session::csrf_matches(session.token(), &form.csrf)
+    {
+        return Err(super::Page::new(
+            &req,
+            ApiError::CsrfRefused("the form's CSRF token is not this session's".into()),
+        ));
+    }
+    let mut response = see_other("/console/sign-in");
+    response.add_cookie(&session::removal(&req)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local;
+
+    #[test]
+    fn only_local_paths_are_places_to_come_back_to() {
+        assert_eq!(local("/console/envs/production"), "/console/envs/production");
+        assert_eq!(local("//evil.example/x"), "/");
+        assert_eq!(local("https://evil.example/"), "/");
+        assert_eq!(local("/\\evil.example"), "/");
+    }
+}

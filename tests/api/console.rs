@@ -1,0 +1,502 @@
+//! The web console in real Chromium, driven over WebDriver (fantoccini): sign in, kill
+//! from the page and see an SDK get the baseline and the page the confirmation, live
+//! updates from a CLI change, an edit conflicting with an API write, the ramp plot, and
+//! a read-only session that sees no buttons and whose forged POST is refused; plus the
+//! server-side checks (CSRF, `Origin`, scopes, expiry) over plain HTTP.
+//!
+//! The test starts its own `chromedriver --headless` browser on a free loopback port
+//! (`CHROMEDRIVER` and `CHROMIUM` override the binaries). Screenshots go to a temporary
+//! directory, or to `docs/console/` with `COHORT_UPDATE_SCREENSHOTS=1`.
+
+use crate::helpers::{Backend, TestApp, client_with, eventually, run_cohort, sdk_with_id, spawn_app, token};
+use cohort_sdk::Context;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::json;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A headless Chromium under its own chromedriver, ended on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn browser() -> Browser {
+    let port = free_port();
+    let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+    let driver = Command::new(&driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{driver_bin} starts (scripts/install-test-prerequisites installs it): {e}"));
+    let mut options = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,900", "--disable-extensions", "--no-first-run"]
+    });
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if std::path::Path::new(&chromium).exists() {
+        options["binary"] = json!(chromium);
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".to_owned(), options);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..200 {
+        match ClientBuilder::new(HttpConnector::new()).capabilities(caps.clone()).connect(&url).await {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Browser { client: client.expect("chromedriver answers"), driver }
+}
+
+fn screenshot_dir() -> PathBuf {
+    if std::env::var_os("COHORT_UPDATE_SCREENSHOTS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console")
+    } else {
+        std::env::temp_dir().join(format!("cohort-console-{}", std::process::id()))
+    }
+}
+
+/// Screenshots of the page at 1280 and 375 px wide, as `{name}-1280.png` and `-375.png`.
+async fn screenshots(c: &Client, name: &str) {
+    let dir = screenshot_dir();
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    for (width, height) in [(1280, 900), (375, 812)] {
+        c.set_window_size(width, height).await.expect("resize");
+        let png = c.screenshot().await.expect("screenshot");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(dir.join(format!("{name}-{width}.png")), png).expect("write screenshot");
+    }
+    c.set_window_size(1280, 900).await.expect("resize");
+}
+
+/// The text of the first element matching `css`, with non-breaking spaces as spaces;
+/// empty when there is none.
+async fn text(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default().replace('\u{a0}', " "),
+        Err(_) => String::new(),
+    }
+}
+
+async fn count(c: &Client, css: &str) -> usize {
+    c.find_all(Locator::Css(css)).await.map_or(0, |v| v.len())
+}
+
+async fn shows(c: &Client, css: &str, needle: &str) -> bool {
+    let c = c.clone();
+    let (css, needle) = (css.to_owned(), needle.to_owned());
+    eventually(DEADLINE, move || {
+        let (c, css, needle) = (c.clone(), css.clone(), needle.clone());
+        async move { text(&c, &css).await.contains(&needle) }
+    })
+    .await
+}
+
+async fn sign_in(c: &Client, app: &TestApp, path: &str, token: &str) {
+    c.goto(&app.url(path)).await.expect("goto");
+    let field = c.wait().for_element(Locator::Css("#token")).await.expect("the sign-in form");
+    field.send_keys(token).await.expect("type the token");
+    c.find(Locator::Css("section.signin button[type=submit]")).await.expect("button").click().await.expect("click");
+    let c2 = c.clone();
+    let signed_in = eventually(DEADLINE, move || {
+        let c = c2.clone();
+        async move { count(&c, "#token").await == 0 }
+    })
+    .await;
+    assert!(signed_in, "signed in: {}", text(c, "main").await);
+}
+
+/// Outcomes for both versions of `release`, no errors, until dropped: the ramp's guard
+/// needs samples to pass a step.
+struct Traffic(tokio::task::JoinHandle<()>);
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn traffic(app: &TestApp, release: &str) -> Traffic {
+    let client = client_with(&token("sdk", "production", "eval report"));
+    let url = app.env_url("production", "/events");
+    let release = release.to_owned();
+    Traffic(tokio::spawn(async move {
+        loop {
+            let batch = json!([
+                {"release": release, "version": "v1", "ok": 100, "error": 0},
+                {"release": release, "version": "v2", "ok": 100, "error": 0},
+            ]);
+            let _ = client.post(&url).json(&batch).send().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }))
+}
+
+async fn audit_actions(app: &TestApp, key: &str) -> Vec<String> {
+    let page = app.get_json(app.env_url("production", &format!("/audit?release={key}&limit=100"))).await;
+    page["entries"]
+        .as_array()
+        .map_or(vec![], |e| e.iter().rev().filter_map(|e| e["action"].as_str().map(str::to_owned)).collect())
+}
+
+/// A client that does not follow redirects and sends `cookie` as the session.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().expect("client")
+}
+
+async fn post_form(
+    app: &TestApp,
+    path: &str,
+    session: &str,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> StatusCode {
+    let mut request = http().post(app.url(path)).header("Cookie", format!("cohort_session={session}")).form(form);
+    if let Some(origin) = origin {
+        request = request.header("Origin", origin);
+    }
+    request.send().await.expect("sent").status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_kills_follows_live_edits_plots_and_hides_what_a_token_may_not_do() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    app.given_release("production", "promo", 20.0).await;
+    app.given_release("production", "search", 0.0).await;
+    // A ramp walks in the background: 1 % held 12 s, then 5 % held an hour.
+    let _traffic = traffic(&app, "search");
+    let plan = json!({"candidate": "v2", "steps": [{"percent": 1, "hold": "12s"}, {"percent": 5, "hold": "1h"}, {"percent": 100}],
+                      "guard": {"max_error_rate_increase": 0.01, "min_samples": 100, "confidence": 0.99}});
+    let r = app.post(&app.env_url("production", "/releases/search/ramp"), &plan).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // An SDK connected to the same server, acknowledging what it applies.
+    let sdk = sdk_with_id(&app, "web-7f3");
+    assert!(sdk.wait_ready(DEADLINE).await, "the SDK is ready");
+
+    let browser = browser().await;
+    let c = &browser.client;
+    let oncall = token("oncall", "production", "admin");
+
+    // Sign in: `/` shows the sign-in form, then the overview.
+    sign_in(c, &app, "/", &oncall).await;
+    assert!(shows(c, "h1", "Releases in production").await);
+    assert!(text(c, "#release-checkout .badge").await.eq_ignore_ascii_case("live"));
+    assert!(text(c, "#release-search .badge").await.eq_ignore_ascii_case("ramping"));
+    let admin_cookie = c.get_named_cookie("cohort_session").await.expect("a session cookie");
+    assert_eq!(admin_cookie.http_only(), Some(true));
+    assert_eq!(format!("{:?}", admin_cookie.same_site()), "Some(Strict)");
+    screenshots(c, "overview").await;
+
+    // Kill from the page, with a reason, in a dialog that names the baseline.
+    c.find(Locator::Css("[data-dialog=\"kill-checkout\"]")).await.expect("kill button").click().await.expect("click");
+    assert!(shows(c, "#kill-checkout", "Everyone will be served v1").await, "the dialog names the baseline");
+    c.find(Locator::Css("#kill-checkout-reason")).await.expect("reason").send_keys("5xx spike").await.expect("type");
+    screenshots(c, "kill-dialog").await;
+    c.find(Locator::Css("#kill-checkout button[type=submit]")).await.expect("submit").click().await.expect("click");
+    let user = Context::with_targeting_key("u-1");
+    assert!(
+        eventually(DEADLINE, || async {
+            sdk.version("checkout", &user, "v1").version() == "v1"
+                && sdk.version("checkout", &user, "v1").reason == cohort_sdk::Reason::Disabled
+        })
+        .await,
+        "the SDK serves the baseline"
+    );
+    assert!(shows(c, "section.confirmation", "checkout is killed: everyone is served v1").await);
+    assert!(shows(c, "#reach", "Applied by 1 of 1 SDK").await, "{}", text(c, "#reach").await);
+    assert!(shows(c, "#reach", "Confirmed").await);
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["kill_reason"], "5xx spike");
+    assert!(shows(c, "#release-checkout .badge", "KILLED").await);
+
+    // Live: a change made with the CLI shows without a reload.
+    c.execute("window.__same_page = true;", vec![]).await.expect("mark the page");
+    let o =
+        run_cohort(&app, token("cli-user", "production", "admin"), &["release", "set-percent", "promo", "v2=30"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(shows(c, "#release-promo .serving", "v2 30 %").await, "{}", text(c, "#release-promo").await);
+    assert_eq!(c.execute("return window.__same_page === true;", vec![]).await.expect("js"), json!(true), "no reload");
+
+    // An edit that conflicts with a concurrent API write says who changed it.
+    c.goto(&app.url("/console/envs/production/releases/promo")).await.expect("goto");
+    let description = c.wait().for_element(Locator::Css("#f-description")).await.expect("the edit form");
+    description.send_keys("spring campaign").await.expect("type");
+    let alice = client_with(&token("alice", "production", "write"));
+    let r = alice
+        .post(app.env_url("production", "/releases/promo/allocation"))
+        .json(&json!({"percent": {"v2": 35}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+    c.find(Locator::Css("section[aria-labelledby=edit-title] button[type=submit]"))
+        .await
+        .expect("save")
+        .click()
+        .await
+        .expect("click");
+    assert!(shows(c, ".conflict", "Changed by alice").await, "{}", text(c, "main").await);
+    assert!(text(c, ".conflict").await.contains("ago — reload"));
+    assert_ne!(app.get_json(app.env_url("production", "/releases/promo")).await["description"], "spring campaign");
+
+    // The ramp plot: one segment per step taken, once the ramp has advanced.
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            audit_actions(&app, "search").await.iter().any(|a| a == "ramp-advance")
+        })
+        .await,
+        "the ramp advances"
+    );
+    c.goto(&app.url("/console/envs/production/releases/search")).await.expect("goto");
+    c.wait().for_element(Locator::Css("figure.plot svg")).await.expect("the plot");
+    let taken =
+        audit_actions(&app, "search").await.iter().filter(|a| *a == "ramp-start" || *a == "ramp-advance").count();
+    assert_eq!(taken, 2);
+    assert_eq!(count(c, "figure.plot svg line.step").await, taken, "one segment per step taken");
+    assert!(text(c, "figure.plot figcaption").await.contains("step 2 at 5 %"));
+    screenshots(c, "release").await;
+
+    // Sign out, then a read-only token: no action buttons, and its forged POST is refused.
+    c.goto(&app.url("/console/envs/production")).await.expect("goto");
+    c.wait().for_element(Locator::Css("form.signout button")).await.expect("sign out").click().await.expect("click");
+    c.wait().for_element(Locator::Css("#token")).await.expect("signed out");
+    sign_in(c, &app, "/console/envs/production", &token("viewer", "production", "read")).await;
+    assert!(shows(c, "h1", "Releases in production").await);
+    assert_eq!(count(c, "#main button").await, 0, "a read-only session sees no action buttons");
+    assert_eq!(count(c, "#main form").await, 0);
+    c.goto(&app.url("/console/envs/production/releases/promo")).await.expect("goto");
+    c.wait().for_element(Locator::Css("h1")).await.expect("page");
+    assert_eq!(count(c, "#main button").await, 0, "no edit form either");
+    let viewer_cookie = c.get_named_cookie("cohort_session").await.expect("cookie");
+    let csrf = c
+        .find(Locator::Css("form.signout input[name=csrf]"))
+        .await
+        .expect("the session's CSRF token")
+        .attr("value")
+        .await
+        .expect("attr")
+        .expect("value");
+    let status = post_form(
+        &app,
+        "/console/envs/production/releases/checkout/unkill",
+        viewer_cookie.value(),
+        Some(&app.address),
+        &[("csrf", &csrf), ("reason", "forged")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a forged POST with a read-only session");
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["killed"], true);
+
+    // The admin session's cookie without its CSRF token, with another's, or from
+    // another origin: refused; with all three right: done.
+    let admin = admin_cookie.value();
+    let path = "/console/envs/production/releases/checkout/unkill";
+    assert_eq!(post_form(&app, path, admin, Some(&app.address), &[("reason", "x")]).await, StatusCode::FORBIDDEN);
+    assert_eq!(post_form(&app, path, admin, Some(&app.address), &[("csrf", &csrf)]).await, StatusCode::FORBIDDEN);
+    let admin_csrf = cohort::console::session::csrf_token(admin);
+    assert_eq!(
+        post_form(&app, path, admin, Some("http://evil.example"), &[("csrf", &admin_csrf)]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(post_form(&app, path, admin, None, &[("csrf", &admin_csrf)]).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["killed"], true, "nothing was done");
+    assert_eq!(post_form(&app, path, admin, Some(&app.address), &[("csrf", &admin_csrf)]).await, StatusCode::SEE_OTHER);
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["killed"], false);
+
+    drop(browser);
+    sdk.close().await;
+    app.stop().await;
+}
+
+async fn page(app: &TestApp, path: &str, session: &str) -> (StatusCode, String) {
+    let r = http().get(app.url(path)).header("Cookie", format!("cohort_session={session}")).send().await.expect("sent");
+    (r.status(), r.text().await.expect("text"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_only_session_is_offered_and_allowed_kill_unkill_and_pause_only() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    let plan = json!({"candidate": "v2", "steps": [{"percent": 20, "hold": "1h"}, {"percent": 100}]});
+    assert_eq!(
+        app.post(&app.env_url("production", "/releases/checkout/ramp"), &plan).await.status(),
+        StatusCode::CREATED
+    );
+    let kill = token("pager", "production", "kill");
+    let (status, html) = page(&app, "/console/envs/production", &kill).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Kill…") && html.contains("Pause ramp") && html.contains("Kill all…"), "{html}");
+    let (_, html) = page(&app, "/console/envs/production/releases/checkout", &kill).await;
+    assert!(!html.contains("id=\"edit-title\""), "no edit form for a kill-only token");
+
+    let csrf = cohort::console::session::csrf_token(&kill);
+    let edit = [("csrf", csrf.as_str()), ("revision", "2"), ("description", "x")];
+    let status = post_form(&app, "/console/envs/production/releases/checkout", &kill, Some(&app.address), &edit).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the server refuses an edit the page does not offer");
+    let status = post_form(
+        &app,
+        "/console/envs/production/releases/checkout/pause",
+        &kill,
+        Some(&app.address),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
+    assert_eq!(release["ramp"]["state"], "paused");
+    assert_eq!(release["description"], "");
+
+    // Kill-all from the page: the banner names it, and every release serves its baseline.
+    let status = post_form(
+        &app,
+        "/console/envs/production/kill-all",
+        &kill,
+        Some(&app.address),
+        &[("csrf", &csrf), ("reason", "incident 42")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let environment = app.get_json(app.env_url("production", "")).await;
+    assert_eq!(
+        (environment["kill_all"].clone(), environment["kill_reason"].clone()),
+        (json!(true), json!("incident 42"))
+    );
+    let (_, html) = page(&app, "/console/envs/production", &kill).await;
+    assert!(html.contains("Kill-all is on in production") && html.contains("incident 42"), "{html}");
+    assert!(html.contains("data-state=\"killed\"") && html.contains("Unkill all…"));
+    let d = app.decision("production", "checkout", json!({"targetingKey": "u"})).await;
+    assert_eq!(d["reason"], "DISABLED");
+
+    // A token for another environment sees nothing here.
+    let (status, _) = page(&app, "/console/envs/production", &token("pager", "staging", "admin")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_returns_to_sign_in_and_back_to_the_page() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    let short = cohort::auth::mint::mint(
+        &cohort::config::Secret::new(crate::helpers::TEST_SECRET),
+        "oncall",
+        "production",
+        "kill",
+        Duration::from_secs(1),
+    )
+    .expect("mints");
+    let path = "/console/envs/production/releases/checkout";
+    assert_eq!(page(&app, path, &short).await.0, StatusCode::OK);
+    // The verifier's leeway is 5 s: the session ends with the token, not before.
+    let signed_out = |(status, html): &(StatusCode, String)| {
+        *status == StatusCode::UNAUTHORIZED
+            && html.contains("Your session has expired")
+            && html.contains(&format!("value=\"{path}\""))
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async { signed_out(&page(&app, path, &short).await) }).await,
+        "the session expires with its token, and the sign-in form keeps the page"
+    );
+
+    // Signing in again goes back to the page.
+    let fresh = token("oncall", "production", "kill");
+    let r = http()
+        .post(app.url("/console/sign-in"))
+        .header("Origin", &app.address)
+        .form(&[("token", fresh.as_str()), ("next", path)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], path);
+    let cookie = r.headers()["set-cookie"].to_str().expect("text").to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Max-Age="),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "not over TLS");
+
+    // Over TLS (here: as a proxy terminating it reports), the cookie is Secure.
+    let r = http()
+        .post(app.url("/console/sign-in"))
+        .header("X-Forwarded-Proto", "https")
+        .header("Origin", format!("https://127.0.0.1:{}", app.port))
+        .form(&[("token", fresh.as_str()), ("next", path)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers()["set-cookie"].to_str().expect("text").contains("Secure"));
+
+    // Sign-in from another origin, or with an eval-only token, is refused.
+    let r = http()
+        .post(app.url("/console/sign-in"))
+        .header("Origin", "http://evil.example")
+        .form(&[("token", fresh.as_str()), ("next", path)])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let eval = token("sdk", "production", "eval");
+    let r = http()
+        .post(app.url("/console/sign-in"))
+        .header("Origin", &app.address)
+        .form(&[("token", eval.as_str())])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get("set-cookie").is_none());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_costs_three_requests_and_nothing_from_elsewhere() {
+    let app = spawn_app(Backend::Embedded).await;
+    let admin = token("oncall", "*", "admin");
+    let (status, html) = page(&app, "/", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut fetched: Vec<String> = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let rest = &html[i + attr.len()..];
+            let url = &rest[..rest.find('"').unwrap_or(0)];
+            if url.starts_with("/console/assets/") || url.starts_with("http") {
+                fetched.push(url.to_owned());
+            }
+        }
+    }
+    assert_eq!(fetched.len(), 2, "one stylesheet, one script: {fetched:?}");
+    assert!(html.contains("rel=\"icon\" href=\"data:,\""), "no favicon request");
+    for url in fetched {
+        let r = reqwest::get(app.url(&url)).await.expect("sent");
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        let body = r.text().await.expect("text");
+        assert!(!body.contains("http://") && !body.contains("https://"), "{url} fetches nothing from elsewhere");
+    }
+    app.stop().await;
+}
