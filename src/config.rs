@@ -117,6 +117,9 @@ pub struct MaxTtlSettings {
     /// `eval` (tokens shipped inside apps).
     #[serde(deserialize_with = "human_duration")]
     pub eval: Duration,
+    /// `report` (server SDKs' outcome reports).
+    #[serde(deserialize_with = "human_duration")]
+    pub report: Duration,
     /// `read`.
     #[serde(deserialize_with = "human_duration")]
     pub read: Duration,
@@ -133,15 +136,22 @@ pub struct MaxTtlSettings {
 
 impl MaxTtlSettings {
     /// Every limit, for checks that must cover any token.
-    pub fn all(&self) -> [Duration; 5] {
-        [self.eval, self.read, self.write, self.kill, self.admin]
+    pub fn all(&self) -> [Duration; 6] {
+        [self.eval, self.report, self.read, self.write, self.kill, self.admin]
     }
 }
 
 impl Default for MaxTtlSettings {
     fn default() -> Self {
         let days = |d: u64| Duration::from_secs(d * 86_400);
-        MaxTtlSettings { eval: days(365), read: days(90), write: days(90), kill: days(90), admin: days(30) }
+        MaxTtlSettings {
+            eval: days(365),
+            report: days(365),
+            read: days(90),
+            write: days(90),
+            kill: days(90),
+            admin: days(30),
+        }
     }
 }
 

@@ -235,10 +235,33 @@ async fn check(
         }
         return Ok(());
     }
+    let current = snapshots.revision(env);
+    if stored > current && snapshots.get(env).is_some() && catch_up(store, snapshots, env, current, stored).await? {
+        return Ok(());
+    }
     if stored != snapshots.revision(env) || snapshots.get(env).is_none() {
         reload(store, snapshots, env).await?;
     }
     Ok(())
+}
+
+/// Applies the changes after `current` from the store's change log, so that an instance
+/// a few changes behind (its follower or a writer not there yet) catches up the way
+/// subscribers expect — one `change` event each — rather than with a whole reloaded
+/// snapshot. False when the log cannot bring it to `stored` (trimmed, a gap): reload.
+async fn catch_up(
+    store: &dyn Store,
+    snapshots: &Snapshots,
+    env: &EnvName,
+    current: u64,
+    stored: u64,
+) -> Result<bool, StoreError> {
+    for change in store.changes_after(env, current, Duration::ZERO).await? {
+        if snapshots.apply(env, &change) == Applied::Gap {
+            return Ok(false);
+        }
+    }
+    Ok(snapshots.revision(env) >= stored)
 }
 
 /// The highest revision of `env` this instance has served (or a previous run of it).

@@ -84,6 +84,7 @@ impl Scopes {
     pub fn max_ttl(self, limits: &crate::config::MaxTtlSettings) -> std::time::Duration {
         [
             (Scope::Eval, limits.eval),
+            (Scope::Report, limits.report),
             (Scope::Read, limits.read),
             (Scope::Write, limits.write),
             (Scope::Kill, limits.kill),

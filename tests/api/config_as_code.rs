@@ -2,7 +2,7 @@
 //! empty store answers exactly as the original, and apply is a careful declarative tool
 //! (plan first, idempotent, ramps and kills respected, conflicts caught).
 
-use crate::helpers::{Backend, TestApp, spawn_app, token};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with, token};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -148,7 +148,9 @@ async fn decisions(app: &TestApp) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_applied_to_an_empty_store_answers_10000_units_exactly_as_the_original() {
-    let original = spawn_app(Backend::Embedded).await;
+    // 20,000 evaluations from one loopback address: above the default per-address limit.
+    let unlimited = |s: &mut cohort::config::Settings| s.rate_limit.evaluate_per_address = 0;
+    let original = spawn_app_with(Backend::Embedded, unlimited).await;
     varied(&original).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let text = export(&original).await;
@@ -166,7 +168,7 @@ async fn a_backup_applied_to_an_empty_store_answers_10000_units_exactly_as_the_o
     }
     let path = write_file(dir.path(), "cohort.json", &text);
 
-    let restored = spawn_app(Backend::Embedded).await;
+    let restored = spawn_app_with(Backend::Embedded, unlimited).await;
     let o = apply(&restored.address, &path, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
     let plan = stdout(&o);

@@ -427,7 +427,8 @@ async fn ten_thousand_releases_evaluated_keep_the_metrics_small() {
             release: Release::new(&format!("r{i:05}"), ["v1", "v2"]).with_allocation("v2", 50_000),
         })
         .collect();
-    let data = EnvData { revision, kill_all: false, kill_reason: None, releases, reseeded_at: 0 };
+    let data =
+        EnvData { revision, kill_all: false, kill_reason: None, releases, reseeded_at: 0, revocations: Vec::new() };
     store.reseed(&env, &data, &WriteMeta::now("test", Action::StoreReseed, None)).await.expect("seeded");
     let served = eventually(Duration::from_secs(10), || async { app.served_revision(env_name).await >= revision });
     assert!(served.await, "the instance serves the 10,000 releases");
