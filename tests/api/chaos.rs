@@ -37,7 +37,7 @@ struct Tally {
 struct Model {
     killed: BTreeMap<&'static str, bool>,
     /// Revision → action of every change acknowledged as stored (200/201).
-    acknowledged: BTreeMap<u64, String>,
+    acknowledged: BTreeMap<u64, (String, String)>,
 }
 
 fn env_var(name: &str) -> Option<u64> {
@@ -148,10 +148,32 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
             tally.violations.push(format!("audit holds revision {revision} {count} times"));
         }
     }
-    for (revision, action) in &model.acknowledged {
+    // Each release's kill switch flips, by revision, to tell an idempotent kill or unkill
+    // (answered with the release's current revision, which another write may have
+    // bumped meanwhile) from a lost one.
+    let mut switches: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    for entry in audit["entries"].as_array().into_iter().flatten() {
+        let action = entry["action"].as_str().unwrap_or_default();
+        if matches!(action, "kill" | "unkill")
+            && let Some(release) = entry["release"].as_str()
+        {
+            let revision = entry["revision"].as_u64().unwrap_or(0);
+            switches.entry(release.to_owned()).or_default().push((revision, action.to_owned()));
+        }
+    }
+    for (revision, (action, key)) in &model.acknowledged {
         match actions.get(revision) {
             Some(logged) if logged == action => {}
-            other => tally.violations.push(format!("acknowledged {action} at {revision}, audit has {other:?}")),
+            other => {
+                let in_effect = matches!(action.as_str(), "kill" | "unkill")
+                    && switches
+                        .get(key)
+                        .and_then(|flips| flips.iter().filter(|(r, _)| r <= revision).max_by_key(|(r, _)| *r))
+                        .is_some_and(|(_, last)| last == action);
+                if !in_effect {
+                    tally.violations.push(format!("acknowledged {action} of {key} at {revision}, audit has {other:?}"));
+                }
+            }
         }
     }
 
@@ -236,7 +258,7 @@ async fn operate(
             if let Some(revision) = body["revision"].as_u64().filter(|&r| r > before)
                 && !matches!(action, "kill-all" | "unkill-all")
             {
-                model.acknowledged.entry(revision).or_insert_with(|| action.to_owned());
+                model.acknowledged.entry(revision).or_insert_with(|| (action.to_owned(), key.to_owned()));
             }
         }
         match action {
