@@ -116,42 +116,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(TokenCmd::Mint(args)) => mint(args, &cli.client.env),
-        Command::Token(TokenCmd::Api(command)) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let token = match Settings::client_token(cli.token_file.as_deref()) {
-                Ok(token) => token,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(cli::EXIT_USAGE);
-                }
-            };
-            runtime.block_on(cli::run_token(cli.client, command, token))
-        }
+        Command::Token(TokenCmd::Api(command)) => match client_setup(cli.token_file.as_deref()) {
+            Ok((runtime, token)) => runtime.block_on(cli::run_token(cli.client, command, token)),
+            Err(code) => code,
+        },
         Command::Agent(args) => agent(args, cli.client, cli.token_file),
-        Command::Client(command) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let token = match Settings::client_token(cli.token_file.as_deref()) {
-                Ok(token) => token,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(cli::EXIT_USAGE);
-                }
-            };
-            runtime.block_on(cli::run(cli.client, command, token))
-        }
+        Command::Client(command) => match client_setup(cli.token_file.as_deref()) {
+            Ok((runtime, token)) => runtime.block_on(cli::run(cli.client, command, token)),
+            Err(code) => code,
+        },
     }
+}
+
+/// What every command talking to a server needs: a small runtime and the bearer token
+/// (from `--token-file` or `COHORT_TOKEN`). A failure is reported here; the exit code is
+/// returned.
+fn client_setup(token_file: Option<&std::path::Path>) -> Result<(tokio::runtime::Runtime, Option<String>), ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start: {e}");
+        ExitCode::FAILURE
+    })?;
+    let token = Settings::client_token(token_file).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(cli::EXIT_USAGE)
+    })?;
+    Ok((runtime, token))
 }
 
 fn agent(args: AgentArgs, client: ClientArgs, token_file: Option<PathBuf>) -> ExitCode {
