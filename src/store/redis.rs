@@ -32,11 +32,31 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// Lua: `rev` is set to the environment's highest revision — its `rev` key or, when
+/// higher, the newest entry of its change or audit stream (KEYS[3], KEYS[5], KEYS[6]) —
+/// so that the next revision never reuses a stream entry id. Shared by the write and
+/// reseed scripts.
+macro_rules! highest_revision_lua {
+    () => {
+        r#"
+local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
+for _, stream in ipairs({KEYS[5], KEYS[6]}) do
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
+    if last_rev > rev then rev = last_rev end
+  end
+end
+"#
+    };
+}
+
 /// The write script: compare, write, bump the revision, append the change — or, when
 /// the comparison fails, touch nothing. Every check comes before the first write, and
 /// the stream id is derived so `XADD` cannot be refused, so an error can never leave a
 /// write half done.
-const WRITE_SCRIPT: &str = r#"
+const WRITE_SCRIPT: &str = concat!(
+    r#"
 -- KEYS: releases revs rev meta changes audit revocations
 -- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor
 -- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)
@@ -63,15 +83,9 @@ else
   if state[1] == '1' and state[2] and state[2] ~= '' then was['kill_reason'] = state[2] end
   before = cjson.encode(was)
 end
-local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
-for _, stream in ipairs({KEYS[5], KEYS[6]}) do
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
-    if last_rev > rev then rev = last_rev end
-  end
-end
-rev = rev + 1
+"#,
+    highest_revision_lua!(),
+    r#"rev = rev + 1
 local id = tostring(rev) .. '-0'
 local after = ''
 local audit_release = key
@@ -108,7 +122,8 @@ end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', audit_maxlen, id, 'time_ms', time_ms, 'actor', actor,
   'action', action, 'release', audit_release, 'before', before or '', 'after', after, 'reason', reason)
 return {'ok', tostring(rev)}
-"#;
+"#
+);
 
 /// Take or renew a lease: the holder renews its own; anyone takes a free one.
 const LEASE_SCRIPT: &str = r#"
@@ -147,16 +162,9 @@ return {'ok', rev}
 /// ARGV: revision kill_all kill_reason time_ms actor action reason before after audit_maxlen
 ///       revocation_count, then that many (key, revocation json) pairs, then (key, release
 ///       json) pairs
-const RESEED_SCRIPT: &str = r#"
-local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
-for _, stream in ipairs({KEYS[5], KEYS[6]}) do
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local last_rev = tonumber(string.match(last[1][1], '^(%d+)'))
-    if last_rev > rev then rev = last_rev end
-  end
-end
-local seed = tonumber(ARGV[1])
+const RESEED_SCRIPT: &str = concat!(
+    highest_revision_lua!(),
+    r#"local seed = tonumber(ARGV[1])
 if seed <= rev then return {'regressed', tostring(rev)} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 local first = 12 + 2 * tonumber(ARGV[11])
@@ -172,7 +180,8 @@ redis.call('SET', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], ARGV[1] .. '-0', 'time_ms', ARGV[4], 'actor', ARGV[5],
   'action', ARGV[6], 'release', '', 'before', ARGV[8], 'after', ARGV[9], 'reason', ARGV[7])
 return {'ok', ARGV[1]}
-"#;
+"#
+);
 
 /// Connection settings for [`RedisStore::connect`].
 #[derive(Clone)]
