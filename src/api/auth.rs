@@ -9,6 +9,7 @@ use crate::store::EnvName;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::{Either, LocalBoxFuture};
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -106,16 +107,45 @@ pub fn authenticate(state: &AppState, token: &str) -> Result<Arc<Principal>, Aut
     Ok(principal)
 }
 
-impl<P: Policy> FromRequest for Authorized<P> {
+impl<P: Policy + 'static> FromRequest for Authorized<P> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    /// Ready, except for a token naming a key the identity provider published since the
+    /// last fetch ([`settled`]).
+    type Future = Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
-            let principal = principal(req)?;
+        let env = match EnvName::parse(req.match_info().get("env").unwrap_or_default()) {
+            Ok(env) => env,
+            Err(e) => return Either::Left(ready(Err(e.into()))),
+        };
+        let authorized = move |principal: Arc<Principal>, env: EnvName| {
             principal.authorize_any(P::SCOPES, &env)?;
             Ok(Authorized { principal, env, _policy: PhantomData })
-        })())
+        };
+        match principal(req) {
+            Err(ApiError::Auth(AuthError::UnknownKey(reason))) => {
+                let error = ApiError::Auth(AuthError::UnknownKey(reason));
+                match settled(req) {
+                    Some(principal) => Either::Right(Box::pin(async move { authorized(principal.await?, env) })),
+                    None => Either::Left(ready(Err(error))),
+                }
+            }
+            result => Either::Left(ready(result.and_then(|principal| authorized(principal, env)))),
+        }
     }
+}
+
+/// For a request whose token names a key the identity provider's set lacks: the
+/// authentication again once the early fetch that key asked for is done ([`Verifier::verify_settled`]).
+/// `None` when there is no token or no state to do it with.
+///
+/// [`Verifier::verify_settled`]: crate::auth::Verifier::verify_settled
+pub fn settled(req: &HttpRequest) -> Option<LocalBoxFuture<'static, Result<Arc<Principal>, ApiError>>> {
+    let state = req.app_data::<web::Data<AppState>>()?.clone();
+    let token = bearer(req).ok()?.to_owned();
+    Some(Box::pin(async move {
+        let principal = state.verifier.verify_settled(&token).await?;
+        state.revocations.check(&principal)?;
+        Ok(principal)
+    }))
 }

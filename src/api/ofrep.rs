@@ -9,7 +9,7 @@
 //! headers, in a browser or anywhere else, and a URL is logged by every proxy on its way.
 //! Clients that can send headers may open the stream with their bearer token instead.
 
-use super::auth::{Eval, Policy, principal};
+use super::auth::{Eval, Policy, principal, settled};
 use super::extract::{BodyError, read_body};
 use super::openapi::SseEvent;
 use super::{ApiError, AppState, resource};
@@ -23,6 +23,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective, ETag, EntityTag, IfNoneMatch};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError, web};
 use cohort_sdk::Context;
+use futures_util::future::{Either, LocalBoxFuture};
 use serde::{Deserialize, Serialize};
 use std::future::{Ready, ready};
 use std::marker::PhantomData;
@@ -194,16 +195,34 @@ pub struct OfrepAuthorized<P> {
     _policy: PhantomData<P>,
 }
 
-impl<P: Policy> FromRequest for OfrepAuthorized<P> {
+impl<P: Policy + 'static> FromRequest for OfrepAuthorized<P> {
     type Error = Failure;
-    type Future = Ready<Result<Self, Failure>>;
+    /// Ready, except for a token naming a key the identity provider published since the
+    /// last fetch ([`settled`]).
+    type Future = Either<Ready<Result<Self, Failure>>, LocalBoxFuture<'static, Result<Self, Failure>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let result = principal(req).map_err(OfrepError::from).and_then(|principal| {
+        let key = req.match_info().get("key").map(str::to_owned);
+        let authorized = |req: &HttpRequest, principal: Result<Arc<Principal>, ApiError>| {
+            let principal = principal.map_err(OfrepError::from)?;
             let env = environment(req, &principal, P::SCOPES)?;
             Ok(OfrepAuthorized { env, principal, _policy: PhantomData })
-        });
-        ready(result.map_err(|error| Failure { key: req.match_info().get("key").map(str::to_owned), error }))
+        };
+        match principal(req) {
+            Err(ApiError::Auth(AuthError::UnknownKey(reason))) => match settled(req) {
+                Some(principal) => {
+                    let req = req.clone();
+                    Either::Right(Box::pin(async move {
+                        authorized(&req, principal.await).map_err(|error| Failure { key, error })
+                    }))
+                }
+                None => {
+                    let error = ApiError::Auth(AuthError::UnknownKey(reason));
+                    Either::Left(ready(authorized(req, Err(error)).map_err(|error| Failure { key, error })))
+                }
+            },
+            result => Either::Left(ready(authorized(req, result).map_err(|error| Failure { key, error }))),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -223,6 +223,10 @@ pub struct Jwks {
     refetch: Notify,
     last_on_demand: Mutex<Option<Instant>>,
     on_demand: AtomicU64,
+    /// An early fetch was asked for and has not completed yet.
+    asked: AtomicBool,
+    /// Counts completed fetches (good or failed), for [`Jwks::settled`].
+    fetched: watch::Sender<u64>,
 }
 
 impl Jwks {
@@ -256,6 +260,8 @@ impl Jwks {
             refetch: Notify::new(),
             last_on_demand: Mutex::new(None),
             on_demand: AtomicU64::new(0),
+            asked: AtomicBool::new(false),
+            fetched: watch::channel(0).0,
         }))
     }
 
@@ -298,8 +304,26 @@ impl Jwks {
         *last = Some(now);
         drop(last);
         self.on_demand.fetch_add(1, Ordering::Relaxed);
+        self.asked.store(true, Ordering::SeqCst);
         tracing::info!(url = %self.url, "a token names a key the identity provider's key set lacks; fetching it again");
         self.refetch.notify_one();
+    }
+
+    /// Waits for the early fetch a token naming an unknown key asked for, if one is under
+    /// way — at most as long as a fetch may take — so that the first token signed with a
+    /// newly published key is verified against the set that holds it rather than refused.
+    /// Returns at once when no early fetch is pending (the rate limit turned the request
+    /// down, or the key is simply not the identity provider's).
+    pub async fn settled(&self) {
+        if !self.asked.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut fetched = self.fetched.subscribe();
+        // The fetch may have completed between the check and the subscription.
+        if !self.asked.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = tokio::time::timeout(FETCH_TIMEOUT, fetched.changed()).await;
     }
 
     async fn fetch(&self) -> Result<(KeySet, Vec<String>), FetchError> {
@@ -321,7 +345,18 @@ impl Jwks {
 
     /// Fetches once and installs the result; returns whether a set is in force.
     async fn refresh_once(&self, on_removal: &(impl Fn() + Send + Sync)) -> bool {
-        match self.fetch().await {
+        let loaded = self.install(self.fetch().await, on_removal);
+        self.asked.store(false, Ordering::SeqCst);
+        self.fetched.send_modify(|n| *n += 1);
+        loaded
+    }
+
+    fn install(
+        &self,
+        fetched: Result<(KeySet, Vec<String>), FetchError>,
+        on_removal: &(impl Fn() + Send + Sync),
+    ) -> bool {
+        match fetched {
             Ok((set, skipped)) => {
                 for reason in &skipped {
                     tracing::debug!(url = %self.url, key = %reason, "JWKS key skipped");

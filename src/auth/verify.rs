@@ -144,6 +144,16 @@ impl Verifier {
         Ok(principal)
     }
 
+    /// [`Verifier::verify`], except that a token naming a key the identity provider's set
+    /// lacks waits for the early fetch it asked for (bounded) and is verified once more:
+    /// a key published a moment ago works from its first token.
+    pub async fn verify_settled(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let result = self.verify(token);
+        let (Err(AuthError::UnknownKey(_)), Some(jwks)) = (&result, &self.jwks) else { return result };
+        jwks.settled().await;
+        self.verify(token)
+    }
+
     fn verify_uncached(&self, token: &str) -> Result<Principal, AuthError> {
         let header = decode_header(token).map_err(|_| header_error(token))?;
         // HMAC is cohort's own secret (minted tokens); every other algorithm is an
