@@ -182,3 +182,28 @@ async fn outcomes_of_a_version_served_before_a_kill_are_counted_for_that_version
         "the failure belongs to v2, which served it; the later request to the baseline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_of_a_release_deleted_meanwhile_are_dropped_and_the_rest_of_the_report_still_arrives() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 100.0).await;
+    app.given_release("production", "promo", 100.0).await;
+    let client = sdk(&app.address).outcome_flush_interval(Duration::from_secs(3_600)).build().expect("client");
+    assert!(client.wait_ready(DEADLINE).await);
+    for i in 0..20 {
+        client.track("checkout", &user(i), Outcome::Ok);
+        client.track("promo", &user(i), if i < 5 { Outcome::Error } else { Outcome::Ok });
+    }
+    // `promo` goes before the report: the service refuses the report for naming it (422
+    // `unknown_outcome_pairs`), and the SDK sends it again without it.
+    let r = app.client.delete(app.env_url("production", "/releases/promo")).send().await.expect("sent");
+    assert!(r.status().is_success(), "{}", r.status());
+
+    client.close().await;
+    assert_eq!(
+        health(&app, "checkout").await,
+        BTreeMap::from([("v2".to_owned(), (20, 0))]),
+        "checkout's outcomes arrive although the report also named the deleted release"
+    );
+    assert_eq!(client.dropped_outcomes(), 20, "promo's 20 outcomes are dropped, and counted");
+}

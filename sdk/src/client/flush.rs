@@ -2,7 +2,9 @@
 //! every flush interval, sooner when `flush_size` outcomes are pending, and a last time
 //! on `close`. A report the service could not take (unreachable, 5xx) is put back and
 //! sent with the next one; one it refuses (4xx) is dropped, so one bad report cannot
-//! block the rest forever.
+//! block the rest forever — except for the pairs of releases or versions the environment
+//! no longer holds (422 `unknown_outcome_pairs`, which lists them): those are dropped and
+//! the rest of the report is sent again.
 
 use super::outcomes::{OutcomeCount, Outcomes};
 use reqwest::{StatusCode, Url};
@@ -13,6 +15,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// Most counts per request (the service's limit).
 const MAX_REPORT: usize = 1_000;
+/// Most times one report is sent again without the pairs the service did not know.
+const MAX_RESENDS: usize = 3;
 
 /// Where and how often outcomes go.
 pub(crate) struct Flusher {
@@ -29,6 +33,28 @@ enum Failure {
     Retry(String),
     /// The service refused it for good.
     Refused(StatusCode),
+    /// The service refused it for naming these (release, version) pairs, which its
+    /// environment does not hold (a release deleted, a version renamed, a typo).
+    Unknown(Vec<(String, String)>),
+}
+
+/// The body of a 422 `unknown_outcome_pairs`.
+#[derive(serde::Deserialize)]
+struct UnknownPairsBody {
+    error: UnknownPairs,
+}
+
+#[derive(serde::Deserialize)]
+struct UnknownPairs {
+    code: String,
+    #[serde(default)]
+    unknown: Vec<UnknownPair>,
+}
+
+#[derive(serde::Deserialize)]
+struct UnknownPair {
+    release: String,
+    version: String,
 }
 
 impl Flusher {
@@ -53,31 +79,69 @@ impl Flusher {
 
     async fn flush(&self, state: &mut State, round: Round) {
         let batch = self.outcomes.take();
-        for (i, chunk) in batch.chunks(MAX_REPORT).enumerate() {
-            match self.send(chunk).await {
-                Ok(()) => {
-                    if std::mem::take(&mut state.failing) {
-                        tracing::info!("outcome reports delivered again");
+        'chunks: for (i, chunk) in batch.chunks(MAX_REPORT).enumerate() {
+            let mut report = chunk.to_vec();
+            let mut resends = 0;
+            loop {
+                match self.send(&report).await {
+                    Ok(()) => {
+                        if std::mem::take(&mut state.failing) {
+                            tracing::info!("outcome reports delivered again");
+                        }
+                    }
+                    Err(Failure::Unknown(pairs)) if resends < MAX_RESENDS => {
+                        let before = report.len();
+                        let (unknown, known): (Vec<_>, Vec<_>) = report
+                            .into_iter()
+                            .partition(|c| pairs.iter().any(|(r, v)| *r == c.release && *v == c.version));
+                        let lost: u64 = unknown.iter().map(OutcomeCount::total).sum();
+                        self.outcomes.drop_outcomes(lost);
+                        let named: Vec<String> =
+                            unknown.iter().map(|c| format!("{}/{}", c.release, c.version)).collect();
+                        tracing::warn!(pairs = ?named, lost, "the environment holds no such release or version; these outcomes are dropped and the rest sent again");
+                        if known.is_empty() || known.len() == before {
+                            if known.len() == before {
+                                // Nothing matched what the service listed: not worth a resend.
+                                self.outcomes.drop_outcomes(known.iter().map(OutcomeCount::total).sum());
+                            }
+                            continue 'chunks;
+                        }
+                        report = known;
+                        resends += 1;
+                        continue;
+                    }
+                    Err(Failure::Refused(status)) => {
+                        let lost: u64 = report.iter().map(OutcomeCount::total).sum();
+                        self.outcomes.drop_outcomes(lost);
+                        tracing::warn!(%status, lost, "the cohort service refused an outcome report; its counts are dropped");
+                    }
+                    Err(Failure::Unknown(_)) => {
+                        let lost: u64 = report.iter().map(OutcomeCount::total).sum();
+                        self.outcomes.drop_outcomes(lost);
+                        tracing::warn!(
+                            lost,
+                            "the cohort service kept refusing an outcome report for unknown pairs; its counts are dropped"
+                        );
+                    }
+                    Err(Failure::Retry(error)) => {
+                        // This report (less what was dropped) and every chunk after it.
+                        let mut undelivered = report;
+                        undelivered.extend_from_slice(&batch[((i + 1) * MAX_REPORT).min(batch.len())..]);
+                        match round {
+                            Round::Regular => self.outcomes.restore(&undelivered),
+                            Round::Last => {
+                                self.outcomes.drop_outcomes(undelivered.iter().map(OutcomeCount::total).sum())
+                            }
+                        }
+                        if !std::mem::replace(&mut state.failing, true) || round == Round::Last {
+                            tracing::warn!(%error, last = round == Round::Last, "outcome report not delivered");
+                        } else {
+                            tracing::debug!(%error, "outcome report still not delivered");
+                        }
+                        break 'chunks;
                     }
                 }
-                Err(Failure::Refused(status)) => {
-                    let lost: u64 = chunk.iter().map(OutcomeCount::total).sum();
-                    self.outcomes.drop_outcomes(lost);
-                    tracing::warn!(%status, lost, "the cohort service refused an outcome report; its counts are dropped");
-                }
-                Err(Failure::Retry(error)) => {
-                    let rest = &batch[i * MAX_REPORT..];
-                    match round {
-                        Round::Regular => self.outcomes.restore(rest),
-                        Round::Last => self.outcomes.drop_outcomes(rest.iter().map(OutcomeCount::total).sum()),
-                    }
-                    if !std::mem::replace(&mut state.failing, true) || round == Round::Last {
-                        tracing::warn!(%error, last = round == Round::Last, "outcome report not delivered");
-                    } else {
-                        tracing::debug!(%error, "outcome report still not delivered");
-                    }
-                    break;
-                }
+                continue 'chunks;
             }
         }
         let dropped = self.outcomes.dropped();
@@ -101,11 +165,19 @@ impl Flusher {
                 let transient = status.is_server_error()
                     || status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::REQUEST_TIMEOUT;
-                Err(if transient {
-                    Failure::Retry(format!("the service answered {status}"))
-                } else {
-                    Failure::Refused(status)
-                })
+                if transient {
+                    return Err(Failure::Retry(format!("the service answered {status}")));
+                }
+                if status == StatusCode::UNPROCESSABLE_ENTITY
+                    && let Ok(body) = response.json::<UnknownPairsBody>().await
+                    && body.error.code == "unknown_outcome_pairs"
+                    && !body.error.unknown.is_empty()
+                {
+                    return Err(Failure::Unknown(
+                        body.error.unknown.into_iter().map(|p| (p.release, p.version)).collect(),
+                    ));
+                }
+                Err(Failure::Refused(status))
             }
             Err(error) => Err(Failure::Retry(error.to_string())),
         }
