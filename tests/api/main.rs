@@ -22,6 +22,7 @@ mod openfeature_provider;
 mod persistence;
 mod ramps;
 mod reach;
+mod redis_ha;
 mod redis_harness;
 mod redis_topology;
 mod releases;
