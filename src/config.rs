@@ -309,7 +309,7 @@ impl ServerSettings {
 pub enum StoreKind {
     /// One JSON file in the data directory.
     Embedded,
-    /// Redis (or Redis Cluster).
+    /// Redis: a single server, a Cluster or a Sentinel-managed primary.
     Redis,
 }
 
@@ -319,6 +319,11 @@ pub enum StoreKind {
 pub struct RedisUrl(String);
 
 impl RedisUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisUrl(url.into())
+    }
+
     /// The URL itself (for the client only).
     pub fn expose(&self) -> &str {
         &self.0
@@ -340,12 +345,24 @@ impl std::fmt::Debug for RedisUrl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Which store (`redis` is implied by a `redis_url`).
+    /// Which store (`redis` is implied by a `redis_url`, `redis_cluster_urls` or
+    /// `redis_sentinel`).
     pub kind: StoreKind,
     /// Embedded store directory.
     pub data_dir: PathBuf,
-    /// Redis URL.
+    /// Redis URL (a single server).
     pub redis_url: RedisUrl,
+    /// Seed node URLs of a Redis Cluster; setting them selects cluster mode.
+    #[serde(default)]
+    pub redis_cluster_urls: Vec<RedisUrl>,
+    /// A Sentinel-managed primary; setting its master name selects sentinel mode.
+    #[serde(default)]
+    pub redis_sentinel: RedisSentinelSettings,
+    /// Replicas that must hold a write before it is acknowledged (`WAIT`); 0 = none.
+    #[serde(default)]
+    pub min_replicas_ack: u32,
+    /// How long a write waits for `min_replicas_ack` replicas.
+    pub replication_timeout_ms: u64,
     /// Redis key prefix.
     pub redis_prefix: String,
     /// Changes kept per environment stream.
@@ -358,11 +375,90 @@ pub struct StoreSettings {
     pub resync_interval_ms: u64,
 }
 
+/// A Sentinel-managed Redis primary.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinelSettings {
+    /// The name the sentinels monitor the primary under (`sentinel monitor <name> …`).
+    #[serde(default)]
+    pub master_name: String,
+    /// The sentinels' URLs (`redis://[:password@]host:port`; a password there is the
+    /// sentinels' own).
+    #[serde(default)]
+    pub sentinels: Vec<RedisUrl>,
+    /// Username for the data nodes (primary and replicas), when they use ACLs.
+    #[serde(default)]
+    pub username: String,
+    /// Password for the data nodes (primary and replicas).
+    #[serde(default)]
+    pub password: Secret,
+    /// Database number on the data nodes.
+    #[serde(default)]
+    pub db: i64,
+}
+
+impl RedisSentinelSettings {
+    /// Whether sentinel mode is configured.
+    pub fn is_set(&self) -> bool {
+        !self.master_name.trim().is_empty() || !self.sentinels.is_empty()
+    }
+}
+
 impl StoreSettings {
     /// Redis command timeout.
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
     }
+
+    /// How long a write waits for its replicas.
+    pub fn replication_timeout(&self) -> Duration {
+        Duration::from_millis(self.replication_timeout_ms)
+    }
+
+    /// Picks the Redis topology from the settings: exactly one of `redis_url`,
+    /// `redis_cluster_urls` and `redis_sentinel` may be set. `None` when none is.
+    pub fn redis_topology(&self) -> Result<Option<RedisTopologySetting>, ConfigError> {
+        let single = self.redis_url.is_set();
+        let cluster = !self.redis_cluster_urls.is_empty();
+        let sentinel = self.redis_sentinel.is_set();
+        if usize::from(single) + usize::from(cluster) + usize::from(sentinel) > 1 {
+            return Err(ConfigError::Invalid(
+                "set only one of store.redis_url (one server), store.redis_cluster_urls (a cluster) and \
+                 store.redis_sentinel (a sentinel-managed primary)"
+                    .into(),
+            ));
+        }
+        if cluster {
+            if let Some(empty) = self.redis_cluster_urls.iter().position(|u| !u.is_set()) {
+                return Err(ConfigError::Invalid(format!("store.redis_cluster_urls[{empty}] is empty")));
+            }
+            return Ok(Some(RedisTopologySetting::Cluster));
+        }
+        if sentinel {
+            let s = &self.redis_sentinel;
+            if s.master_name.trim().is_empty() {
+                return Err(ConfigError::Invalid("store.redis_sentinel.master_name is not set".into()));
+            }
+            if s.sentinels.is_empty() || s.sentinels.iter().any(|u| !u.is_set()) {
+                return Err(ConfigError::Invalid(
+                    "store.redis_sentinel.sentinels must list the sentinels' URLs".into(),
+                ));
+            }
+            return Ok(Some(RedisTopologySetting::Sentinel));
+        }
+        Ok(single.then_some(RedisTopologySetting::Single))
+    }
+}
+
+/// Which Redis topology the settings select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTopologySetting {
+    /// `store.redis_url`.
+    Single,
+    /// `store.redis_cluster_urls`.
+    Cluster,
+    /// `store.redis_sentinel`.
+    Sentinel,
 }
 
 /// Log output.
@@ -480,7 +576,14 @@ impl Settings {
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
         }
-        builder = builder.add_source(env.prefix_separator("_").try_parsing(true));
+        // Lists in the environment are comma-separated (`COHORT_STORE__REDIS_CLUSTER_URLS=redis://a,redis://b`).
+        let env = env
+            .prefix_separator("_")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("store.redis_cluster_urls")
+            .with_list_parse_key("store.redis_sentinel.sentinels");
+        builder = builder.add_source(env);
         let set =
             |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, value: Option<String>| match value {
                 Some(v) => b.set_override(key, v),
@@ -494,12 +597,20 @@ impl Settings {
         builder = set(builder, "store.redis_url", overrides.redis_url.clone()).map_err(err)?;
         builder = set(builder, "log.level", overrides.log_level.clone()).map_err(err)?;
         let mut settings: Settings = builder.build().map_err(err)?.try_deserialize().map_err(err)?;
-        if settings.store.redis_url.is_set() {
+        if settings.store.redis_topology()?.is_some() {
             settings.store.kind = StoreKind::Redis;
-        }
-        if settings.store.kind == StoreKind::Redis && !settings.store.redis_url.is_set() {
+        } else if settings.store.kind == StoreKind::Redis {
             return Err(ConfigError::Invalid(
-                "store.kind is redis but no store.redis_url (or --redis-url) is set".into(),
+                "store.kind is redis but none of store.redis_url (or --redis-url), store.redis_cluster_urls and \
+                 store.redis_sentinel is set"
+                    .into(),
+            ));
+        }
+        if settings.store.min_replicas_ack > 0
+            && settings.store.replication_timeout_ms >= settings.store.command_timeout_ms
+        {
+            return Err(ConfigError::Invalid(
+                "store.replication_timeout_ms must be below store.command_timeout_ms (a write waits for its replicas within the command timeout)".into(),
             ));
         }
         if settings.server.max_body_bytes == 0 {

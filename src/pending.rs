@@ -148,9 +148,17 @@ pub struct KillAnswer<T> {
     pub persisted: bool,
 }
 
-/// Whether a failed kill should be served locally: the store cannot take it now.
+/// Whether a failed kill should be served locally: the store cannot take it now — or
+/// took it without the replicas asked for (`NotReplicated`: a failover could lose it,
+/// so it is served and journalled like one the store did not take; the replay finds it
+/// written and settles it, and a failover that lost it shows as a regression).
 pub(crate) fn store_cannot_take(error: &ReleaseError) -> bool {
-    matches!(error, ReleaseError::Store(StoreError::Unavailable(_) | StoreError::Regressed { .. }))
+    matches!(
+        error,
+        ReleaseError::Store(
+            StoreError::Unavailable(_) | StoreError::Regressed { .. } | StoreError::NotReplicated { .. }
+        )
+    )
 }
 
 impl Releases {

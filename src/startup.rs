@@ -3,7 +3,7 @@
 use crate::api::{self, AppState};
 use crate::auth::Verifier;
 use crate::auth::secret::{self, Source};
-use crate::config::{Settings, StoreKind};
+use crate::config::{RedisTopologySetting, Settings, StoreKind, StoreSettings};
 use crate::environments::Environments;
 use crate::fleet::Fleets;
 use crate::pending::PendingKills;
@@ -12,7 +12,7 @@ use crate::ramp::driver::Driver;
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
 use crate::store::embedded::OpenError;
-use crate::store::redis::RedisOptions;
+use crate::store::redis::{RedisOptions, RedisTopology};
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
 use crate::store_watch::StoreWatch;
 use crate::stream::{Fanout, StreamSettings, Streams};
@@ -49,6 +49,9 @@ pub enum StartError {
     /// A `rate_limit.trusted_proxies` entry.
     #[error("rate_limit.trusted_proxies: {0}")]
     Proxies(#[from] crate::ratelimit::InvalidProxy),
+    /// The settings contradict each other (e.g. two Redis topologies).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
@@ -116,14 +119,38 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartErro
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(&settings.store.data_dir, settings.audit.retention)?),
         StoreKind::Redis => {
             let options = RedisOptions {
-                url: settings.store.redis_url.expose().to_owned(),
+                topology: redis_topology(&settings.store)?,
                 prefix: settings.store.redis_prefix.clone(),
                 stream_max_len: settings.store.stream_max_len,
                 command_timeout: settings.store.command_timeout(),
                 audit_retention: settings.audit.retention as u64,
+                min_replicas_ack: settings.store.min_replicas_ack,
+                replication_timeout: settings.store.replication_timeout(),
             };
             Arc::new(RedisStore::connect(options).await.map_err(|source| StartError::Store { kind: "redis", source })?)
         }
+    })
+}
+
+/// The Redis topology the settings select (checked again here: tests and tools adjust
+/// settings after loading them).
+fn redis_topology(store: &StoreSettings) -> Result<RedisTopology, StartError> {
+    let nonempty = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+    Ok(match store.redis_topology()? {
+        Some(RedisTopologySetting::Cluster) => {
+            RedisTopology::Cluster { urls: store.redis_cluster_urls.iter().map(|u| u.expose().to_owned()).collect() }
+        }
+        Some(RedisTopologySetting::Sentinel) => {
+            let sentinel = &store.redis_sentinel;
+            RedisTopology::Sentinel {
+                master_name: sentinel.master_name.trim().to_owned(),
+                sentinels: sentinel.sentinels.iter().map(|u| u.expose().to_owned()).collect(),
+                username: nonempty(&sentinel.username),
+                password: nonempty(sentinel.password.expose()),
+                db: sentinel.db,
+            }
+        }
+        Some(RedisTopologySetting::Single) | None => RedisTopology::Single { url: store.redis_url.expose().to_owned() },
     })
 }
 

@@ -61,6 +61,10 @@ impl Syncer {
                 Ok(_) | Err(StoreError::EnvironmentExists(_)) => {
                     tracing::info!(%env, "created the default environment");
                 }
+                // It exists, only its replication is unconfirmed: an empty environment.
+                Err(error @ StoreError::NotReplicated { .. }) => {
+                    tracing::warn!(%env, %error, "created the default environment");
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -75,6 +75,9 @@ pub enum ApiError {
     /// The store went backwards for this environment; writes are refused.
     #[error("{0}")]
     StoreRegressed(String),
+    /// Written at `revision` but not confirmed by enough replicas: not acknowledged.
+    #[error("{message}")]
+    NotReplicated { message: String, revision: u64 },
     /// The instance has not loaded its first snapshot.
     #[error("not ready: the first snapshot has not been loaded yet{}", .0.as_ref().map(|why| format!(" ({why})")).unwrap_or_default())]
     NotReady(Option<String>),
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::EnvironmentExists(_) => "environment_exists",
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
+            ApiError::NotReplicated { .. } => "not_replicated",
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -163,6 +167,9 @@ impl From<StoreError> for ApiError {
             StoreError::EnvironmentExists(env) => ApiError::EnvironmentExists(env),
             e @ StoreError::EnvironmentNotEmpty { .. } => ApiError::EnvironmentNotEmpty(e.to_string()),
             e @ StoreError::Regressed { .. } => ApiError::StoreRegressed(e.to_string()),
+            e @ StoreError::NotReplicated { revision, .. } => {
+                ApiError::NotReplicated { message: e.to_string(), revision }
+            }
         }
     }
 }
@@ -194,6 +201,9 @@ struct Detail<'a> {
     /// `unknown_outcome_pairs`: how many there were in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown_total: Option<usize>,
+    /// `not_replicated`: the revision the write got in the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<u64>,
 }
 
 impl ResponseError for ApiError {
@@ -223,9 +233,10 @@ impl ResponseError for ApiError {
             | ApiError::EnvironmentNotEmpty(_) => StatusCode::CONFLICT,
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            ApiError::StoreUnavailable(_) | ApiError::NotReady(_) | ApiError::StoreRegressed(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::StoreUnavailable(_)
+            | ApiError::NotReady(_)
+            | ApiError::StoreRegressed(_)
+            | ApiError::NotReplicated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -235,7 +246,11 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        if let ApiError::StoreUnavailable(_) | ApiError::Internal(_) | ApiError::StoreRegressed(_) = self {
+        if let ApiError::StoreUnavailable(_)
+        | ApiError::Internal(_)
+        | ApiError::StoreRegressed(_)
+        | ApiError::NotReplicated { .. } = self
+        {
             crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();
         }
         let mut response = HttpResponse::build(status);
@@ -251,7 +266,13 @@ impl ResponseError for ApiError {
             ApiError::UnknownOutcomePairs { unknown, total, .. } => (Some(unknown.as_slice()), Some(*total)),
             _ => (None, None),
         };
-        response.json(Body { error: Detail { code: self.code(), message: self.to_string(), unknown, unknown_total } })
+        let revision = match self {
+            ApiError::NotReplicated { revision, .. } => Some(*revision),
+            _ => None,
+        };
+        response.json(Body {
+            error: Detail { code: self.code(), message: self.to_string(), unknown, unknown_total, revision },
+        })
     }
 }
 

@@ -36,6 +36,9 @@ pub struct ErrorDetail {
     /// e.g. `invalid_json`, `missing_token`, `release_not_found`, `store_unavailable`.
     pub code: String,
     pub message: String,
+    /// `not_replicated`: the revision the write got in the store (not acknowledged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 /// One Server-Sent Event as a client reads it off a `text/event-stream` answer (OpenAPI
@@ -200,7 +203,10 @@ const COHORT_ERRORS: [(&str, &str); 5] = [
     ("401", "No valid bearer token (`WWW-Authenticate` names the reason)"),
     ("403", "The token's scope or environment does not allow this"),
     ("500", "A bug or corrupt data"),
-    ("503", "The store is unavailable; nothing was written"),
+    (
+        "503",
+        "The store is unavailable, nothing was written (`store_unavailable`, `store_regressed`); or a write was not confirmed by `store.min_replicas_ack` replicas in time (`not_replicated`, `error.revision` names it)",
+    ),
 ];
 
 /// What any route can answer before it is reached (`api::edges`), in cohort's error shape.

@@ -10,8 +10,8 @@
 
 use super::{
     AuditSettings, AuthSettings, CorsSettings, EventsSettings, FleetSettings, HttpSettings, LogSettings,
-    MaxTtlSettings, MetricsSettings, OfrepSettings, RampSettings, RateLimitSettings, ServerSettings, Settings,
-    StoreSettings, WebhookSettings,
+    MaxTtlSettings, MetricsSettings, OfrepSettings, RampSettings, RateLimitSettings, RedisSentinelSettings,
+    ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -96,7 +96,22 @@ impl Keys {
 pub(super) fn known_keys() -> Keys {
     let section = |name: &str| match name {
         "server" => table::<ServerSettings>(),
-        "store" => table::<StoreSettings>(),
+        "store" => {
+            match table::<StoreSettings>() {
+                Keys::Table(keys) => Keys::Table(
+                    keys.into_iter()
+                        .map(|(name, keys)| {
+                            if name == "redis_sentinel" {
+                                (name, table::<RedisSentinelSettings>())
+                            } else {
+                                (name, keys)
+                            }
+                        })
+                        .collect(),
+                ),
+                keys => keys,
+            }
+        }
         "auth" => match table::<AuthSettings>() {
             Keys::Table(keys) => Keys::Table(
                 keys.into_iter()

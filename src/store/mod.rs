@@ -187,6 +187,13 @@ pub enum StoreError {
         "the store went backwards for environment `{env}`: it is at revision {stored}, this instance has seen {seen}; nothing was written. An operator reconciles with `cohort store reseed`"
     )]
     Regressed { env: String, stored: u64, seen: u64 },
+    /// The write is in the store at `revision` but fewer replicas than asked
+    /// (`store.min_replicas_ack`) confirmed it in time: not acknowledged, since a
+    /// failover could lose it.
+    #[error(
+        "written to environment `{env}` at revision {revision}, but {replicas} of the {wanted} replica(s) asked for confirmed it in time: not acknowledged (a failover could lose it); check the result before retrying"
+    )]
+    NotReplicated { env: String, revision: u64, replicas: u32, wanted: u32 },
 }
 
 /// Release configuration storage.

@@ -1,5 +1,6 @@
-//! The Redis store, for production and many instances sharing one Redis (or Redis
-//! Cluster).
+//! The Redis store, for production and many instances sharing one Redis: a single
+//! server, a Redis Cluster or a Sentinel-managed primary ([`RedisTopology`], see
+//! [`conn`]).
 //!
 //! Keys carry the environment as a hash tag, so all keys of one environment share a
 //! slot and a write is one Lua script — atomic, one round trip, valid on a cluster:
@@ -15,6 +16,13 @@
 //! - `{prefix}:environments`   set of the environments that exist (its own slot)
 //! - `{prefix}:deleted_environments` hash name → revision at deletion (tombstones)
 //!
+//! On a cluster, keys of different slots never meet in one command, pipeline or script:
+//! the environment listing and tombstones are updated by commands of their own.
+//!
+//! With `min_replicas_ack = n`, every write (and environment create/delete, reseed) is
+//! followed by `WAIT n timeout` on the node that took it; fewer replicas in time is
+//! [`StoreError::NotReplicated`] — the write is in the store but not acknowledged.
+//!
 //! An environment exists while its `rev` key does: it is created explicitly
 //! (`SET rev NX`) and every write checks for it inside the script, so a write can never
 //! re-create an environment that was deleted or lost with the data.
@@ -26,11 +34,15 @@ use super::{
 };
 use async_trait::async_trait;
 use cohort_sdk::Release;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use redis::{RedisError, Script};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
+
+mod conn;
+
+pub use conn::RedisTopology;
+use conn::{Conn, Connector};
 
 /// Lua: `rev` is set to the environment's highest revision — its `rev` key or, when
 /// higher, the newest entry of its change or audit stream (KEYS[3], KEYS[5], KEYS[6]) —
@@ -186,8 +198,8 @@ return {'ok', ARGV[1]}
 /// Connection settings for [`RedisStore::connect`].
 #[derive(Clone)]
 pub struct RedisOptions {
-    /// `redis://host:port/db`.
-    pub url: String,
+    /// Where the data lives: one server, a cluster, or a sentinel-managed primary.
+    pub topology: RedisTopology,
     /// Key prefix (`cohort`); lets several deployments or tests share one Redis.
     pub prefix: String,
     /// Changes kept in each environment's stream.
@@ -196,24 +208,60 @@ pub struct RedisOptions {
     pub command_timeout: Duration,
     /// Audit entries kept per environment (at least).
     pub audit_retention: u64,
+    /// Replicas that must hold a write before it is acknowledged (`WAIT`); 0 = none.
+    pub min_replicas_ack: u32,
+    /// How long a write waits for those replicas.
+    pub replication_timeout: Duration,
+}
+
+impl RedisOptions {
+    /// Options for `topology` with the defaults of `config/default.toml`.
+    pub fn new(topology: RedisTopology, prefix: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            topology,
+            prefix: prefix.into(),
+            stream_max_len: 10_000,
+            command_timeout: Duration::from_secs(2),
+            audit_retention: 1_000,
+            min_replicas_ack: 0,
+            replication_timeout: Duration::from_millis(500),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password.
-        f.debug_struct("RedisOptions").field("url", &"<redacted>").field("prefix", &self.prefix).finish()
+        // The topology's Debug leaves URLs and passwords out.
+        f.debug_struct("RedisOptions")
+            .field("topology", &self.topology)
+            .field("prefix", &self.prefix)
+            .field("min_replicas_ack", &self.min_replicas_ack)
+            .finish()
     }
 }
 
 /// The Redis store.
 pub struct RedisStore {
-    client: Client,
-    manager: ConnectionManager,
+    connector: Connector,
+    manager: Conn,
     /// Dedicated connections for blocking `XREAD`s, which would otherwise stall every
     /// command multiplexed behind them.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    blocking: Mutex<Vec<Conn>>,
     options: RedisOptions,
     script: Script,
+}
+
+/// A script as sent to `topology`. On a cluster it declares itself (`#!lua`, Redis 7):
+/// a script without flags is not known to write until it does, so a replica (whose
+/// connection the cluster client puts in `READONLY` mode) runs it and fails at its first
+/// write instead of redirecting — which is what a client with a stale slot map needs
+/// after a demoted master came back as a replica. Declared, it counts as a write and is
+/// redirected (`MOVED`), which the cluster client follows.
+fn script_for(topology: &RedisTopology, body: &str) -> Script {
+    match topology {
+        RedisTopology::Cluster { .. } => Script::new(&format!("#!lua\n{body}")),
+        _ => Script::new(body),
+    }
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -225,15 +273,11 @@ impl RedisStore {
     /// makes the instance unready, not dead (it connects when Redis answers). Fails only
     /// on an invalid URL.
     pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
-        let client = Client::open(options.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.command_timeout))
-            .set_response_timeout(Some(options.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
-        Ok(RedisStore { client, manager, blocking: Mutex::new(Vec::new()), options, script: Script::new(WRITE_SCRIPT) })
+        let connector = Connector::new(&options.topology)
+            .map_err(|e| StoreError::Unavailable(format!("invalid redis configuration: {e}")))?;
+        let manager = connector.connect(options.command_timeout).map_err(unavailable)?;
+        let script = script_for(&options.topology, WRITE_SCRIPT);
+        Ok(RedisStore { connector, manager, blocking: Mutex::new(Vec::new()), options, script })
     }
 
     /// The options it was connected with.
@@ -261,14 +305,46 @@ impl RedisStore {
             .collect()
     }
 
-    async fn blocking_connection(&self, wait: Duration) -> Result<MultiplexedConnection, StoreError> {
+    async fn blocking_connection(&self, wait: Duration) -> Result<Conn, StoreError> {
         if let Some(conn) = self.blocking.lock().await.pop() {
             return Ok(conn);
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.options.command_timeout))
-            .set_response_timeout(Some(wait + self.options.command_timeout));
-        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(unavailable)
+        self.connector.connect_blocking(wait + self.options.command_timeout).await.map_err(unavailable)
+    }
+
+    /// After a write at `revision` on `conn`: waits until `min_replicas_ack` replicas
+    /// hold it (`WAIT`, on the node that took the write to `env`), else
+    /// [`StoreError::NotReplicated`]. A `WAIT` that fails says nothing about the
+    /// replicas, so it counts as none.
+    async fn replicated(&self, conn: &mut Conn, env: &EnvName, revision: u64) -> Result<(), StoreError> {
+        let wanted = self.options.min_replicas_ack;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let key = self.key(env, "rev");
+        let replicas = match conn.wait_for_replicas(&key, wanted, self.options.replication_timeout).await {
+            Ok(replicas) => replicas,
+            Err(error) => {
+                tracing::warn!(%env, revision, %error, "WAIT for replicas failed");
+                0
+            }
+        };
+        if replicas < wanted {
+            return Err(StoreError::NotReplicated { env: env.to_string(), revision, replicas, wanted });
+        }
+        Ok(())
+    }
+
+    /// Lists `env` among the environments and clears its tombstone. Two commands: the
+    /// two keys live in other slots than each other (and than the environment's).
+    async fn list_environment(&self, conn: &mut Conn, env: &EnvName) -> Result<(), StoreError> {
+        redis::cmd("SADD")
+            .arg(self.environments_key())
+            .arg(env.as_str())
+            .exec_async(conn)
+            .await
+            .map_err(unavailable)?;
+        redis::cmd("HDEL").arg(self.deleted_key()).arg(env.as_str()).exec_async(conn).await.map_err(unavailable)
     }
 }
 
@@ -354,7 +430,7 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let revision = tombstone.unwrap_or(0);
-        let created: i64 = Script::new(CREATE_ENV_SCRIPT)
+        let created: i64 = script_for(&self.options.topology, CREATE_ENV_SCRIPT)
             .key(self.key(env, "rev"))
             .arg(revision)
             .invoke_async(&mut conn)
@@ -362,23 +438,17 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         // The revision key is the authority; the listing follows it (a crash in between
         // is healed by the next create, which finds the key and lists it).
-        redis::pipe()
-            .sadd(self.environments_key(), env.as_str())
-            .ignore()
-            .hdel(self.deleted_key(), env.as_str())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.list_environment(&mut conn, env).await?;
         if created == 0 {
             return Err(StoreError::EnvironmentExists(env.to_string()));
         }
+        self.replicated(&mut conn, env, revision).await?;
         Ok(revision)
     }
 
     async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
         let mut conn = self.manager.clone();
-        let script = Script::new(DELETE_ENV_SCRIPT);
+        let script = script_for(&self.options.topology, DELETE_ENV_SCRIPT);
         let mut invocation = script.prepare_invoke();
         for key in self.env_keys(env) {
             invocation.key(key);
@@ -388,14 +458,22 @@ impl Store for RedisStore {
         match status.as_str() {
             "ok" => {
                 let revision = number(&value)?;
-                redis::pipe()
-                    .hset(self.deleted_key(), env.as_str(), revision)
-                    .ignore()
-                    .srem(self.environments_key(), env.as_str())
-                    .ignore()
-                    .query_async::<()>(&mut conn)
+                // The tombstone first: an environment missing from the listing without one
+                // would look lost. Two commands: the keys live in different slots.
+                redis::cmd("HSET")
+                    .arg(self.deleted_key())
+                    .arg(env.as_str())
+                    .arg(revision)
+                    .exec_async(&mut conn)
                     .await
                     .map_err(unavailable)?;
+                redis::cmd("SREM")
+                    .arg(self.environments_key())
+                    .arg(env.as_str())
+                    .exec_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                self.replicated(&mut conn, env, revision).await?;
                 Ok(revision)
             }
             "missing" => Err(StoreError::EnvironmentNotFound(env.to_string())),
@@ -412,7 +490,7 @@ impl Store for RedisStore {
             redis::cmd("GET").arg(self.key(env, "rev")).query_async(&mut conn).await.map_err(unavailable)?;
         let entry = super::audit::reseed_entry(stored.unwrap_or(0), seed, meta);
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
-        let script = Script::new(RESEED_SCRIPT);
+        let script = script_for(&self.options.topology, RESEED_SCRIPT);
         let mut invocation = script.prepare_invoke();
         for key in self.env_keys(env) {
             invocation.key(key);
@@ -440,14 +518,8 @@ impl Store for RedisStore {
         let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
         match status.as_str() {
             "ok" => {
-                redis::pipe()
-                    .sadd(self.environments_key(), env.as_str())
-                    .ignore()
-                    .hdel(self.deleted_key(), env.as_str())
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
+                self.list_environment(&mut conn, env).await?;
+                self.replicated(&mut conn, env, seed.revision).await?;
                 Ok(seed.revision)
             }
             "regressed" => Err(StoreError::Regressed {
@@ -555,6 +627,7 @@ impl Store for RedisStore {
         match status.as_str() {
             "ok" => {
                 let revision = number(&value)?;
+                self.replicated(&mut conn, env, revision).await?;
                 let kind = match write {
                     Write::Create(release) | Write::Update { release, .. } => ChangeKind::Upsert { release },
                     Write::Delete { key, .. } => ChangeKind::Delete { key },
@@ -709,7 +782,7 @@ impl Store for RedisStore {
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
         let mut conn = self.manager.clone();
-        let held: i64 = Script::new(LEASE_SCRIPT)
+        let held: i64 = script_for(&self.options.topology, LEASE_SCRIPT)
             .key(format!("{}:lease:{name}", self.options.prefix))
             .arg(holder)
             .arg(ttl.as_millis().max(1) as u64)
@@ -767,7 +840,7 @@ impl Store for RedisStore {
             return 0
         ";
         let mut conn = self.manager.clone();
-        Script::new(FORGET_SDK_SCRIPT)
+        script_for(&self.options.topology, FORGET_SDK_SCRIPT)
             .key(self.key(env, "sdks"))
             .arg(sdk_id)
             .arg(up_to_connection.to_string())

@@ -1,15 +1,23 @@
-//! One test suite, two stores: the embedded store and the Redis store (on a real
-//! `redis-server` started by the harness) must behave identically.
+//! One test suite, every store: the embedded store and the Redis store — on a single
+//! `redis-server`, a Redis Cluster (3 masters, 3 replicas) and a Sentinel-managed
+//! primary with a replica, all started by the harness — must behave identically.
+//!
+//! One cluster and one sentinel set serve the whole test binary (started on first use,
+//! killed with the binary, see `redis_topology`); each test opens its own connections
+//! (its own tokio runtime) under its own key prefix. On both, writes wait for one
+//! replica (`min_replicas_ack = 1`), so the suite also shows acknowledged writes
+//! replicated.
 
 use crate::helpers::unique_prefix;
 use crate::redis_harness::RedisServer;
-use cohort::store::redis::RedisOptions;
+use crate::redis_topology::{RedisCluster, RedisSentinelSet};
+use cohort::store::redis::{RedisOptions, RedisTopology};
 use cohort::store::{
     Action, AuditQuery, Bucket, BucketCounts, ChangeKind, EmbeddedStore, EnvData, EnvName, OutcomeCount, RedisStore,
     Revocation, Store, StoreError, StoredRelease, Write, WriteMeta,
 };
 use cohort_sdk::Release;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -27,21 +35,50 @@ pub fn embedded() -> Fixture {
 }
 
 pub async fn redis_store(server: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::connect(RedisOptions {
-        url: server.url(),
-        prefix: prefix.to_owned(),
-        stream_max_len: 10_000,
-        command_timeout: Duration::from_secs(2),
-        audit_retention: 1_000,
-    })
-    .await
-    .expect("connects to the harness's redis")
+    RedisStore::connect(RedisOptions::new(RedisTopology::Single { url: server.url() }, prefix))
+        .await
+        .expect("connects to the harness's redis")
 }
 
 pub async fn redis() -> Fixture {
     let server = RedisServer::start();
     let store = redis_store(&server, &unique_prefix()).await;
     Fixture { store: Arc::new(store), _dir: None, _redis: Some(server) }
+}
+
+/// The cluster every cluster test of this binary shares.
+pub static CLUSTER: LazyLock<RedisCluster> = LazyLock::new(RedisCluster::start);
+
+/// The sentinel set every sentinel test of this binary shares.
+pub static SENTINELS: LazyLock<RedisSentinelSet> = LazyLock::new(RedisSentinelSet::start);
+
+/// Options for a topology shared by many tests: a unique prefix, one replica asked
+/// for, timeouts generous for a loaded machine (nothing here measures speed).
+fn replicated_options(topology: RedisTopology) -> RedisOptions {
+    RedisOptions {
+        command_timeout: Duration::from_secs(5),
+        min_replicas_ack: 1,
+        replication_timeout: Duration::from_secs(2),
+        ..RedisOptions::new(topology, unique_prefix())
+    }
+}
+
+pub async fn redis_cluster() -> Fixture {
+    let topology = RedisTopology::Cluster { urls: CLUSTER.urls() };
+    let store = RedisStore::connect(replicated_options(topology)).await.expect("connects to the cluster");
+    Fixture { store: Arc::new(store), _dir: None, _redis: None }
+}
+
+pub async fn redis_sentinel() -> Fixture {
+    let topology = RedisTopology::Sentinel {
+        master_name: SENTINELS.master_name().to_owned(),
+        sentinels: SENTINELS.sentinel_urls(),
+        username: None,
+        password: None,
+        db: 0,
+    };
+    let store = RedisStore::connect(replicated_options(topology)).await.expect("connects through the sentinels");
+    Fixture { store: Arc::new(store), _dir: None, _redis: None }
 }
 
 /// The fixture with `production` and `staging` created, as a new deployment has them.
@@ -71,6 +108,16 @@ macro_rules! store_suite {
         }
         mod redis_store {
             $(#[tokio::test] async fn $test() { super::$test(super::with_envs(super::redis().await).await).await })*
+        }
+        mod redis_cluster_store {
+            $(#[tokio::test] async fn $test() {
+                super::$test(super::with_envs(super::redis_cluster().await).await).await
+            })*
+        }
+        mod redis_sentinel_store {
+            $(#[tokio::test] async fn $test() {
+                super::$test(super::with_envs(super::redis_sentinel().await).await).await
+            })*
         }
     };
 }
