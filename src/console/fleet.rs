@@ -71,7 +71,10 @@ fn batch_line(env: &EnvName, release: &ReleaseView, nodes: &[NodeView]) -> Marku
         li data-release=(release.key) {
             a href=(format!("/console/envs/{env}/releases/{}", release.key)) { (release.key) } ": "
             strong { (candidate) " on " (batch.len()) " of " (nodes.len()) " node" @if nodes.len() != 1 { "s" } }
-            (ramp.unwrap_or_else(|| format!(" ({})", percent(share))))
+            (ramp.unwrap_or_else(|| match release.fleet_nodes {
+                Some(k) => format!(" ({k} node{} asked)", if k == 1 { "" } else { "s" }),
+                None => format!(" ({})", percent(share)),
+            }))
             @if release.killed { " — killed: every node gets " (release.versions.first().map_or("", String::as_str)) }
             @if !batch.is_empty() {
                 br; "Current batch: " (batch.iter().map(|n| n.report.node.as_str()).collect::<Vec<_>>().join(", "))
@@ -106,11 +109,11 @@ fn fleet_section(env: &EnvName, fleet: &Fleet, now: u64) -> Markup {
                             @let report = &node.report;
                             tr data-node=(report.node) {
                                 td.node { (report.node) }
-                                td.runs { (report.running.as_deref().unwrap_or("(not said)")) }
-                                td { (node.assigned.iter().map(|(r, v)| format!("{r} → {v}")).collect::<Vec<_>>().join(", ")) }
-                                td { span class=(if report.healthy { "badge live" } else { "badge killed" }) {
+                                td.runs data-label="runs" { (report.running.as_deref().unwrap_or("(not said)")) }
+                                td data-label="should run" { (node.assigned.iter().map(|(r, v)| format!("{r} → {v}")).collect::<Vec<_>>().join(", ")) }
+                                td.health { span class=(if report.healthy { "badge live" } else { "badge killed" }) {
                                     (if report.healthy { "healthy" } else { "unhealthy" }) } }
-                                td { (ago(report.seen_ms, now)) " ago" }
+                                td data-label="last seen" { (ago(report.seen_ms, now)) " ago" }
                                 td { @if in_batch(node) { "in the current batch" } }
                             }
                         }

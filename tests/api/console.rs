@@ -84,10 +84,19 @@ fn screenshot_dir() -> PathBuf {
 
 /// Screenshots of the page at 1280 and 375 px wide, as `{name}-1280.png` and `-375.png`.
 async fn screenshots(c: &Client, name: &str) {
+    screenshots_at(c, name, None).await;
+}
+
+/// [`screenshots`] scrolled to the element with id `anchor`, when given.
+async fn screenshots_at(c: &Client, name: &str, anchor: Option<&str>) {
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     for (width, height) in [(1280, 900), (375, 812)] {
         c.set_window_size(width, height).await.expect("resize");
+        if let Some(id) = anchor {
+            let script = "document.getElementById(arguments[0]).scrollIntoView();";
+            c.execute(script, vec![json!(id)]).await.expect("scroll");
+        }
         let png = c.screenshot().await.expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         std::fs::write(dir.join(format!("{name}-{width}.png")), png).expect("write screenshot");
@@ -576,7 +585,7 @@ async fn the_console_in_chromium_plots_error_rates_kills_and_verdicts_and_lists_
     );
     assert!(text(c, "figure.plot figcaption").await.contains("v1 (baseline)"));
     assert!(text(c, "ul.legend").await.contains("v2 error rate"));
-    screenshots(c, "release-plot").await;
+    screenshots_at(c, "release-plot", Some("plot-heading")).await;
 
     // The fleet page, from the header: a node that reported is listed with its version
     // and health, and the batch the release deploys to; a node reporting later appears.
@@ -598,14 +607,33 @@ async fn the_console_in_chromium_plots_error_rates_kills_and_verdicts_and_lists_
     };
     beat("web-1", "v1", true).await;
     beat("web-2", "v1", true).await;
+    // The two nodes go on reporting, as agents do.
+    let agents = {
+        let (agent, base) = (agent.clone(), app.env_url("production", "/fleets/web/nodes/"));
+        Traffic(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                for node in ["web-1", "web-2"] {
+                    let body = json!({"healthy": true, "running": "v1"});
+                    let _ = agent.put(format!("{base}{node}")).json(&body).send().await;
+                }
+            }
+        }))
+    };
+    let health = |node: &'static str| async move {
+        text(c, &format!("tr[data-node=\"{node}\"] td.health")).await.to_lowercase()
+    };
     c.find(Locator::LinkText("Fleets")).await.expect("the header links the fleet page").click().await.expect("click");
     assert!(shows(c, "h1", "Fleets in production").await);
-    assert!(shows(c, "tr[data-node=\"web-1\"]", "healthy").await, "{}", text(c, "main").await);
+    assert!(shows(c, "tr[data-node=\"web-1\"] td.node", "web-1").await, "{}", text(c, "main").await);
+    assert_eq!(health("web-1").await, "healthy");
     assert_eq!(text(c, "tr[data-node=\"web-1\"] td.runs").await, "v1");
     assert!(shows(c, "li[data-release=\"deploy\"]", "v2 on 1 of 2 nodes").await, "{}", text(c, "main").await);
     beat("web-3", "v1", false).await;
-    assert!(shows(c, "tr[data-node=\"web-3\"]", "unhealthy").await, "a node reporting later shows up");
+    assert!(shows(c, "tr[data-node=\"web-3\"] td.node", "web-3").await, "a node reporting later shows up");
+    assert_eq!(health("web-3").await, "unhealthy");
     screenshots(c, "fleet").await;
+    drop(agents);
 
     // Recent changes: a change made through the API shows live, with actor and reason.
     c.find(Locator::LinkText("Changes")).await.expect("the header links the changes").click().await.expect("click");
@@ -644,24 +672,25 @@ async fn an_expired_session_on_a_live_page_goes_to_sign_in_by_itself_and_back_to
     let browser = browser().await;
     let c = &browser.client;
     let path = "/console/envs/production/releases/checkout";
-    // Valid for 3 s, and the verifier's 5 s of leeway.
+    // Valid for 15 s (and the verifier's 5 s of leeway): time enough to sign in on a
+    // loaded machine.
     let short = cohort::auth::mint::mint(
         &cohort::config::Secret::new(crate::helpers::TEST_SECRET),
         "oncall",
         "production",
         "read",
-        Duration::from_secs(3),
+        Duration::from_secs(15),
     )
     .expect("mints");
     sign_in(c, &app, path, &short).await;
     assert!(shows(c, "h1", "checkout").await);
     // Nothing changes and nobody clicks: the page notices the end of its session.
     assert!(
-        eventually(Duration::from_secs(40), || async { count(c, "#token").await == 1 }).await,
+        eventually(Duration::from_secs(60), || async { count(c, "#token").await == 1 }).await,
         "the page went to sign-in: {}",
         text(c, "main").await
     );
-    assert!(text(c, ".notice").await.contains("Your session has expired"), "{}", text(c, "main").await);
+    assert!(text(c, ".notice").await.contains("Your session has ended"), "{}", text(c, "main").await);
     let next = c.find(Locator::Css("input[name=next]")).await.expect("next").attr("value").await.expect("attr");
     assert_eq!(next.as_deref(), Some(path), "the sign-in form keeps the page");
 

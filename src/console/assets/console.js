@@ -27,13 +27,13 @@
     }
   });
 
-  // A signed-out answer (401: expired, revoked) sends the page to sign-in: asking for
-  // the page's own URL again (always a GET, even on a form's answer) shows the sign-in
-  // form, which comes back to this page afterwards.
+  // A signed-out answer (401: expired, revoked) sends the page to sign-in, which comes
+  // back to this page (by GET, even when it was a form's answer) afterwards.
   function get(url) {
     return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } }).then(function (response) {
       if (response.status === 401) {
-        window.location.assign(window.location.pathname + window.location.search);
+        var here = window.location.pathname + window.location.search;
+        window.location.assign("/console/sign-in?ended=1&next=" + encodeURIComponent(here));
         return null;
       }
       return response.ok ? response.text() : null;

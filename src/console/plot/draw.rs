@@ -12,11 +12,11 @@ const LEFT: f64 = 74.0;
 const RIGHT: f64 = 14.0;
 const SHARE_TOP: f64 = 28.0;
 const SHARE_BOTTOM: f64 = 168.0;
-/// The two rows of verdict labels, between the panels.
-const BAND: [f64; 2] = [184.0, 198.0];
-const RATE_TOP: f64 = 230.0;
-const RATE_BOTTOM: f64 = 322.0;
-const HEIGHT: f64 = 350.0;
+/// The baseline of the verdict labels, between the panels (a second row is a line lower).
+const BAND: f64 = 184.0;
+const RATE_TOP: f64 = 238.0;
+const RATE_BOTTOM: f64 = 330.0;
+const HEIGHT: f64 = 358.0;
 
 fn f(v: f64) -> String {
     format!("{v:.1}")
@@ -82,16 +82,28 @@ pub fn svg(history: &History) -> Markup {
     }
 }
 
-/// Kill switches in force, shaded across both panels and named at the top.
+/// Kill switches in force, shaded across both panels and named at the top (a label
+/// close to the previous one goes a line lower).
 fn kills(history: &History, frame: &Frame) -> Markup {
+    let (mut previous, mut line) = (f64::MIN, 0.0);
+    let lines: Vec<f64> = history
+        .kills
+        .iter()
+        .map(|kill| {
+            let x = frame.x(kill.from_ms);
+            line = if x - previous < 56.0 { line + 1.1 } else { 0.0 };
+            previous = x;
+            line
+        })
+        .collect();
     html! {
-        @for kill in &history.kills {
+        @for (kill, line) in history.kills.iter().zip(lines) {
             @let (x1, x2) = (frame.x(kill.from_ms), frame.x(kill.to_ms));
             rect.killed data-switch=(kill.switch.label()) x=(f(x1)) y=(f(SHARE_TOP)) width=(f((x2 - x1).max(2.0)))
                 height=(f(RATE_BOTTOM - SHARE_TOP)) {
                 title { (kill.switch.label()) @if let Some(r) = &kill.reason { ": " (r) } }
             }
-            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) { (kill.switch.label()) }
+            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) dy=(format!("{line:.1}em")) { (kill.switch.label()) }
         }
     }
 }
@@ -112,7 +124,7 @@ fn share_panel(history: &History, frame: &Frame) -> Markup {
     let top = frame.share_top;
     let y = |p: f64| frame.share_y(p);
     html! {
-        text.ptitle x=(f(LEFT)) y="14" { "Share of " (history.candidate) " (percent of units)" }
+        text.ptitle x=(f(LEFT)) y="14" { "Share of " (history.candidate) }
         (grid(&[0.0, top / 4.0, top / 2.0, top * 0.75, top], y, SHARE_TOP, SHARE_BOTTOM))
         @for pair in history.segments.windows(2) {
             @let x = f(frame.x(pair[1].from_ms));
@@ -175,9 +187,7 @@ fn rates_panel(history: &History, frame: &Frame) -> Markup {
     let top = frame.rate_top;
     let empty = history.rates.iter().all(|w| w.candidate.1 == 0 && w.baseline.1 == 0);
     html! {
-        text.ptitle x=(f(LEFT)) y=(f(RATE_TOP - 10.0)) {
-            "Error rate per " (span(history.window_ms)) " window: " (history.candidate) " and " (history.baseline) " (baseline)"
-        }
+        text.ptitle x=(f(LEFT)) y=(f(RATE_TOP - 8.0)) { "Error rate per " (span(history.window_ms)) " window" }
         (grid(&[0.0, top / 2.0, top], |p| frame.rate_y(p), RATE_TOP, RATE_BOTTOM))
         @if empty {
             text.tick x=(f((LEFT + WIDTH - RIGHT) / 2.0)) y=(f((RATE_TOP + RATE_BOTTOM) / 2.0)) text-anchor="middle" {
@@ -193,26 +203,30 @@ fn rates_panel(history: &History, frame: &Frame) -> Markup {
 /// Each verdict: a line across both panels, a dot on the share, and what the driver did,
 /// written between the panels (on a second row when the first is taken there).
 fn verdicts(history: &History, frame: &Frame) -> Markup {
-    let mut row_ends = [f64::MIN; 2];
-    let placed: Vec<(f64, f64)> = history
+    let mut first_row_end = f64::MIN;
+    let placed: Vec<(f64, usize)> = history
         .verdicts
         .iter()
         .map(|v| {
             let x = frame.x(v.at_ms).clamp(LEFT + 34.0, WIDTH - RIGHT - 34.0);
-            let row = if x - row_ends[0] >= 76.0 { 0 } else { 1 };
-            row_ends[row] = x;
-            (x, BAND[row])
+            if x - first_row_end >= 110.0 {
+                first_row_end = x;
+                (x, 0)
+            } else {
+                (x, 1)
+            }
         })
         .collect();
     html! {
-        @for (verdict, (label_x, label_y)) in history.verdicts.iter().zip(placed) {
+        @for (verdict, (label_x, row)) in history.verdicts.iter().zip(placed) {
             @let x = frame.x(verdict.at_ms);
             @let share = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
             line.verdictline x1=(f(x)) x2=(f(x)) y1=(f(SHARE_TOP)) y2=(f(RATE_BOTTOM)) {}
             circle class=(format!("verdict {}", verdict.verdict)) cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
                 title { (verdict.text()) }
             }
-            text class=(format!("vlabel {}", verdict.verdict)) x=(f(label_x)) y=(f(label_y)) text-anchor="middle" {
+            text class=(format!("vlabel {}", verdict.verdict)) x=(f(label_x)) y=(f(BAND)) dy=(if row == 0 { "0" } else { "1.15em" })
+                text-anchor="middle" {
                 (match verdict.verdict.as_str() { "pass" => "✓ ", "regression" => "✗ ", _ => "? " }) (verdict.outcome())
             }
         }
@@ -289,7 +303,7 @@ mod tests {
         assert_eq!(svg.matches("<circle class=\"pt baseline\"").count(), 1);
         assert!(svg.contains(">v2 10 %</text>"), "the latest rate at the line's end: {svg}");
         assert!(svg.contains(">✓ advanced</text>"));
-        assert!(svg.contains("Error rate per 10 s window: v2 and v1 (baseline)"));
+        assert!(svg.contains("Error rate per 10 s window"));
         let legend = legend(&history).into_string();
         assert!(legend.contains("v1 error rate (baseline)"));
     }
