@@ -124,7 +124,7 @@ fn share_panel(history: &History, frame: &Frame) -> Markup {
     let top = frame.share_top;
     let y = |p: f64| frame.share_y(p);
     html! {
-        text.ptitle x=(f(LEFT)) y="14" { "Share of " (history.candidate) }
+        text.ptitle x=(f(LEFT)) y="2" dominant-baseline="hanging" { "Share of " (history.candidate) }
         (grid(&[0.0, top / 4.0, top / 2.0, top * 0.75, top], y, SHARE_TOP, SHARE_BOTTOM))
         @for pair in history.segments.windows(2) {
             @let x = f(frame.x(pair[1].from_ms));
