@@ -50,6 +50,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// What the Prometheus metrics break down by.
     pub metrics: MetricsSettings,
+    /// The web console.
+    pub console: ConsoleSettings,
 }
 
 /// A secret that never appears in logs or `Debug` output.
@@ -509,6 +511,50 @@ pub struct MetricsSettings {
     pub per_release: bool,
 }
 
+/// Web console settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// The origin browsers reach the console at when a proxy terminates TLS in front of
+    /// cohort (`https://cohort.example.com`); empty = only the request's own origin.
+    pub public_origin: PublicOrigin,
+}
+
+/// The console's public origin, `scheme://host[:port]` exactly as browsers send it in
+/// `Origin`; `None` when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicOrigin(Option<String>);
+
+impl PublicOrigin {
+    /// The origin, when one is set.
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Whether browsers reach the console over HTTPS (so its cookie must be `Secure`).
+    pub fn is_https(&self) -> bool {
+        self.get().is_some_and(|o| o.starts_with("https://"))
+    }
+}
+
+impl TryFrom<String> for PublicOrigin {
+    type Error = String;
+
+    fn try_from(origin: String) -> Result<Self, String> {
+        if origin.trim().is_empty() {
+            return Ok(PublicOrigin(None));
+        }
+        let why = |e: String| format!("console.public_origin: {}", e.trim_start_matches("CORS origin "));
+        match cors::parse_origin(&origin).map_err(why)? {
+            AllowedOrigin::Exact(o) if o.starts_with("https://") || o.starts_with("http://") => {
+                Ok(PublicOrigin(Some(o)))
+            }
+            _ => Err(format!("console.public_origin: `{origin}` is not an http(s)://host[:port] origin")),
+        }
+    }
+}
+
 /// Values given as flags; `None` leaves the lower layers' value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -680,5 +726,25 @@ impl Settings {
             return Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()));
         }
         Ok(std::env::var("COHORT_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PublicOrigin;
+
+    #[test]
+    fn a_public_origin_is_an_http_or_https_origin_as_browsers_send_it() {
+        let parse = |s: &str| PublicOrigin::try_from(s.to_owned());
+        assert_eq!(parse("").map(|o| o.get().map(str::to_owned)), Ok(None));
+        let https = parse("https://Cohort.Example.com").expect("an origin");
+        assert_eq!((https.get(), https.is_https()), (Some("https://cohort.example.com"), true));
+        assert!(!parse("http://10.0.0.5:8080").expect("an origin").is_https());
+        for bad in
+            ["https://cohort.example.com/", "cohort.example.com", "*", "ftp://x.example", "https://x.example:443"]
+        {
+            let error = parse(bad).expect_err(bad);
+            assert!(error.starts_with("console.public_origin: "), "{error}");
+        }
     }
 }

@@ -263,6 +263,7 @@ impl Application {
             tickets,
             outcomes: Arc::new(crate::events::Outcomes::new(&settings.events)),
             limits: Arc::new(crate::ratelimit::RateLimits::new(&settings.rate_limit)?),
+            console: settings.console.clone(),
         };
         let max_body = settings.server.max_body_bytes;
         let cors = Arc::new(api::cors::CorsPolicy::new(&settings.cors));

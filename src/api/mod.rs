@@ -63,6 +63,8 @@ pub struct AppState {
     pub outcomes: Arc<crate::events::Outcomes>,
     /// Rate limits per route class.
     pub limits: Arc<crate::ratelimit::RateLimits>,
+    /// The web console's settings (its public origin behind a proxy).
+    pub console: crate::config::ConsoleSettings,
 }
 
 /// Registers every route and the JSON error shape for extractor failures.

@@ -67,7 +67,7 @@ impl TryFrom<String> for AllowedOrigin {
 /// Checks `origin` against the form browsers send in the `Origin` header, so that a
 /// configured origin can be compared byte for byte: lowercase scheme and host, a port
 /// only when it is not the scheme's default, no path, no trailing slash, no wildcard.
-fn parse_origin(origin: &str) -> Result<AllowedOrigin, String> {
+pub(super) fn parse_origin(origin: &str) -> Result<AllowedOrigin, String> {
     let origin = origin.trim();
     if origin == "*" {
         return Ok(AllowedOrigin::Any);

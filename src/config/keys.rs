@@ -9,9 +9,9 @@
 //! in [`known_keys`] (a test compares it with `config/default.toml`).
 
 use super::{
-    AuditSettings, AuthSettings, CorsSettings, EventsSettings, FleetSettings, HttpSettings, LogSettings,
-    MaxTtlSettings, MetricsSettings, OfrepSettings, RampSettings, RateLimitSettings, RedisSentinelSettings,
-    ServerSettings, Settings, StoreSettings, WebhookSettings,
+    AuditSettings, AuthSettings, ConsoleSettings, CorsSettings, EventsSettings, FleetSettings, HttpSettings,
+    LogSettings, MaxTtlSettings, MetricsSettings, OfrepSettings, RampSettings, RateLimitSettings,
+    RedisSentinelSettings, ServerSettings, Settings, StoreSettings, WebhookSettings,
 };
 use serde::Deserialize;
 use serde::de::{self, Visitor};
@@ -132,6 +132,7 @@ pub(super) fn known_keys() -> Keys {
         "metrics" => table::<MetricsSettings>(),
         "events" => table::<EventsSettings>(),
         "rate_limit" => table::<RateLimitSettings>(),
+        "console" => table::<ConsoleSettings>(),
         "webhooks" => Keys::List(Box::new(table::<WebhookSettings>())),
         _ => Keys::Value,
     };

@@ -8,6 +8,8 @@
 //! courtesy: every action is checked on the server by [`session::Action`].
 
 mod assets;
+mod changes;
+mod fleet;
 mod overview;
 mod plot;
 mod release;
@@ -15,6 +17,7 @@ pub mod session;
 mod signin;
 
 use crate::api::ApiError;
+use crate::api::auth::{Policy, Read};
 use crate::auth::AuthError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -27,7 +30,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(assets::configure)
         .configure(signin::configure)
         .configure(overview::configure)
-        .configure(release::configure);
+        .configure(release::configure)
+        .configure(fleet::configure)
+        .configure(changes::configure);
 }
 
 /// An HTML page answering with `status`.
@@ -59,7 +64,8 @@ fn layout(
                 link rel="stylesheet" href=(assets::CSS_PATH);
                 script src=(assets::JS_PATH) defer {}
             }
-            body {
+            // How long the session has left, so a live page notices its end at once.
+            body data-session-left=[session.map(|(s, _)| s.principal.exp.saturating_sub(now_ms() / 1_000))] {
                 header.top {
                     a.brand href="/" { "cohort" }
                     @if let Some((session, envs)) = session {
@@ -69,6 +75,15 @@ fn layout(
                                     li {
                                         a href=(format!("/console/envs/{env}"))
                                             aria-current=[(current == Some(env.as_str())).then_some("page")] { (env) }
+                                    }
+                                }
+                            }
+                        }
+                        @if let Some(env) = current.filter(|e| envs.iter().any(|n| n.as_str() == *e && session.may(Read::SCOPES, n))) {
+                            nav.pages aria-label=(format!("Pages of {env}")) {
+                                ul {
+                                    @for (page, name) in [("", "Releases"), ("/fleet", "Fleets"), ("/changes", "Changes")] {
+                                        li { a href=(format!("/console/envs/{env}{page}")) { (name) } }
                                     }
                                 }
                             }

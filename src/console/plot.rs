@@ -1,16 +1,25 @@
-//! The ramp plot: the candidate's share over time as the server-drawn SVG, one segment
-//! per ramp step taken (from the audit log), kills shaded. Readable without hovering:
-//! each step is labelled with its percent, and the figure carries a text description.
+//! The release plot: what a ramp did, as a server-drawn SVG readable without hovering.
+//! The candidate's share over time (one segment per ramp step taken, from the audit log),
+//! the stretches the release or its whole environment was killed (shaded), the
+//! candidate's and the baseline's error rates per window (from the stored outcomes), and
+//! the guard's verdicts (advanced, held, paused, rolled back) where the ramp driver wrote
+//! them. This module gathers the figures; [`draw`] draws them.
 
-use crate::store::{Action, AuditEntry};
+mod draw;
+
+use crate::api::AppState;
+use crate::releases::ReleaseView;
+use crate::store::{Action, AuditEntry, AuditQuery, BUCKET_MS, Bucket, BucketCounts, EnvName};
 use maud::{Markup, html};
 
-const WIDTH: f64 = 640.0;
-const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 74.0;
-const RIGHT: f64 = 14.0;
-const TOP: f64 = 16.0;
-const BOTTOM: f64 = 38.0;
+/// Most windows the error-rate lines are cut into, whatever the ramp's age.
+const MAX_WINDOWS: u64 = 40;
+
+/// The widths an error-rate window may have (whole outcome buckets, as people count).
+const WINDOWS_SECS: [u64; 10] = [10, 20, 30, 60, 120, 300, 600, 900, 1_800, 3_600];
+
+/// The environment's latest audit entries searched for kill-all periods.
+const KILL_ALL_LOOKBACK: usize = 500;
 
 /// One horizontal piece of the line: the share from `from_ms` to `to_ms`.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,25 +32,59 @@ pub struct Segment {
     pub step: Option<usize>,
 }
 
+/// Whose kill switch was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// The release's own.
+    Release,
+    /// The environment's kill-all.
+    Environment,
+}
+
+impl Switch {
+    fn label(self) -> &'static str {
+        match self {
+            Switch::Release => "killed",
+            Switch::Environment => "kill-all",
+        }
+    }
+}
+
 /// A stretch of time the release was killed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Killed {
     pub from_ms: u64,
     pub to_ms: u64,
     pub reason: Option<String>,
+    pub switch: Switch,
 }
 
-/// A guard verdict at the end of a step's window, with the window's error rates.
+/// A guard verdict at the end of a step's window, with the window's error rates and
+/// what the ramp driver did about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub at_ms: u64,
     /// `pass`, `regression` or `insufficient_data`.
     pub verdict: String,
+    /// The transition the driver wrote.
+    pub action: Action,
     pub candidate: (u64, u64),
     pub baseline: (u64, u64),
 }
 
 impl Verdict {
+    /// What happened, in a word or two: the label drawn beside the mark.
+    pub fn outcome(&self) -> &'static str {
+        match self.action {
+            Action::RampAdvance => "advanced",
+            Action::RampComplete => "completed",
+            Action::RampExtend => "held",
+            Action::RampRollback => "rolled back",
+            Action::RampPause => "paused",
+            _ => "checked",
+        }
+    }
+
     fn text(&self) -> String {
         let rate = |(errors, samples): (u64, u64)| {
             if samples == 0 {
@@ -51,27 +94,47 @@ impl Verdict {
             }
         };
         format!(
-            "guard {} at {}: candidate {}, baseline {}",
+            "guard {} at {} ({}): candidate {}, baseline {}",
             self.verdict.replace('_', " "),
             clock(self.at_ms),
+            self.outcome(),
             rate(self.candidate),
             rate(self.baseline)
         )
     }
 }
 
-/// What the plot shows, computed from the audit log alone.
+/// The outcomes of one window: `(errors, samples)` of each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateWindow {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub candidate: (u64, u64),
+    pub baseline: (u64, u64),
+}
+
+/// An error rate in percent, `None` without samples.
+pub fn rate((errors, samples): (u64, u64)) -> Option<f64> {
+    (samples > 0).then(|| 100.0 * errors as f64 / samples as f64)
+}
+
+/// What the plot shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {
     pub candidate: String,
+    pub baseline: String,
     pub start_ms: u64,
     pub end_ms: u64,
     pub segments: Vec<Segment>,
     pub kills: Vec<Killed>,
     pub verdicts: Vec<Verdict>,
+    /// The width of one error-rate window (a multiple of the outcome bucket).
+    pub window_ms: u64,
+    pub rates: Vec<RateWindow>,
 }
 
 fn share(entry: &AuditEntry, candidate: &str) -> Option<f64> {
+    entry.release.as_ref()?;
     let after = entry.after.as_ref()?;
     let buckets = after.get("allocation").and_then(|a| a.get(candidate)).and_then(|b| b.as_u64()).unwrap_or(0);
     Some(cohort_sdk::buckets_to_percent(buckets.min(u64::from(u32::MAX)) as u32))
@@ -81,8 +144,32 @@ fn step_of(entry: &AuditEntry) -> Option<usize> {
     entry.after.as_ref()?.get("ramp")?.get("step")?.as_u64().map(|s| s as usize)
 }
 
-/// The history of the latest ramp of `candidate` in `entries` (oldest first), up to
-/// `now_ms`; `None` when no ramp was ever started.
+/// The stretches a kill switch was on, from its entries (oldest first). An unkill with
+/// no kill before it in `entries` ends a kill older than them: it is drawn from the start.
+fn kill_periods(entries: &[AuditEntry], switch: Switch, end_ms: u64) -> Vec<Killed> {
+    let (on, off) = match switch {
+        Switch::Release => (Action::Kill, Action::Unkill),
+        Switch::Environment => (Action::KillAll, Action::UnkillAll),
+    };
+    let mut kills = Vec::new();
+    let mut open: Option<(u64, Option<String>)> = None;
+    for entry in entries {
+        if entry.action == on && open.is_none() {
+            open = Some((entry.time_ms, entry.reason.clone()));
+        } else if entry.action == off {
+            let (from_ms, reason) = open.take().unwrap_or((0, None));
+            kills.push(Killed { from_ms, to_ms: entry.time_ms, reason, switch });
+        }
+    }
+    if let Some((from_ms, reason)) = open {
+        kills.push(Killed { from_ms, to_ms: end_ms, reason, switch });
+    }
+    kills
+}
+
+/// The history of the latest ramp of `candidate` in `entries` (the release's audit
+/// entries and the environment's kill-all ones, oldest first), up to `now_ms`; `None`
+/// when no ramp was ever started. Error rates come separately ([`History::with_rates`]).
 pub fn history(entries: &[AuditEntry], candidate: &str, now_ms: u64) -> Option<History> {
     let start = entries.iter().rposition(|e| e.action == Action::RampStart)?;
     let start_ms = entries[start].time_ms;
@@ -110,32 +197,75 @@ pub fn history(entries: &[AuditEntry], candidate: &str, now_ms: u64) -> Option<H
             Some(Verdict {
                 at_ms: e.time_ms,
                 verdict: figures.get("verdict")?.as_str()?.to_owned(),
+                action: e.action,
                 candidate: (n("candidate_errors"), n("candidate_samples")),
                 baseline: (n("baseline_errors"), n("baseline_samples")),
             })
         })
         .collect();
-    let mut kills = Vec::new();
-    let mut open: Option<(u64, Option<String>)> = None;
-    for entry in entries {
-        match entry.action {
-            Action::Kill if open.is_none() => open = Some((entry.time_ms, entry.reason.clone())),
-            Action::Unkill => {
-                if let Some((from_ms, reason)) = open.take() {
-                    kills.push(Killed { from_ms, to_ms: entry.time_ms, reason });
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some((from_ms, reason)) = open {
-        kills.push(Killed { from_ms, to_ms: end_ms, reason });
-    }
+    let mut kills = kill_periods(entries, Switch::Release, end_ms);
+    kills.extend(kill_periods(entries, Switch::Environment, end_ms));
     kills.retain(|k| k.to_ms > start_ms);
     for kill in &mut kills {
         kill.from_ms = kill.from_ms.max(start_ms);
     }
-    Some(History { candidate: candidate.to_owned(), start_ms, end_ms, segments, kills, verdicts })
+    Some(History {
+        candidate: candidate.to_owned(),
+        baseline: String::new(),
+        start_ms,
+        end_ms,
+        segments,
+        kills,
+        verdicts,
+        window_ms: BUCKET_MS,
+        rates: Vec::new(),
+    })
+}
+
+impl History {
+    /// The error rates of `baseline` and the candidate per window, from the stored
+    /// outcome buckets of the release (`counts`, any order): at most [`MAX_WINDOWS`]
+    /// windows, each a whole number of buckets, aligned to the buckets.
+    pub fn with_rates(mut self, baseline: &str, counts: &[BucketCounts]) -> History {
+        let first = Bucket::containing(self.start_ms).start_ms();
+        let span = self.end_ms.saturating_sub(first).max(1);
+        let wanted = span.div_ceil(MAX_WINDOWS);
+        let window_ms = WINDOWS_SECS
+            .iter()
+            .map(|s| s * 1_000)
+            .find(|w| *w >= wanted)
+            .unwrap_or_else(|| wanted.div_ceil(3_600_000) * 3_600_000);
+        let n = span.div_ceil(window_ms);
+        let mut rates: Vec<RateWindow> = (0..n)
+            .map(|i| RateWindow {
+                from_ms: first + i * window_ms,
+                to_ms: (first + (i + 1) * window_ms).min(self.end_ms),
+                ..RateWindow::default()
+            })
+            .collect();
+        for c in counts {
+            let Some(i) = c.bucket_start_ms.checked_sub(first).map(|d| (d / window_ms) as usize) else { continue };
+            let Some(window) = rates.get_mut(i) else { continue };
+            let side = if c.version == baseline {
+                &mut window.baseline
+            } else if c.version == self.candidate {
+                &mut window.candidate
+            } else {
+                continue;
+            };
+            side.0 = side.0.saturating_add(c.error);
+            side.1 = side.1.saturating_add(c.ok.saturating_add(c.error));
+        }
+        self.baseline = baseline.to_owned();
+        self.window_ms = window_ms;
+        self.rates = rates;
+        self
+    }
+
+    /// Every window's outcomes of one side added up.
+    fn total(&self, side: impl Fn(&RateWindow) -> (u64, u64)) -> (u64, u64) {
+        self.rates.iter().map(side).fold((0, 0), |(e, s), (e2, s2)| (e.saturating_add(e2), s.saturating_add(s2)))
+    }
 }
 
 /// `HH:MM:SS` (UTC) of a time in ms since the epoch.
@@ -149,6 +279,16 @@ fn pct(p: f64) -> String {
     format!("{} %", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// A window's width as people say it: `10 s`, `2 min`, `1 h`.
+fn span(ms: u64) -> String {
+    let secs = ms / 1_000;
+    match secs {
+        s if s < 60 => format!("{s} s"),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s => format!("{} min", s / 60),
+    }
+}
+
 /// The plain-language description of the plot, for people who cannot see it.
 pub fn describe(history: &History) -> String {
     let mut parts: Vec<String> = history
@@ -160,71 +300,65 @@ pub fn describe(history: &History) -> String {
         })
         .collect();
     for kill in &history.kills {
-        parts.push(format!("killed from {} to {}", clock(kill.from_ms), clock(kill.to_ms)));
+        parts.push(format!("{} from {} to {}", kill.switch.label(), clock(kill.from_ms), clock(kill.to_ms)));
     }
     parts.extend(history.verdicts.iter().map(Verdict::text));
-    format!("Share of {} over time (UTC): {}.", history.candidate, parts.join("; "))
+    let mut text = format!("Share of {} over time (UTC): {}.", history.candidate, parts.join("; "));
+    if !history.rates.is_empty() {
+        let side = |name: &str, total: (u64, u64)| match rate(total) {
+            Some(r) => format!("{name} {} ({} of {})", pct(r), total.0, total.1),
+            None => format!("{name} no outcomes"),
+        };
+        text.push_str(&format!(
+            " Error rates since the ramp began, per {} window in the plot: {}, {}.",
+            span(history.window_ms),
+            side(&history.candidate, history.total(|w| w.candidate)),
+            side(&format!("{} (baseline)", history.baseline), history.total(|w| w.baseline)),
+        ));
+    }
+    text
 }
 
-/// The top of the y axis: the smallest of 10, 25, 50 and 100 % above every share, so
-/// that a ramp's first small steps are not drawn flat on the axis.
-fn scale(history: &History) -> f64 {
-    let highest = history.segments.iter().map(|s| s.percent).fold(0.0, f64::max);
-    [10.0, 25.0, 50.0, 100.0].into_iter().find(|&top| highest <= top * 0.9).unwrap_or(100.0)
-}
-
-/// The SVG.
-pub fn svg(history: &History) -> Markup {
-    let span = (history.end_ms - history.start_ms).max(1) as f64;
-    let x = |ms: u64| LEFT + (ms.saturating_sub(history.start_ms)) as f64 / span * (WIDTH - LEFT - RIGHT);
-    let top = scale(history);
-    let y = |p: f64| TOP + (top - p.clamp(0.0, top)) / top * (HEIGHT - TOP - BOTTOM);
-    let f = |v: f64| format!("{v:.1}");
-    let steps = history.segments.iter().filter(|s| s.step.is_some()).count();
-    html! {
-        svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-labelledby="plot-title plot-desc"
-            data-steps=(steps) xmlns="http://www.w3.org/2000/svg" {
-            title id="plot-title" { "Share of " (history.candidate) " over time" }
-            desc id="plot-desc" { (describe(history)) }
-            @for kill in &history.kills {
-                rect.killed x=(f(x(kill.from_ms))) y=(f(TOP)) width=(f((x(kill.to_ms) - x(kill.from_ms)).max(2.0)))
-                    height=(f(HEIGHT - TOP - BOTTOM)) {
-                    title { "Killed" @if let Some(r) = &kill.reason { ": " (r) } }
-                }
-                text.killlabel x=(f(x(kill.from_ms) + 4.0)) y=(f(TOP + 12.0)) { "killed" }
-            }
-            @for p in [0.0, top / 4.0, top / 2.0, top * 0.75, top] {
-                line.grid x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(y(p))) y2=(f(y(p))) {}
-                text.tick x=(f(LEFT - 6.0)) y=(f(y(p) + 4.0)) text-anchor="end" { (pct(p)) }
-            }
-            line.axis x1=(f(LEFT)) x2=(f(LEFT)) y1=(f(TOP)) y2=(f(HEIGHT - BOTTOM)) {}
-            line.axis x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(HEIGHT - BOTTOM)) y2=(f(HEIGHT - BOTTOM)) {}
-            text.tick x=(f(LEFT)) y=(f(HEIGHT - 8.0)) { (clock(history.start_ms)) " UTC" }
-            text.tick x=(f(WIDTH - RIGHT)) y=(f(HEIGHT - 8.0)) text-anchor="end" { "now " (clock(history.end_ms)) }
-            @for pair in history.segments.windows(2) {
-                line.riser x1=(f(x(pair[1].from_ms))) x2=(f(x(pair[1].from_ms))) y1=(f(y(pair[0].percent))) y2=(f(y(pair[1].percent))) {}
-            }
-            @for segment in &history.segments {
-                @let (x1, x2) = (x(segment.from_ms), x(segment.to_ms).max(x(segment.from_ms) + 2.0));
-                @if let Some(step) = segment.step {
-                    line.step data-step=(step) x1=(f(x1)) x2=(f(x2)) y1=(f(y(segment.percent))) y2=(f(y(segment.percent))) {
-                        title { "Step " (step + 1) ": " (pct(segment.percent)) " from " (clock(segment.from_ms)) }
-                    }
-                } @else {
-                    line.other x1=(f(x1)) x2=(f(x2)) y1=(f(y(segment.percent))) y2=(f(y(segment.percent))) {}
-                }
-                @let near_end = x1 > WIDTH - RIGHT - 60.0;
-                text.label x=(f(if near_end { x2 } else { x1 + 3.0 })) y=(f((y(segment.percent) - 7.0).max(TOP + 10.0)))
-                    text-anchor=(if near_end { "end" } else { "start" }) { (pct(segment.percent)) }
-            }
-            @for verdict in &history.verdicts {
-                @let at = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
-                circle class=(format!("verdict {}", verdict.verdict)) cx=(f(x(verdict.at_ms))) cy=(f(y(at))) r="6" {
-                    title { (verdict.text()) }
-                }
+/// The release's plot as a page section, or `None` when it never had a ramp (or the
+/// session may not read its audit log: `entries` is then empty). `entries` are the
+/// release's audit entries, oldest first; the environment's kill-all entries and the
+/// outcomes are read here.
+pub async fn panel(
+    state: &AppState,
+    env: &EnvName,
+    view: &ReleaseView,
+    entries: &[AuditEntry],
+    now_ms: u64,
+) -> Option<Markup> {
+    let ramp = view.ramp.as_ref()?;
+    if !entries.iter().any(|e| e.action == Action::RampStart) {
+        return None;
+    }
+    let query = AuditQuery { release: None, before: None, limit: KILL_ALL_LOOKBACK };
+    let kill_all = state.releases.audit(env, &query).await.unwrap_or_default();
+    let mut all: Vec<AuditEntry> = entries.to_vec();
+    all.extend(kill_all.into_iter().filter(|e| matches!(e.action, Action::KillAll | Action::UnkillAll)));
+    all.sort_by_key(|e| e.revision);
+    let history = history(&all, &ramp.candidate, now_ms)?;
+    let (from, to) = (Bucket::containing(history.start_ms), Bucket::containing(history.end_ms));
+    let counts = match state.releases.store().outcomes(env, &view.key, from, to).await {
+        Ok(counts) => counts,
+        Err(error) => {
+            tracing::warn!(%env, release = %view.key, %error, "the plot's outcomes cannot be read");
+            Vec::new()
+        }
+    };
+    let history = history.with_rates(view.versions.first().map_or("", String::as_str), &counts);
+    Some(html! {
+        section.panel aria-labelledby="plot-heading" {
+            h2 id="plot-heading" { "Ramp of " (history.candidate) }
+            figure.plot {
+                (draw::svg(&history))
+                (draw::legend(&history))
+                figcaption { (describe(&history)) }
             }
         }
-    }
+    })
 }
 
 #[cfg(test)]
@@ -232,7 +366,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn entry(time_ms: u64, action: Action, share: u32, step: Option<u64>) -> AuditEntry {
+    pub(super) fn entry(time_ms: u64, action: Action, share: u32, step: Option<u64>) -> AuditEntry {
         AuditEntry {
             revision: time_ms,
             time_ms,
@@ -242,6 +376,14 @@ mod tests {
             before: None,
             after: Some(json!({"allocation": {"v2": share}, "ramp": step.map(|s| json!({"step": s}))})),
             reason: None,
+        }
+    }
+
+    fn env_entry(time_ms: u64, action: Action) -> AuditEntry {
+        AuditEntry {
+            release: None,
+            after: Some(json!({"kill_all": action == Action::KillAll})),
+            ..entry(time_ms, action, 0, None)
         }
     }
 
@@ -262,15 +404,38 @@ mod tests {
             steps,
             vec![(Some(0), 1.0, 2_000, 14_000), (Some(1), 5.0, 14_000, 40_000), (Some(2), 100.0, 40_000, 50_000)]
         );
-        assert_eq!(history.kills, vec![Killed { from_ms: 20_000, to_ms: 30_000, reason: None }]);
-        let svg = svg(&history).into_string();
-        assert_eq!(svg.matches("class=\"step\"").count(), 3);
-        assert_eq!(svg.matches("<rect class=\"killed\"").count(), 1);
+        assert_eq!(
+            history.kills,
+            vec![Killed { from_ms: 20_000, to_ms: 30_000, reason: None, switch: Switch::Release }]
+        );
         assert!(describe(&history).contains("step 2 at 5 % from 00:00:14"), "{}", describe(&history));
     }
 
     #[test]
-    fn the_guards_verdicts_are_marked_with_the_windows_error_rates() {
+    fn kill_all_periods_are_shaded_and_draw_no_share() {
+        let entries = vec![
+            env_entry(500, Action::UnkillAll),
+            entry(2_000, Action::RampStart, 1_000, Some(0)),
+            env_entry(5_000, Action::KillAll),
+            env_entry(8_000, Action::UnkillAll),
+            env_entry(9_000, Action::KillAll),
+        ];
+        let history = history(&entries, "v2", 12_000).expect("a ramp");
+        assert_eq!(history.segments.len(), 1, "kill-all entries carry no allocation");
+        let kills: Vec<(u64, u64, Switch)> = history.kills.iter().map(|k| (k.from_ms, k.to_ms, k.switch)).collect();
+        assert_eq!(kills, vec![(5_000, 8_000, Switch::Environment), (9_000, 12_000, Switch::Environment)]);
+        assert!(describe(&history).contains("kill-all from 00:00:05 to 00:00:08"));
+    }
+
+    #[test]
+    fn an_unkill_without_its_kill_in_view_shades_from_the_ramps_start() {
+        let entries = vec![entry(2_000, Action::RampStart, 1_000, Some(0)), entry(6_000, Action::Unkill, 1_000, None)];
+        let history = history(&entries, "v2", 10_000).expect("a ramp");
+        assert_eq!(history.kills.iter().map(|k| (k.from_ms, k.to_ms)).collect::<Vec<_>>(), vec![(2_000, 6_000)]);
+    }
+
+    #[test]
+    fn the_guards_verdicts_say_what_the_driver_did_with_the_windows_error_rates() {
         let mut advance = entry(14_000, Action::RampAdvance, 5_000, Some(1));
         advance.after = Some(json!({"allocation": {"v2": 5_000}, "ramp": {"step": 1, "guard_figures": {
             "verdict": "pass", "baseline_samples": 1_200, "baseline_errors": 12,
@@ -278,13 +443,14 @@ mod tests {
         let entries = vec![entry(2_000, Action::RampStart, 1_000, Some(0)), advance];
         let history = history(&entries, "v2", 20_000).expect("a ramp");
         assert_eq!(history.verdicts.len(), 1);
+        assert_eq!(history.verdicts[0].outcome(), "advanced");
         assert!(
-            describe(&history)
-                .contains("guard pass at 00:00:14: candidate 1 % errors (4 of 400), baseline 1 % errors (12 of 1200)"),
+            describe(&history).contains(
+                "guard pass at 00:00:14 (advanced): candidate 1 % errors (4 of 400), baseline 1 % errors (12 of 1200)"
+            ),
             "{}",
             describe(&history)
         );
-        assert_eq!(svg(&history).into_string().matches("<circle class=\"verdict pass\"").count(), 1);
     }
 
     #[test]
@@ -295,5 +461,40 @@ mod tests {
         assert_eq!(history.segments.iter().filter(|s| s.step.is_some()).count(), 1);
         assert_eq!(history.segments.last().map(|s| (s.step, s.percent)), Some((None, 0.0)));
         assert!(super::history(&entries[..0], "v2", 1).is_none());
+    }
+
+    #[test]
+    fn error_rates_are_summed_per_window_of_whole_buckets_for_the_two_sides_only() {
+        let counts = |start: u64, version: &str, ok: u64, error: u64| BucketCounts {
+            bucket_start_ms: start,
+            version: version.into(),
+            ok,
+            error,
+        };
+        // A ramp 30 minutes old: 40 windows at most, so 45 s, rounded up to a minute.
+        let start = 1_000_000;
+        let entries = vec![entry(start + 3_000, Action::RampStart, 1_000, Some(0))];
+        let now = start + 3_000 + 30 * 60_000;
+        let history = history(&entries, "v2", now).expect("a ramp").with_rates(
+            "v1",
+            &[
+                counts(start, "v2", 90, 10),
+                counts(start + 50_000, "v2", 100, 0),
+                counts(start + 60_000, "v1", 99, 1),
+                counts(start + 60_000, "v3", 0, 100),
+            ],
+        );
+        assert_eq!(history.window_ms, 60_000);
+        assert_eq!(history.rates.len(), 31, "the ramp began 3 s into its first window");
+        assert_eq!((history.rates[0].candidate, history.rates[0].baseline), ((10, 200), (0, 0)));
+        assert_eq!((history.rates[1].candidate, history.rates[1].baseline), ((0, 0), (1, 100)));
+        assert_eq!(history.rates.last().map(|w| w.to_ms), Some(now));
+        assert_eq!(rate(history.rates[0].candidate), Some(5.0));
+        assert!(
+            describe(&history)
+                .contains("per 1 min window in the plot: v2 5 % (10 of 200), v1 (baseline) 1 % (1 of 100)"),
+            "{}",
+            describe(&history)
+        );
     }
 }

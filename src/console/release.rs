@@ -174,7 +174,7 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
     let entries =
         if session.may(Read::SCOPES, env) { audit(state, env, &view.key).await.unwrap_or_default() } else { vec![] };
     let now = now_ms();
-    let plot = view.ramp.as_ref().and_then(|ramp| super::plot::history(&entries, &ramp.candidate, now));
+    let plot = super::plot::panel(state, env, view, &entries, now).await;
     html! {
         div id="live-part" data-revision=(view.revision) {
             section.panel aria-labelledby="state-title" {
@@ -187,15 +187,7 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
                     p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches and ramp actions are on the overview" } }
                 }
             }
-            @if let Some(history) = plot {
-                section.panel aria-labelledby="plot-heading" {
-                    h2 id="plot-heading" { "Ramp of " (history.candidate) }
-                    figure.plot {
-                        (super::plot::svg(&history))
-                        figcaption { (super::plot::describe(&history)) }
-                    }
-                }
-            }
+            @if let Some(plot) = plot { (plot) }
             @if !entries.is_empty() { (history_table(&entries, now)) }
         }
     }

@@ -9,7 +9,8 @@
 //!
 //! A state-changing request must carry the session's CSRF token — an HMAC keyed with the
 //! session's token, which a page of another origin cannot compute because it cannot read
-//! the HttpOnly cookie — and an `Origin` equal to this server's own.
+//! the HttpOnly cookie — and an `Origin` equal to this server's own (or to
+//! `console.public_origin`, the origin browsers use when a proxy terminates TLS).
 
 use crate::api::auth::Policy;
 use crate::api::{ApiError, AppState};
@@ -64,10 +65,11 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Whether the request reached this server over TLS (directly or, as the connection
-/// info reports it, through a proxy that says so).
+/// Whether the cookie must be `Secure`: the request reached this server over TLS
+/// (directly or, as the connection info reports it, through a proxy that says so), or
+/// browsers reach the console at an https `console.public_origin`.
 fn over_tls(req: &HttpRequest) -> bool {
-    req.connection_info().scheme() == "https"
+    req.connection_info().scheme() == "https" || app_state(req).is_ok_and(|s| s.console.public_origin.is_https())
 }
 
 /// The session cookie for `token`, which expires with `principal`'s token.
@@ -90,15 +92,20 @@ pub fn removal(req: &HttpRequest) -> Cookie<'static> {
     cookie
 }
 
-/// `Origin` must be this server's own origin (scheme and host as the request reached
-/// it). Browsers send it on every POST; its absence is refused too.
+/// `Origin` must be this server's own origin: scheme and host as the request reached
+/// it, or `console.public_origin` (behind a proxy that terminates TLS, the request
+/// reaches cohort over plain HTTP while the browser's origin is https). Browsers send it
+/// on every POST; its absence is refused too.
 pub fn check_origin(req: &HttpRequest) -> Result<(), ApiError> {
     let info = req.connection_info();
     let own = format!("{}://{}", info.scheme(), info.host());
+    let public = app_state(req).ok().and_then(|s| s.console.public_origin.get());
     match req.headers().get(actix_web::http::header::ORIGIN).and_then(|v| v.to_str().ok()) {
         Some(origin) if origin.eq_ignore_ascii_case(&own) => Ok(()),
+        Some(origin) if public.is_some_and(|p| origin.eq_ignore_ascii_case(p)) => Ok(()),
         Some(origin) => {
-            Err(ApiError::CsrfRefused(format!("the request's Origin `{origin}` is not this server's ({own})")))
+            let public = public.map(|p| format!(" or {p}")).unwrap_or_default();
+            Err(ApiError::CsrfRefused(format!("the request's Origin `{origin}` is not this server's ({own}{public})")))
         }
         None => Err(ApiError::CsrfRefused("the request has no Origin header".into())),
     }

@@ -48,10 +48,15 @@ pub fn page(status: StatusCode, next: &str, notice: Option<&str>, error: Option<
 struct NextQuery {
     #[serde(default)]
     next: Option<String>,
+    /// Set by a live page whose session was refused (its cookie may already be gone
+    /// with the token's expiry, so the server cannot tell it apart from a first visit).
+    #[serde(default)]
+    ended: Option<u8>,
 }
 
 async fn show(query: web::Query<NextQuery>) -> HttpResponse {
-    page(StatusCode::OK, query.next.as_deref().unwrap_or("/"), None, None)
+    let notice = query.ended.map(|_| "Your session has ended (it expired or was revoked). Sign in again to go on.");
+    page(StatusCode::OK, query.next.as_deref().unwrap_or("/"), notice, None)
 }
 
 #[derive(Deserialize)]

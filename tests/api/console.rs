@@ -8,7 +8,9 @@
 //! (`CHROMEDRIVER` and `CHROMIUM` override the binaries). Screenshots go to a temporary
 //! directory, or to `docs/console/` with `COHORT_UPDATE_SCREENSHOTS=1`.
 
-use crate::helpers::{Backend, TestApp, client_with, eventually, run_cohort, sdk_with_id, spawn_app, token};
+use crate::helpers::{
+    Backend, TestApp, client_with, eventually, run_cohort, sdk_with_id, spawn_app, spawn_app_with, token,
+};
 use cohort_sdk::Context;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -82,10 +84,19 @@ fn screenshot_dir() -> PathBuf {
 
 /// Screenshots of the page at 1280 and 375 px wide, as `{name}-1280.png` and `-375.png`.
 async fn screenshots(c: &Client, name: &str) {
+    screenshots_at(c, name, None).await;
+}
+
+/// [`screenshots`] scrolled to the element with id `anchor`, when given.
+async fn screenshots_at(c: &Client, name: &str, anchor: Option<&str>) {
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     for (width, height) in [(1280, 900), (375, 812)] {
         c.set_window_size(width, height).await.expect("resize");
+        if let Some(id) = anchor {
+            let script = "document.getElementById(arguments[0]).scrollIntoView();";
+            c.execute(script, vec![json!(id)]).await.expect("scroll");
+        }
         let png = c.screenshot().await.expect("screenshot");
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         std::fs::write(dir.join(format!("{name}-{width}.png")), png).expect("write screenshot");
@@ -141,14 +152,20 @@ impl Drop for Traffic {
 }
 
 fn traffic(app: &TestApp, release: &str) -> Traffic {
+    traffic_with_errors(app, release, 0)
+}
+
+/// [`traffic`] with `errors` of every 100 outcomes of v2 (and one of v1) failing.
+fn traffic_with_errors(app: &TestApp, release: &str, errors: u64) -> Traffic {
     let client = client_with(&token("sdk", "production", "eval report"));
     let url = app.env_url("production", "/events");
     let release = release.to_owned();
+    let baseline_errors = u64::from(errors > 0);
     Traffic(tokio::spawn(async move {
         loop {
             let batch = json!([
-                {"release": release, "version": "v1", "ok": 100, "error": 0},
-                {"release": release, "version": "v2", "ok": 100, "error": 0},
+                {"release": release, "version": "v1", "ok": 100 - baseline_errors, "error": baseline_errors},
+                {"release": release, "version": "v2", "ok": 100 - errors, "error": errors},
             ]);
             let _ = client.post(&url).json(&batch).send().await;
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -498,5 +515,229 @@ async fn the_first_page_costs_three_requests_and_nothing_from_elsewhere() {
         let body = r.text().await.expect("text");
         assert!(!body.contains("http://") && !body.contains("https://"), "{url} fetches nothing from elsewhere");
     }
+    app.stop().await;
+}
+
+/// Opens `path` again until `css` matches at least `n` elements (for what the page does
+/// not follow live: outcomes are not changes).
+async fn reload_until(c: &Client, app: &TestApp, path: &str, css: &str, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        c.goto(&app.url(path)).await.expect("goto");
+        if count(c, css).await >= n {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_plots_error_rates_kills_and_verdicts_and_lists_fleet_nodes_and_recent_changes() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "search", 0.0).await;
+    app.given_release("production", "checkout", 10.0).await;
+    // A ramp under outcomes reported through the API: v2 fails 2 in 100, v1 1 in 100.
+    let _traffic = traffic_with_errors(&app, "search", 2);
+    let plan = json!({"candidate": "v2", "steps": [{"percent": 1, "hold": "5s"}, {"percent": 5, "hold": "1h"}, {"percent": 100}],
+                      "guard": {"max_error_rate_increase": 0.05, "min_samples": 100, "confidence": 0.99}});
+    let r = app.post(&app.env_url("production", "/releases/search/ramp"), &plan).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            audit_actions(&app, "search").await.iter().any(|a| a == "ramp-advance")
+        })
+        .await,
+        "the ramp advances: {:?}",
+        audit_actions(&app, "search").await
+    );
+    // A release kill, then a kill-all and its end, each with a reason.
+    let pager = client_with(&token("pager", "production", "kill"));
+    for (path, reason) in [("/releases/search/kill", "drill"), ("/kill-all", "incident 7"), ("/unkill-all", "over")] {
+        let r =
+            pager.post(app.env_url("production", path)).json(&json!({"reason": reason})).send().await.expect("sent");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+
+    let browser = browser().await;
+    let c = &browser.client;
+    let plot = "/console/envs/production/releases/search";
+    sign_in(c, &app, plot, &token("oncall", "production", "admin")).await;
+    c.wait().for_element(Locator::Css("figure.plot svg")).await.expect("the plot");
+    let taken =
+        audit_actions(&app, "search").await.iter().filter(|a| *a == "ramp-start" || *a == "ramp-advance").count();
+    assert_eq!(count(c, "figure.plot svg line.step").await, taken, "one segment per step taken");
+    assert_eq!(count(c, "figure.plot svg rect.killed[data-switch=\"killed\"]").await, 1, "the release kill is shaded");
+    assert_eq!(count(c, "figure.plot svg rect.killed[data-switch=\"kill-all\"]").await, 1, "so is the kill-all");
+    assert!(count(c, "figure.plot svg text.vlabel.pass").await >= 1, "the guard's verdicts are labelled");
+    assert!(
+        text(c, "figure.plot figcaption").await.contains("(advanced)"),
+        "{}",
+        text(c, "figure.plot figcaption").await
+    );
+    assert!(
+        reload_until(c, &app, plot, "figure.plot svg polyline.rate.candidate", 1).await
+            && count(c, "figure.plot svg polyline.rate.baseline").await >= 1,
+        "both error-rate lines: {}",
+        text(c, "figure.plot figcaption").await
+    );
+    assert!(text(c, "figure.plot figcaption").await.contains("v1 (baseline)"));
+    assert!(text(c, "ul.legend").await.contains("v2 error rate"));
+    screenshots_at(c, "release-plot", Some("plot-heading")).await;
+
+    // The fleet page, from the header: a node that reported is listed with its version
+    // and health, and the batch the release deploys to; a node reporting later appears.
+    let r = app
+        .create_release(
+            "production",
+            json!({"key": "deploy", "versions": ["v1", "v2"], "fleet": "web", "fleet_nodes": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let agent = client_with(&token("agent", "production", "eval"));
+    let beat = |node: &'static str, running: &'static str, healthy: bool| {
+        let (agent, url) = (agent.clone(), app.env_url("production", &format!("/fleets/web/nodes/{node}")));
+        async move {
+            let body = json!({"healthy": healthy, "running": running});
+            let r = agent.put(url).json(&body).send().await.expect("sent");
+            assert_eq!(r.status(), StatusCode::OK, "{node}'s heartbeat");
+        }
+    };
+    beat("web-1", "v1", true).await;
+    beat("web-2", "v1", true).await;
+    // The two nodes go on reporting, as agents do.
+    let agents = {
+        let (agent, base) = (agent.clone(), app.env_url("production", "/fleets/web/nodes/"));
+        Traffic(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                for node in ["web-1", "web-2"] {
+                    let body = json!({"healthy": true, "running": "v1"});
+                    let _ = agent.put(format!("{base}{node}")).json(&body).send().await;
+                }
+            }
+        }))
+    };
+    let health = |node: &'static str| async move {
+        text(c, &format!("tr[data-node=\"{node}\"] td.health")).await.to_lowercase()
+    };
+    c.find(Locator::LinkText("Fleets")).await.expect("the header links the fleet page").click().await.expect("click");
+    assert!(shows(c, "h1", "Fleets in production").await);
+    assert!(shows(c, "tr[data-node=\"web-1\"] td.node", "web-1").await, "{}", text(c, "main").await);
+    assert_eq!(health("web-1").await, "healthy");
+    assert_eq!(text(c, "tr[data-node=\"web-1\"] td.runs").await, "v1");
+    assert!(shows(c, "li[data-release=\"deploy\"]", "v2 on 1 of 2 nodes").await, "{}", text(c, "main").await);
+    beat("web-3", "v1", false).await;
+    assert!(shows(c, "tr[data-node=\"web-3\"] td.node", "web-3").await, "a node reporting later shows up");
+    assert_eq!(health("web-3").await, "unhealthy");
+    screenshots(c, "fleet").await;
+    drop(agents);
+
+    // Recent changes: a change made through the API shows live, with actor and reason.
+    c.find(Locator::LinkText("Changes")).await.expect("the header links the changes").click().await.expect("click");
+    assert!(shows(c, "h1", "Changes in production in the last hour").await);
+    assert!(shows(c, "tr[data-action=\"kill-all\"]", "incident 7").await, "{}", text(c, "main").await);
+    c.execute("window.__same_page = true;", vec![]).await.expect("mark the page");
+    let alice = client_with(&token("alice", "production", "write"));
+    let r = alice
+        .post(app.env_url("production", "/releases/checkout/allocation"))
+        .json(&json!({"percent": {"v2": 30}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = pager
+        .post(app.env_url("production", "/releases/checkout/kill"))
+        .json(&json!({"reason": "5xx spike"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(shows(c, "tr[data-action=\"allocation\"]", "alice").await, "{}", text(c, "main").await);
+    assert!(text(c, "tr[data-action=\"allocation\"] td.change").await.contains("v2 10 % → 30 %"));
+    assert!(shows(c, "tr[data-action=\"kill\"]", "5xx spike").await);
+    assert_eq!(text(c, "tr[data-action=\"kill\"] td.actor").await, "pager");
+    assert_eq!(c.execute("return window.__same_page === true;", vec![]).await.expect("js"), json!(true), "no reload");
+
+    drop(browser);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_on_a_live_page_goes_to_sign_in_by_itself_and_back_to_that_page() {
+    let app = spawn_app(Backend::Embedded).await;
+    app.given_release("production", "checkout", 10.0).await;
+    let browser = browser().await;
+    let c = &browser.client;
+    let path = "/console/envs/production/releases/checkout";
+    // Valid for 15 s (and the verifier's 5 s of leeway): time enough to sign in on a
+    // loaded machine.
+    let short = cohort::auth::mint::mint(
+        &cohort::config::Secret::new(crate::helpers::TEST_SECRET),
+        "oncall",
+        "production",
+        "read",
+        Duration::from_secs(15),
+    )
+    .expect("mints");
+    sign_in(c, &app, path, &short).await;
+    assert!(shows(c, "h1", "checkout").await);
+    // Nothing changes and nobody clicks: the page notices the end of its session.
+    assert!(
+        eventually(Duration::from_secs(60), || async { count(c, "#token").await == 1 }).await,
+        "the page went to sign-in: {}",
+        text(c, "main").await
+    );
+    assert!(text(c, ".notice").await.contains("Your session has ended"), "{}", text(c, "main").await);
+    let next = c.find(Locator::Css("input[name=next]")).await.expect("next").attr("value").await.expect("attr");
+    assert_eq!(next.as_deref(), Some(path), "the sign-in form keeps the page");
+
+    // Signing in again lands on that page.
+    let field = c.find(Locator::Css("#token")).await.expect("the sign-in form");
+    field.send_keys(&token("oncall", "production", "read")).await.expect("type the token");
+    c.find(Locator::Css("section.signin button[type=submit]")).await.expect("button").click().await.expect("click");
+    assert!(shows(c, "h1", "checkout").await, "{}", text(c, "main").await);
+    assert_eq!(c.current_url().await.expect("url").path(), path);
+    drop(browser);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_terminates_tls_the_public_origin_passes_the_csrf_check_and_the_cookie_is_secure() {
+    let public = "https://cohort.example.com";
+    let app = spawn_app_with(Backend::Embedded, |s| {
+        s.console.public_origin = cohort::config::PublicOrigin::try_from(public.to_owned()).expect("an origin");
+    })
+    .await;
+    app.given_release("production", "checkout", 10.0).await;
+    let oncall = token("oncall", "production", "kill");
+    // The proxy forwards plain HTTP (no X-Forwarded-Proto); the browser's origin is https.
+    let sign_in = |origin: &'static str| {
+        http()
+            .post(app.url("/console/sign-in"))
+            .header("Host", "cohort.example.com")
+            .header("Origin", origin)
+            .form(&[("token", oncall.as_str()), ("next", "/console/envs/production")])
+            .send()
+    };
+    let r = sign_in(public).await.expect("sent");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().expect("text").to_owned();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert_eq!(sign_in("http://evil.example").await.expect("sent").status(), StatusCode::FORBIDDEN);
+
+    let csrf = cohort::console::session::csrf_token(&oncall);
+    let kill = "/console/envs/production/releases/checkout/kill";
+    let form = [("csrf", csrf.as_str()), ("reason", "from behind the proxy")];
+    assert_eq!(post_form(&app, kill, &oncall, Some("http://evil.example"), &form).await, StatusCode::FORBIDDEN);
+    assert_eq!(post_form(&app, kill, &oncall, Some("http://cohort.example.com"), &form).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["killed"], false);
+    assert_eq!(post_form(&app, kill, &oncall, Some(public), &form).await, StatusCode::SEE_OTHER);
+    assert_eq!(app.get_json(app.env_url("production", "/releases/checkout")).await["killed"], true);
+    // The server's own origin (reached directly) still works.
+    let unkill = "/console/envs/production/releases/checkout/unkill";
+    assert_eq!(post_form(&app, unkill, &oncall, Some(&app.address), &[("csrf", &csrf)]).await, StatusCode::SEE_OTHER);
     app.stop().await;
 }

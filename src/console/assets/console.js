@@ -27,8 +27,22 @@
     }
   });
 
+  // A signed-out answer (401: expired, revoked) sends the page to sign-in, which comes
+  // back to this page (by GET, even when it was a form's answer) afterwards.
+  function get(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } }).then(function (response) {
+      if (response.status === 401) {
+        var here = window.location.pathname + window.location.search;
+        window.location.assign("/console/sign-in?ended=1&next=" + encodeURIComponent(here));
+        return null;
+      }
+      return response.ok ? response.text() : null;
+    });
+  }
+
   // A page with data-live follows the environment's change stream and fetches its live
-  // part again on every change; never while a dialog is open (it would close it).
+  // part again on every change (and every data-every ms, for what is not a change);
+  // never while a dialog is open (it would close it).
   var root = document.querySelector("[data-live]");
   var pending = false;
   var busy = false;
@@ -40,15 +54,7 @@
       return;
     }
     busy = true;
-    fetch(root.getAttribute("data-part"), { credentials: "same-origin", headers: { Accept: "text/html" } })
-      .then(function (response) {
-        if (response.status === 401) {
-          // The session ended: the page itself now shows the sign-in form.
-          window.location.reload();
-          return null;
-        }
-        return response.ok ? response.text() : null;
-      })
+    get(root.getAttribute("data-part"))
       .then(function (html) {
         var part = document.getElementById("live-part");
         if (html && part) part.outerHTML = html;
@@ -74,7 +80,7 @@
     true
   );
 
-  if (root && window.EventSource) {
+  function follow() {
     var opened = false;
     var source = new EventSource(root.getAttribute("data-live"));
     source.addEventListener("change", refresh);
@@ -84,7 +90,30 @@
       if (opened) refresh();
       opened = true;
     });
+    source.addEventListener("error", function () {
+      // Closed for good (a refusal such as 401, not an outage it retries by itself):
+      // the refresh finds out why, and the stream is opened again a little later.
+      if (source.readyState === EventSource.CLOSED) {
+        refresh();
+        setTimeout(follow, 5000);
+      }
+    });
   }
+  if (root && window.EventSource) follow();
+  var every = root ? Number(root.getAttribute("data-every")) : 0;
+  if (every > 0) setInterval(refresh, every);
+
+  // When the session's token expires, go to sign-in then rather than at the next
+  // change: ask from its end on (the server allows some clock skew) until refused.
+  var left = Number(document.body.getAttribute("data-session-left"));
+  function checkSession() {
+    get(root ? root.getAttribute("data-part") : window.location.pathname + window.location.search)
+      .catch(function () {})
+      .then(function () {
+        setTimeout(checkSession, 3000);
+      });
+  }
+  if (left > 0 && left < 1000000) setTimeout(checkSession, left * 1000 + 1000);
 
   // A kill's confirmation: ask again every half second until every SDK applied it.
   var tries = 0;
@@ -94,10 +123,7 @@
     var url =
       "/console/envs/" + encodeURIComponent(line.getAttribute("data-env")) +
       "/reach?revision=" + encodeURIComponent(line.getAttribute("data-revision"));
-    fetch(url, { credentials: "same-origin" })
-      .then(function (response) {
-        return response.ok ? response.text() : null;
-      })
+    get(url)
       .then(function (html) {
         var current = document.getElementById("reach");
         if (html && current) current.outerHTML = html;
