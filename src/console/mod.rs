@@ -8,9 +8,12 @@
 //! courtesy: every action is checked on the server by [`session::Action`].
 
 mod assets;
+mod create;
 mod overview;
 mod plot;
+mod ramp_form;
 mod release;
+mod release_form;
 pub mod session;
 mod signin;
 
@@ -27,6 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(assets::configure)
         .configure(signin::configure)
         .configure(overview::configure)
+        .configure(create::configure)
+        .configure(ramp_form::configure)
         .configure(release::configure);
 }
 
@@ -184,9 +189,13 @@ fn now_ms() -> u64 {
 
 /// A number of percent as people read it: `5 %`, `12.5 %`.
 fn percent(p: f64) -> String {
-    let text = format!("{p:.3}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}\u{a0}%")
+    format!("{}\u{a0}%", number(p))
+}
+
+/// A number with at most three decimals and no trailing zeros: `5`, `12.5`.
+fn number(n: f64) -> String {
+    let text = format!("{n:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]
