@@ -11,6 +11,7 @@ mod assets;
 mod create;
 mod overview;
 mod plot;
+mod ramp_actions;
 mod ramp_form;
 mod release;
 mod release_form;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(overview::configure)
         .configure(create::configure)
         .configure(ramp_form::configure)
+        .configure(ramp_actions::configure)
         .configure(release::configure);
 }
 

@@ -1,6 +1,5 @@
-//! The ramp on a release's page: the plan editor (steps, the guard, a plain-language
-//! preview the server writes as the user types — or on "Preview" without JavaScript),
-//! and the pause, resume, abort and promote buttons.
+//! The ramp plan editor on a release's page: steps, the guard, and a plain-language
+//! preview the server writes as the user types (or on "Preview" without JavaScript).
 //!
 //! The preview is the plan as `ramp::plan::build` validates it, and the start is
 //! `Ramps::start`, as for `POST …/ramp`: the console has no rules of its own.
@@ -10,14 +9,13 @@ use super::release_form::{Problems, field};
 use super::session::{Action, CSRF_FIELD, Session};
 use super::{Page, html_response, number, percent, see_other};
 use crate::api::AppState;
-use crate::api::auth::{Policy, Write};
-use crate::api::ramp::Halt;
+use crate::api::auth::Write;
 use crate::ramp::plan::{self, GuardRequest, RampRequest, StepRequest};
 use crate::releases::{ReleaseError, ReleaseView};
 use crate::store::{EnvName, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use cohort_sdk::{Ramp, RampState, Release, buckets_to_percent};
+use cohort_sdk::{Ramp, Release, buckets_to_percent};
 use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -25,11 +23,7 @@ use std::collections::BTreeMap;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let base = "/console/envs/{env}/releases/{key}";
     cfg.route(&format!("{base}/ramp"), web::post().to(start))
-        .route(&format!("{base}/ramp/preview"), web::post().to(preview))
-        .route(&format!("{base}/ramp/pause"), web::post().to(pause))
-        .route(&format!("{base}/ramp/resume"), web::post().to(resume))
-        .route(&format!("{base}/ramp/abort"), web::post().to(abort))
-        .route(&format!("{base}/promote"), web::post().to(promote));
+        .route(&format!("{base}/ramp/preview"), web::post().to(preview));
 }
 
 /// Most step rows the editor shows (the domain allows more; the API takes them).
@@ -355,106 +349,6 @@ async fn preview(
     let mut problems = Problems::default();
     let text = action.form.check(&release, &mut problems).map(|(_, text)| text);
     Ok(html_response(StatusCode::OK, preview_markup(text.as_deref().ok_or(&problems))))
-}
-
-/// The ramp's buttons, each shown only to a session allowed it (the handlers check again).
-pub(super) fn actions(env: &EnvName, view: &ReleaseView, session: &Session) -> Markup {
-    let Some(ramp) = view.ramp.as_ref() else { return html! {} };
-    let (halt, write) = (session.may(Halt::SCOPES, env), session.may(Write::SCOPES, env));
-    let base = format!("/console/envs/{env}/releases/{}", view.key);
-    let c = &ramp.candidate;
-    let buttons = [
-        (ramp.state == RampState::Running && halt, "ramp/pause", "Pause ramp", None),
-        (ramp.state == RampState::Paused && write, "ramp/resume", "Resume ramp", None),
-        (
-            !ramp.state.is_finished() && write,
-            "ramp/abort",
-            "Abort ramp",
-            Some(format!("Abort the ramp? {c} goes back to 0 %.")),
-        ),
-        (
-            ramp.state != RampState::Aborted && ramp.state != RampState::RolledBack && write,
-            "promote",
-            "Promote",
-            Some(format!("Promote {c}? Everyone gets {c}; the ramp ends.")),
-        ),
-    ];
-    html! {
-        @if buttons.iter().any(|b| b.0) {
-            div.actions {
-                @for (shown, op, label, confirm) in buttons {
-                    @if shown {
-                        form.inline method="post" action=(format!("{base}/{op}")) data-confirm=[confirm] {
-                            input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
-                            button type="submit" class=[(op == "ramp/abort").then_some("danger")] { (label) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ReasonForm {
-    #[serde(default)]
-    reason: Option<String>,
-    /// `overview` to go back to the environment's page instead of the release's.
-    #[serde(default)]
-    back: Option<String>,
-}
-
-/// Where to go after `done` on `key`.
-fn after(env: &EnvName, key: &str, done: &str, form: &ReasonForm) -> HttpResponse {
-    match form.back.as_deref() {
-        Some("overview") => see_other(&format!("/console/envs/{env}?done={done}&key={key}")),
-        _ if done == "promote" => see_other(&format!("/console/envs/{env}/releases/{key}?done=promote")),
-        _ => see_other(&format!("/console/envs/{env}/releases/{key}?done=ramp-{done}")),
-    }
-}
-
-fn reason(form: &ReasonForm) -> Option<String> {
-    form.reason.clone().filter(|r| !r.trim().is_empty())
-}
-
-async fn pause(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Halt, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.pause(&a.env, &a.session.actor(), &path.key, reason(&a.form)).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "pause", &a.form))
-}
-
-async fn resume(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.resume(&a.env, &a.session.actor(), &path.key).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "resume", &a.form))
-}
-
-async fn abort(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.abort(&a.env, &a.session.actor(), &path.key, reason(&a.form)).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "abort", &a.form))
-}
-
-async fn promote(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.promote(&a.env, &a.session.actor(), &path.key, None).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "promote", &a.form))
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
                 @if env_view.kill_all { p.reason { "Kill-all is on in " (env) "." } }
                 @if let Some(line) = ramp_line(view) { p.ramp { (line) } }
                 p.meta { "Revision " (view.revision) "; versions " (view.versions.join(", ")) "; unit " code { (view.unit) } }
-                (ramp_form::actions(env, view, session))
+                (super::ramp_actions::buttons(env, view, session))
                 @if session.may(crate::api::auth::Kill::SCOPES, env) {
                     p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches are on the overview" } }
                 }

@@ -81,7 +81,7 @@ pub(crate) fn screenshot_dir() -> PathBuf {
 }
 
 /// Screenshots of the page at 1280 and 375 px wide, as `{name}-1280.png` and `-375.png`.
-pub(crate) async fn screenshots(c: &Client, name: &str) {
+async fn screenshots(c: &Client, name: &str) {
     let dir = screenshot_dir();
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     for (width, height) in [(1280, 900), (375, 812)] {
