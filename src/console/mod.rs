@@ -9,10 +9,14 @@
 
 mod assets;
 mod changes;
+mod create;
 mod fleet;
 mod overview;
 mod plot;
+mod ramp_actions;
+mod ramp_form;
 mod release;
+mod release_form;
 pub mod session;
 mod signin;
 
@@ -30,6 +34,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(assets::configure)
         .configure(signin::configure)
         .configure(overview::configure)
+        .configure(create::configure)
+        .configure(ramp_form::configure)
+        .configure(ramp_actions::configure)
         .configure(release::configure)
         .configure(fleet::configure)
         .configure(changes::configure);
@@ -199,9 +206,13 @@ fn now_ms() -> u64 {
 
 /// A number of percent as people read it: `5 %`, `12.5 %`.
 fn percent(p: f64) -> String {
-    let text = format!("{p:.3}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}\u{a0}%")
+    format!("{}\u{a0}%", number(p))
+}
+
+/// A number with at most three decimals and no trailing zeros: `5`, `12.5`.
+fn number(n: f64) -> String {
+    let text = format!("{n:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use super::session::{Action, Session, Viewer};
 use super::{Page, ago, html_response, layout, now_ms, percent, see_other};
-use crate::api::auth::{Kill, Observe, Policy};
+use crate::api::auth::{Kill, Observe, Policy, Write};
 use crate::api::ramp::Halt;
 use crate::api::{ApiError, AppState};
 use crate::auth::AuthError;
@@ -36,11 +36,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub(super) struct Powers {
     pub kill: bool,
     pub halt: bool,
+    pub write: bool,
 }
 
 impl Powers {
     pub fn of(session: &Session, env: &EnvName) -> Self {
-        Powers { kill: session.may(Kill::SCOPES, env), halt: session.may(Halt::SCOPES, env) }
+        Powers {
+            kill: session.may(Kill::SCOPES, env),
+            halt: session.may(Halt::SCOPES, env),
+            write: session.may(Write::SCOPES, env),
+        }
     }
 }
 
@@ -169,6 +174,7 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
     let key = &release.key;
     let base = format!("/console/envs/{env}/releases/{key}");
     let running = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Running);
+    let paused = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Paused);
     html! {
         li.release id=(format!("release-{key}")) data-state=(standing.as_str()) {
             div.head {
@@ -181,7 +187,7 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
             }
             @if let Some(line) = ramp_line(release) { p.ramp { (line) } }
             @if !release.description.is_empty() { p.description { (release.description) } }
-            @if powers.kill || (powers.halt && running) {
+            @if powers.kill || (powers.halt && running) || (powers.write && paused) {
                 div.actions {
                     @if powers.kill && release.killed {
                         button type="button" data-dialog=(format!("unkill-{key}")) aria-haspopup="dialog" aria-label=(format!("Unkill {key}…")) { "Unkill…" }
@@ -192,6 +198,13 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
                         form.inline method="post" action=(format!("{base}/pause")) {
                             (csrf_field(session))
                             button type="submit" aria-label=(format!("Pause the ramp of {key}")) { "Pause ramp" }
+                        }
+                    }
+                    @if powers.write && paused && !release.killed {
+                        form.inline method="post" action=(format!("{base}/ramp/resume")) {
+                            (csrf_field(session))
+                            input type="hidden" name="back" value="overview";
+                            button type="submit" aria-label=(format!("Resume the ramp of {key}")) { "Resume ramp" }
                         }
                     }
                 }
@@ -322,6 +335,7 @@ async fn confirmation(state: &AppState, env: &EnvName, view: &EnvView, done: &Do
         "kill-all" => format!("Kill-all is on: every release in {env} serves its baseline."),
         "unkill-all" => format!("Kill-all is lifted in {env}."),
         "pause" => format!("The ramp of {key} is paused."),
+        "resume" => format!("The ramp of {key} is running again."),
         _ => return None,
     };
     let reach = match done.revision {
@@ -334,7 +348,7 @@ async fn confirmation(state: &AppState, env: &EnvName, view: &EnvView, done: &Do
             @if done.stored == Some(0) {
                 p.warning { "The store could not take it now: this instance serves it already and writes it to the store as soon as it can." }
             }
-            @if let Some(reach) = reach.filter(|_| what != "pause") { (reach_markup(env, &reach)) }
+            @if let Some(reach) = reach.filter(|_| what != "pause" && what != "resume") { (reach_markup(env, &reach)) }
         }
     })
 }
@@ -347,6 +361,9 @@ async fn page(state: &AppState, env: &EnvName, session: &Session, done: &Done) -
     let main = html! {
         div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/part")) {
             h1 { "Releases in " (env) }
+            @if session.may(Write::SCOPES, env) {
+                p { a.button href=(format!("/console/envs/{env}/new-release")) { "New release" } }
+            }
             (confirmation.unwrap_or_default())
             (releases_part(env, &view, &releases, session))
         }

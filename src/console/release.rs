@@ -2,19 +2,20 @@
 //! its recent history, and the edit form, written with `If-Match` through the same
 //! `Releases::replace` as the API (so the same validation and ramp rule apply).
 
-use super::overview::{Powers, Standing, ramp_line, serving};
+use super::overview::{Standing, ramp_line, serving};
+use super::ramp_form::{self, PlanForm};
+use super::release_form::{Problems, ReleaseForm};
 use super::session::{Action, Session, Viewer};
 use super::{Page, ago, html_response, layout, now_ms, see_other};
 use crate::api::auth::Policy;
 use crate::api::auth::{Observe, Read, Write};
 use crate::api::{ApiError, AppState};
-use crate::releases::{ReleaseError, ReleaseInput, ReleaseView};
+use crate::releases::{ReleaseError, ReleaseView};
 use crate::store::{AuditEntry, AuditQuery, EnvName, StoreError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maud::{Markup, html};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/console/envs/{env}/releases/{key}", web::get().to(show))
@@ -23,91 +24,42 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct KeyPath {
-    key: String,
+pub(super) struct KeyPath {
+    pub key: String,
 }
 
-/// The form's fields as typed (kept as text, so a failed save shows them as they were).
-#[derive(Deserialize, Default, Clone)]
-struct EditForm {
+/// What was just done on this page (`?done=ramp-start`), said at its top.
+#[derive(Deserialize, Default)]
+pub(super) struct Done {
     #[serde(default)]
-    revision: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    overrides: String,
-    #[serde(default)]
-    rules: String,
-    #[serde(default)]
-    audience: String,
-    /// `allocation.v2` → "10".
-    #[serde(flatten)]
-    rest: BTreeMap<String, String>,
+    done: Option<String>,
 }
 
-impl EditForm {
-    fn of(view: &ReleaseView) -> Self {
-        let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
-        let rest = view
-            .versions
-            .iter()
-            .skip(1)
-            .map(|v| {
-                let p = view.allocation.get(v).copied().unwrap_or(0.0);
-                (format!("allocation.{v}"), super::percent(p).trim_end_matches("\u{a0}%").to_owned())
-            })
-            .collect();
-        EditForm {
-            revision: view.revision.to_string(),
-            description: view.description.clone(),
-            overrides: pretty(serde_json::to_value(&view.overrides).unwrap_or_default()),
-            rules: pretty(serde_json::to_value(&view.rules).unwrap_or_default()),
-            audience: pretty(serde_json::to_value(&view.audience).unwrap_or_default()),
-            rest,
-        }
+impl Done {
+    fn message(&self, view: &ReleaseView) -> Option<String> {
+        let candidate = view.ramp.as_ref().map_or("the candidate", |r| r.candidate.as_str());
+        Some(match self.done.as_deref()? {
+            "saved" => format!("Saved: {} is at revision {}.", view.key, view.revision),
+            "created" => format!("Created {}.", view.key),
+            "ramp-start" => format!("The ramp of {candidate} has started."),
+            "ramp-pause" => format!("The ramp of {candidate} is paused."),
+            "ramp-resume" => format!("The ramp of {candidate} is running again."),
+            "ramp-abort" => format!("The ramp of {candidate} is aborted: it is back to 0\u{a0}%."),
+            "promote" => format!("Promoted: {} is the baseline now.", view.versions.first().map_or("", String::as_str)),
+            _ => return None,
+        })
     }
 }
 
-/// What went wrong with a save, beside which field.
+/// The forms of the page as typed, when a submit is shown again.
 #[derive(Default)]
-struct Problems {
-    /// Field name (`description`, `rules`, `allocation.v2`, …) → message.
-    fields: BTreeMap<String, String>,
-    /// Not about one field.
-    general: Option<String>,
-    /// "changed by alice 20 s ago — reload".
-    conflict: Option<String>,
+pub(super) struct Typed<'a> {
+    pub edit: Option<(&'a ReleaseForm, &'a Problems)>,
+    pub plan: Option<(&'a PlanForm, &'a Problems)>,
+    pub done: Option<&'a Done>,
 }
 
-impl Problems {
-    fn any(&self) -> bool {
-        !self.fields.is_empty() || self.general.is_some() || self.conflict.is_some()
-    }
-}
-
-fn field(name: &str, label: &str, value: &str, problems: &Problems, textarea: bool, hint: Option<&str>) -> Markup {
-    let id = format!("f-{}", name.replace('.', "-"));
-    let error = problems.fields.get(name);
-    let described = [hint.map(|_| format!("{id}-hint")), error.map(|_| format!("{id}-error"))]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
-    html! {
-        label for=(id) { (label) }
-        @if let Some(hint) = hint { p.hint id=(format!("{id}-hint")) { (hint) } }
-        @if textarea {
-            textarea.code id=(id) name=(name) rows="4" spellcheck="false"
-                aria-invalid=[error.map(|_| "true")] aria-describedby=[(!described.is_empty()).then_some(described.as_str())] { (value) }
-        } @else {
-            input type="text" id=(id) name=(name) value=(value) inputmode=[name.starts_with("allocation.").then_some("decimal")]
-                aria-invalid=[error.map(|_| "true")] aria-describedby=[(!described.is_empty()).then_some(described.as_str())];
-        }
-        @if let Some(error) = error { p.error id=(format!("{id}-error")) { (error) } }
-    }
-}
-
-fn edit_form(env: &EnvName, view: &ReleaseView, form: &EditForm, problems: &Problems, session: &Session) -> Markup {
+fn edit_form(env: &EnvName, view: &ReleaseView, form: &ReleaseForm, problems: &Problems, session: &Session) -> Markup {
     let action = format!("/console/envs/{env}/releases/{}", view.key);
     html! {
         section.panel aria-labelledby="edit-title" {
@@ -119,21 +71,7 @@ fn edit_form(env: &EnvName, view: &ReleaseView, form: &EditForm, problems: &Prob
             form method="post" action=(action) novalidate {
                 input type="hidden" name=(super::session::CSRF_FIELD) value=(session.csrf());
                 input type="hidden" name="revision" value=(form.revision);
-                (field("description", "Description", &form.description, problems, false, None))
-                @if view.versions.len() > 1 {
-                    fieldset {
-                        legend { "Allocation (percent of units; " (view.versions[0]) ", the baseline, gets the rest)" }
-                        div.allocations {
-                            @for version in view.versions.iter().skip(1) {
-                                @let name = format!("allocation.{version}");
-                                div { (field(&name, version, form.rest.get(&name).map_or("0", String::as_str), problems, false, None)) }
-                            }
-                        }
-                    }
-                }
-                (field("overrides", "Overrides (JSON: unit value → version)", &form.overrides, problems, true, Some("e.g. {\"user-7\": \"v2\"}")))
-                (field("rules", "Rules (JSON)", &form.rules, problems, true, Some("e.g. [{\"when\": [{\"attr\": \"country\", \"op\": \"in\", \"values\": [\"NZ\"]}], \"serve\": \"v2\"}]")))
-                (field("audience", "Audience (JSON conditions)", &form.audience, problems, true, None))
+                (form.fields(problems, false, view.fleet.is_some()))
                 div.buttons { button.primary type="submit" { "Save" } }
             }
         }
@@ -170,7 +108,6 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
         )
     });
     let standing = Standing::of(view, &env_view);
-    let powers = Powers::of(session, env);
     let entries =
         if session.may(Read::SCOPES, env) { audit(state, env, &view.key).await.unwrap_or_default() } else { vec![] };
     let now = now_ms();
@@ -183,8 +120,9 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
                 @if env_view.kill_all { p.reason { "Kill-all is on in " (env) "." } }
                 @if let Some(line) = ramp_line(view) { p.ramp { (line) } }
                 p.meta { "Revision " (view.revision) "; versions " (view.versions.join(", ")) "; unit " code { (view.unit) } }
-                @if powers.kill || powers.halt {
-                    p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches and ramp actions are on the overview" } }
+                (super::ramp_actions::buttons(env, view, session))
+                @if session.may(crate::api::auth::Kill::SCOPES, env) {
+                    p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches are on the overview" } }
                 }
             }
             @if let Some(plot) = plot { (plot) }
@@ -201,25 +139,30 @@ async fn audit(state: &AppState, env: &EnvName, key: &str) -> Result<Vec<AuditEn
     Ok(entries)
 }
 
-async fn render(
+pub(super) async fn render(
     state: &AppState,
     env: &EnvName,
     view: &ReleaseView,
     session: &Session,
-    form: Option<(&EditForm, &Problems)>,
+    typed: Typed<'_>,
 ) -> Markup {
     let envs = session.environments(state);
     let blank = Problems::default();
-    let fresh = EditForm::of(view);
-    let (form, problems) = form.unwrap_or((&fresh, &blank));
+    let fresh = ReleaseForm::of(view);
+    let (form, problems) = typed.edit.unwrap_or((&fresh, &blank));
+    let notice = typed.done.and_then(|d| d.message(view));
     let main = html! {
         div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/releases/{}/part", view.key)) {
             p { a href=(format!("/console/envs/{env}")) { "← Releases in " (env) } }
             h1 { (view.key) }
+            @if let Some(notice) = notice { p.confirmation role="status" { (notice) } }
             @if !view.description.is_empty() { p.description { (view.description) } }
             (live_part(state, env, view, session).await)
         }
-        @if session.may(Write::SCOPES, env) { (edit_form(env, view, form, problems, session)) }
+        @if session.may(Write::SCOPES, env) {
+            (ramp_form::editor(state, env, view, session, typed.plan))
+            (edit_form(env, view, form, problems, session))
+        }
     };
     layout(&view.key, Some((session, &envs)), Some(env.as_str()), main)
 }
@@ -229,9 +172,11 @@ async fn show(
     state: web::Data<AppState>,
     viewer: Viewer<Observe>,
     path: web::Path<KeyPath>,
+    done: web::Query<Done>,
 ) -> Result<HttpResponse, Page> {
     let view = state.releases.get(&viewer.env, &path.key).map_err(|e| Page::new(&req, e))?;
-    Ok(html_response(StatusCode::OK, render(&state, &viewer.env, &view, &viewer.session, None).await))
+    let typed = Typed { done: Some(&done), ..Typed::default() };
+    Ok(html_response(StatusCode::OK, render(&state, &viewer.env, &view, &viewer.session, typed).await))
 }
 
 async fn part(
@@ -242,58 +187,6 @@ async fn part(
 ) -> Result<HttpResponse, Page> {
     let view = state.releases.get(&viewer.env, &path.key).map_err(|e| Page::new(&req, e))?;
     Ok(html_response(StatusCode::OK, live_part(&state, &viewer.env, &view, &viewer.session).await))
-}
-
-fn json_field<T: serde::de::DeserializeOwned + Default>(name: &str, text: &str, problems: &mut Problems) -> T {
-    if text.trim().is_empty() {
-        return T::default();
-    }
-    serde_json::from_str(text).unwrap_or_else(|e| {
-        problems.fields.insert(name.to_owned(), format!("not valid here: {e}"));
-        T::default()
-    })
-}
-
-/// The input `replace` takes: the form's fields over what the release has now.
-fn input(view: &ReleaseView, form: &EditForm, problems: &mut Problems) -> ReleaseInput {
-    let mut allocation = BTreeMap::new();
-    for version in view.versions.iter().skip(1) {
-        let name = format!("allocation.{version}");
-        let text = form.rest.get(&name).map_or("0", |t| t.trim().trim_end_matches('%').trim());
-        match text.parse::<f64>() {
-            Ok(p) => {
-                allocation.insert(version.clone(), p);
-            }
-            Err(_) => {
-                problems.fields.insert(name, format!("`{text}` is not a number of percent"));
-            }
-        }
-    }
-    ReleaseInput {
-        key: None,
-        versions: view.versions.clone(),
-        unit: Some(view.unit.clone()),
-        salt: (view.salt != view.key).then(|| view.salt.clone()),
-        bucketing: Some(view.bucketing.clone()),
-        allocation: if view.fleet.is_some() { None } else { Some(allocation) },
-        overrides: json_field("overrides", &form.overrides, problems),
-        rules: json_field("rules", &form.rules, problems),
-        audience: json_field("audience", &form.audience, problems),
-        values: view.values.clone(),
-        description: Some(form.description.clone()),
-        fleet: view.fleet.clone(),
-        fleet_nodes: view.fleet_nodes,
-    }
-}
-
-/// Which form field a domain error's `field` belongs beside.
-fn field_of(field: &str) -> &'static str {
-    for name in ["overrides", "rules", "audience", "description"] {
-        if field.starts_with(name) {
-            return name;
-        }
-    }
-    ""
 }
 
 /// "changed by alice 20 s ago": who wrote the release last, from the audit log.
@@ -310,47 +203,40 @@ async fn edit(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<KeyPath>,
-    action: Action<Write, EditForm>,
+    action: Action<Write, ReleaseForm>,
 ) -> Result<HttpResponse, Page> {
     let (env, key, form) = (&action.env, &path.key, &action.form);
     let current = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
-    let mut problems = Problems::default();
     let Ok(expected) = form.revision.trim().parse::<u64>() else {
         return Err(Page::new(&req, ApiError::PreconditionRequired));
     };
-    let input = input(&current, form, &mut problems);
+    let mut problems = Problems::default();
+    let input = form.input(Some(&current), &mut problems);
     let status = if problems.any() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         match state.releases.replace(env, &action.session.actor(), key, input, expected).await {
-            Ok(view) => {
-                return Ok(see_other(&format!("/console/envs/{env}/releases/{key}?saved={}", view.revision)));
-            }
+            Ok(_) => return Ok(see_other(&format!("/console/envs/{env}/releases/{key}?done=saved"))),
             Err(ReleaseError::Store(StoreError::RevisionMismatch { .. })) => {
                 problems.conflict = Some(changed_by(&state, env, key).await);
                 StatusCode::PRECONDITION_FAILED
             }
-            Err(ReleaseError::Invalid { field, message }) => {
-                let name = if field.starts_with("allocation") || field.starts_with("percent") {
-                    format!("allocation.{}", field.split('.').nth(1).unwrap_or_default())
-                } else {
-                    field_of(&field).to_owned()
+            Err(error) => {
+                let status = match &error {
+                    ReleaseError::Conflict(_) | ReleaseError::RampActive(_) => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                if name.is_empty() || (name.starts_with("allocation.") && !form.rest.contains_key(&name)) {
-                    problems.general = Some(format!("{field}: {message}"));
-                } else {
-                    problems.fields.insert(name, format!("{field}: {message}"));
+                if let Some(other) = problems.release_error(error, EDIT_FIELDS) {
+                    return Err(Page::new(&req, other));
                 }
-                StatusCode::UNPROCESSABLE_ENTITY
+                status
             }
-            Err(ReleaseError::RampActive(message)) => {
-                problems.general = Some(message);
-                StatusCode::CONFLICT
-            }
-            Err(other) => return Err(Page::new(&req, other)),
         }
     };
     let view = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
-    let markup = render(&state, env, &view, &action.session, Some((form, &problems))).await;
-    Ok(html_response(status, markup))
+    let typed = Typed { edit: Some((form, &problems)), ..Typed::default() };
+    Ok(html_response(status, render(&state, env, &view, &action.session, typed).await))
 }
+
+/// The fields the edit form shows (a domain error about another goes above the form).
+const EDIT_FIELDS: &[&str] = &["versions", "allocation", "values", "overrides", "rules", "audience", "description"];

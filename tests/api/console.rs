@@ -22,11 +22,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A headless Chromium under its own chromedriver, ended on drop.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
 }
 
@@ -41,7 +41,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-async fn browser() -> Browser {
+pub(crate) async fn browser() -> Browser {
     let port = free_port();
     let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
     let driver = Command::new(&driver_bin)
@@ -74,7 +74,7 @@ async fn browser() -> Browser {
     Browser { client: client.expect("chromedriver answers"), driver }
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     if std::env::var_os("COHORT_UPDATE_SCREENSHOTS").is_some() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console")
     } else {
@@ -106,18 +106,18 @@ async fn screenshots_at(c: &Client, name: &str, anchor: Option<&str>) {
 
 /// The text of the first element matching `css`, with non-breaking spaces as spaces;
 /// empty when there is none.
-async fn text(c: &Client, css: &str) -> String {
+pub(crate) async fn text(c: &Client, css: &str) -> String {
     match c.find(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap_or_default().replace('\u{a0}', " "),
         Err(_) => String::new(),
     }
 }
 
-async fn count(c: &Client, css: &str) -> usize {
+pub(crate) async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.map_or(0, |v| v.len())
 }
 
-async fn shows(c: &Client, css: &str, needle: &str) -> bool {
+pub(crate) async fn shows(c: &Client, css: &str, needle: &str) -> bool {
     let c = c.clone();
     let (css, needle) = (css.to_owned(), needle.to_owned());
     eventually(DEADLINE, move || {
@@ -127,7 +127,7 @@ async fn shows(c: &Client, css: &str, needle: &str) -> bool {
     .await
 }
 
-async fn sign_in(c: &Client, app: &TestApp, path: &str, token: &str) {
+pub(crate) async fn sign_in(c: &Client, app: &TestApp, path: &str, token: &str) {
     c.goto(&app.url(path)).await.expect("goto");
     let field = c.wait().for_element(Locator::Css("#token")).await.expect("the sign-in form");
     field.send_keys(token).await.expect("type the token");
@@ -181,11 +181,11 @@ async fn audit_actions(app: &TestApp, key: &str) -> Vec<String> {
 }
 
 /// A client that does not follow redirects and sends `cookie` as the session.
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(Policy::none()).build().expect("client")
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     session: &str,
@@ -349,7 +349,7 @@ async fn the_console_in_chromium_kills_follows_live_edits_plots_and_hides_what_a
     app.stop().await;
 }
 
-async fn page(app: &TestApp, path: &str, session: &str) -> (StatusCode, String) {
+pub(crate) async fn page(app: &TestApp, path: &str, session: &str) -> (StatusCode, String) {
     let r = http().get(app.url(path)).header("Cookie", format!("cohort_session={session}")).send().await.expect("sent");
     (r.status(), r.text().await.expect("text"))
 }

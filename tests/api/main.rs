@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod config_as_code;
 mod console;
+mod console_forms;
 mod cors;
 mod evaluate;
 mod events;

@@ -115,6 +115,34 @@
   }
   if (left > 0 && left < 1000000) setTimeout(checkSession, left * 1000 + 1000);
 
+  // Forms with data-confirm ask before they send (abort, promote).
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
+  // The ramp plan editor: the server words the plan as it is typed.
+  var plan = document.querySelector("form[data-preview]");
+  var timer = null;
+  function preview() {
+    var body = new URLSearchParams(new FormData(plan));
+    fetch(plan.getAttribute("data-preview"), { method: "POST", credentials: "same-origin", body: body })
+      .then(function (response) {
+        return response.ok ? response.text() : null;
+      })
+      .then(function (html) {
+        var line = document.getElementById("plan-preview");
+        if (html && line) line.outerHTML = html;
+      })
+      .catch(function () {});
+  }
+  if (plan) {
+    plan.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(preview, 250);
+    });
+  }
+
   // A kill's confirmation: ask again every half second until every SDK applied it.
   var tries = 0;
   function pollReach() {

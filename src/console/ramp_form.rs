@@ -1,0 +1,384 @@
+//! The ramp plan editor on a release's page: steps, the guard, and a plain-language
+//! preview the server writes as the user types (or on "Preview" without JavaScript).
+//!
+//! The preview is the plan as `ramp::plan::build` validates it, and the start is
+//! `Ramps::start`, as for `POST …/ramp`: the console has no rules of its own.
+
+use super::release::{KeyPath, Typed, render};
+use super::release_form::{Problems, field};
+use super::session::{Action, CSRF_FIELD, Session};
+use super::{Page, html_response, number, percent, see_other};
+use crate::api::AppState;
+use crate::api::auth::Write;
+use crate::ramp::plan::{self, GuardRequest, RampRequest, StepRequest};
+use crate::releases::{ReleaseError, ReleaseView};
+use crate::store::{EnvName, StoreError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use cohort_sdk::{Ramp, Release, buckets_to_percent};
+use maud::{Markup, html};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let base = "/console/envs/{env}/releases/{key}";
+    cfg.route(&format!("{base}/ramp"), web::post().to(start))
+        .route(&format!("{base}/ramp/preview"), web::post().to(preview));
+}
+
+/// Most step rows the editor shows (the domain allows more; the API takes them).
+const MAX_ROWS: usize = 12;
+
+/// The plan as typed: percents and fractions in percent, holds as `30m`.
+#[derive(Deserialize, Clone)]
+pub(super) struct PlanForm {
+    #[serde(default)]
+    candidate: String,
+    /// `preview` or `start`: which button sent the form.
+    #[serde(default)]
+    go: String,
+    /// Tolerated increase over the baseline's error rate, in points.
+    #[serde(default)]
+    increase: String,
+    /// Ceiling of the candidate's error rate, in percent; blank for none.
+    #[serde(default)]
+    ceiling: String,
+    /// Confidence, in percent.
+    #[serde(default)]
+    confidence: String,
+    #[serde(default)]
+    min_samples: String,
+    /// `step0.percent`, `step0.hold`, …
+    #[serde(flatten)]
+    steps: BTreeMap<String, String>,
+}
+
+impl PlanForm {
+    /// The suggested plan: 5 % for 30 min, 25 % for 1 h, then everyone; default guard.
+    fn suggested(view: &ReleaseView) -> Self {
+        let g = GuardRequest::default();
+        let steps = [("5", "30m"), ("25", "1h"), ("100", "")]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (p, h))| {
+                [(format!("step{i}.percent"), p.to_string()), (format!("step{i}.hold"), h.to_string())]
+            })
+            .collect();
+        PlanForm {
+            candidate: view.versions.get(1).cloned().unwrap_or_default(),
+            go: String::new(),
+            increase: number(g.max_error_rate_increase * 100.0),
+            ceiling: g.max_error_rate.map(|m| number(m * 100.0)).unwrap_or_default(),
+            confidence: number(g.confidence * 100.0),
+            min_samples: g.min_samples.to_string(),
+            steps,
+        }
+    }
+
+    fn step(&self, row: usize, part: &str) -> &str {
+        self.steps.get(&format!("step{row}.{part}")).map_or("", |s| s.trim())
+    }
+
+    /// How many rows to show: the filled ones and a blank one to add a step.
+    fn rows(&self) -> usize {
+        let filled =
+            (0..MAX_ROWS).rev().find(|&r| !self.step(r, "percent").is_empty() || !self.step(r, "hold").is_empty());
+        filled.map_or(3, |r| (r + 2).max(3)).min(MAX_ROWS)
+    }
+
+    /// The API's request for this plan, and which form row each of its steps came from;
+    /// text that is no number beside its field.
+    fn request(&self, problems: &mut Problems) -> (RampRequest, Vec<usize>) {
+        let mut number_in = |name: &str, text: &str, scale: f64| -> Option<f64> {
+            let text = text.trim().trim_end_matches('%').trim();
+            if text.is_empty() {
+                return None;
+            }
+            let parsed = text.parse::<f64>().ok().map(|n| n / scale);
+            if parsed.is_none() {
+                problems.fields.insert(name.to_owned(), format!("`{text}` is not a number"));
+            }
+            parsed
+        };
+        let (mut steps, mut rows) = (Vec::new(), Vec::new());
+        for row in 0..MAX_ROWS {
+            let (p, hold) = (self.step(row, "percent"), self.step(row, "hold"));
+            if p.is_empty() && hold.is_empty() {
+                continue;
+            }
+            let percent = number_in(&format!("step{row}.percent"), p, 1.0);
+            steps.push(StepRequest { percent, nodes: None, hold: Some(hold.to_owned()).filter(|h| !h.is_empty()) });
+            rows.push(row);
+        }
+        let d = GuardRequest::default();
+        let guard = GuardRequest {
+            max_error_rate_increase: number_in("increase", &self.increase, 100.0).unwrap_or(d.max_error_rate_increase),
+            max_error_rate: number_in("ceiling", &self.ceiling, 100.0),
+            confidence: number_in("confidence", &self.confidence, 100.0).unwrap_or(d.confidence),
+            min_samples: match self.min_samples.trim() {
+                "" => d.min_samples,
+                text => text.parse().unwrap_or_else(|_| {
+                    problems.fields.insert("min_samples".into(), format!("`{text}` is not a whole number"));
+                    d.min_samples
+                }),
+            },
+        };
+        let request = RampRequest {
+            candidate: self.candidate.trim().to_owned(),
+            steps,
+            guard: Some(guard),
+            progress_deadline: None,
+            max_unavailable: None,
+        };
+        (request, rows)
+    }
+
+    /// The form field of a domain error's `field` (`steps[1].percent` → `step2.percent`
+    /// when the form's second row was blank).
+    fn field_of(field: &str, rows: &[usize]) -> Option<String> {
+        if let Some(rest) = field.strip_prefix("steps[") {
+            let (index, part) = rest.split_once(']')?;
+            let row = rows.get(index.parse::<usize>().ok()?)?;
+            let part = part.strip_prefix('.').filter(|p| *p == "hold").unwrap_or("percent");
+            return Some(format!("step{row}.{part}"));
+        }
+        let name = match field {
+            "candidate" => "candidate",
+            "guard.max_error_rate_increase" => "increase",
+            "guard.max_error_rate" => "ceiling",
+            "guard.confidence" => "confidence",
+            "guard.min_samples" => "min_samples",
+            _ => return None,
+        };
+        Some(name.to_owned())
+    }
+
+    /// The plan checked by the domain against `release`: the request and its preview,
+    /// or what is wrong beside its fields.
+    fn check(&self, release: &Release, problems: &mut Problems) -> Option<(RampRequest, String)> {
+        let (request, rows) = self.request(problems);
+        if problems.any() {
+            return None;
+        }
+        match plan::build(release, request.clone(), super::now_ms()) {
+            Ok(ramp) => Some((request, describe(&ramp))),
+            Err(e) => {
+                problems.place(Self::field_of(&e.field, &rows), &e.field, &e.message);
+                None
+            }
+        }
+    }
+}
+
+/// "30 min", "1 h", "90 s", "500 ms".
+fn duration(ms: u64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}\u{a0}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}\u{a0}min", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}\u{a0}s", ms / 1_000),
+        ms => format!("{ms}\u{a0}ms"),
+    }
+}
+
+/// The plan in a sentence: "5 % for 30 min, then 25 % for 1 h, then 100 %; rolls back
+/// if the candidate's error rate exceeds the baseline's by 1 point at 99 % confidence,
+/// or exceeds 5 %."
+pub(super) fn describe(ramp: &Ramp) -> String {
+    let steps: Vec<String> = ramp
+        .steps
+        .iter()
+        .map(|s| {
+            let share = s.nodes.map_or_else(|| percent(buckets_to_percent(s.buckets)), |n| format!("{n} nodes"));
+            s.hold_ms.map_or(share.clone(), |ms| format!("{share} for {}", duration(ms)))
+        })
+        .collect();
+    let g = &ramp.guard;
+    let points = number(g.max_error_rate_increase * 100.0);
+    let plural = if points == "1" { "" } else { "s" };
+    let ceiling = g.max_error_rate.map(|m| format!(", or exceeds {}", percent(m * 100.0))).unwrap_or_default();
+    format!(
+        "{}; rolls back if the candidate's error rate exceeds the baseline's by {points} point{plural} at {} \
+         confidence{ceiling}. A step passes once each side has {} outcomes.",
+        steps.join(", then "),
+        percent(g.confidence * 100.0),
+        g.min_samples,
+    )
+}
+
+/// The release as the domain holds it (what `plan::build` checks against).
+fn release(state: &AppState, env: &EnvName, key: &str) -> Option<Release> {
+    Some(state.releases.snapshots().get(env)?.snapshot.get(key)?.release().clone())
+}
+
+fn preview_markup(outcome: Result<&str, &Problems>) -> Markup {
+    html! {
+        p.preview id="plan-preview" aria-live="polite" {
+            @match outcome {
+                Ok(text) => { strong { "Plan: " } (text) }
+                Err(problems) => {
+                    strong { "Not a plan yet: " }
+                    (problems.fields.values().chain(problems.general.iter()).next().map_or("", String::as_str))
+                }
+            }
+        }
+    }
+}
+
+/// The plan editor, for a release without an active ramp (percent ramps; a fleet's node
+/// ramps are the API's and the CLI's).
+pub(super) fn editor(
+    state: &AppState,
+    env: &EnvName,
+    view: &ReleaseView,
+    session: &Session,
+    typed: Option<(&PlanForm, &Problems)>,
+) -> Markup {
+    let active = view.ramp.as_ref().is_some_and(|r| !r.state.is_finished());
+    let Some(release) = release(state, env, &view.key).filter(|_| !active && view.fleet.is_none()) else {
+        return html! {};
+    };
+    if view.versions.len() < 2 {
+        return html! {};
+    }
+    let suggested = PlanForm::suggested(view);
+    let blank = Problems::default();
+    let (form, problems) = typed.unwrap_or((&suggested, &blank));
+    let mut checked = Problems::default();
+    let text = form.check(&release, &mut checked).map(|(_, text)| text);
+    let action = format!("/console/envs/{env}/releases/{}/ramp", view.key);
+    let error = |name: &str| {
+        problems.fields.get(name).map(|e| html! { p.error id=(format!("f-{}-error", name.replace('.', "-"))) { (e) } })
+    };
+    html! {
+        section.panel aria-labelledby="plan-title" {
+            h2 id="plan-title" { "Plan a ramp" }
+            @if let Some(general) = &problems.general { p.error role="alert" { (general) } }
+            form.plan method="post" action=(action) data-preview=(format!("{action}/preview")) novalidate {
+                input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
+                label for="f-candidate" { "Candidate" }
+                select id="f-candidate" name="candidate" {
+                    @for v in view.versions.iter().skip(1) { option value=(v) selected[*v == form.candidate] { (v) } }
+                }
+                (error("candidate").unwrap_or_default())
+                fieldset {
+                    legend { "Steps: percent of units, and how long to hold (blank on the last)" }
+                    ol.steps {
+                        @for row in 0..form.rows() {
+                            li {
+                                @for (part, label, hint) in [("percent", "percent", "e.g. 5"), ("hold", "hold", "e.g. 30m, 1h")] {
+                                    @let name = format!("step{row}.{part}");
+                                    @let id = format!("f-step{row}-{part}");
+                                    span {
+                                        label for=(id) { "Step " (row + 1) " " (label) }
+                                        input type="text" id=(id) name=(name) value=(form.step(row, part)) placeholder=(hint)
+                                            inputmode=[(part == "percent").then_some("decimal")]
+                                            aria-invalid=[problems.fields.get(&name).map(|_| "true")];
+                                        (error(&name).unwrap_or_default())
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                fieldset {
+                    legend { "Guard: when the candidate rolls back" }
+                    div.pair.guard {
+                        (field("increase", "Most increase over the baseline (points of %)", &form.increase, problems, None))
+                        (field("ceiling", "Highest error rate (%, optional)", &form.ceiling, problems, None))
+                        (field("confidence", "Confidence (%)", &form.confidence, problems, None))
+                        (field("min_samples", "Outcomes each side needs", &form.min_samples, problems, None))
+                    }
+                }
+                (preview_markup(text.as_deref().ok_or(&checked)))
+                div.buttons {
+                    button type="submit" name="go" value="preview" { "Preview" }
+                    button.primary type="submit" name="go" value="start" { "Start ramp" }
+                }
+            }
+        }
+    }
+}
+
+/// `POST …/ramp`: "Preview" shows the page again with the plan in words; "Start ramp"
+/// starts it through `Ramps::start`.
+async fn start(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<KeyPath>,
+    action: Action<Write, PlanForm>,
+) -> Result<HttpResponse, Page> {
+    let (env, key, form) = (&action.env, &path.key, &action.form);
+    let release = release(&state, env, key).ok_or_else(|| Page::new(&req, StoreError::NotFound(key.clone())))?;
+    let mut problems = Problems::default();
+    let mut status = StatusCode::OK;
+    if let Some((request, _)) = form.check(&release, &mut problems)
+        && form.go == "start"
+    {
+        match state.ramps.start(env, &action.session.actor(), key, request).await {
+            Ok(_) => return Ok(see_other(&format!("/console/envs/{env}/releases/{key}?done=ramp-start"))),
+            Err(error) => {
+                status = match &error {
+                    ReleaseError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::CONFLICT,
+                };
+                if let ReleaseError::Invalid { field, message } = &error {
+                    let (_, rows) = form.request(&mut Problems::default());
+                    problems.place(PlanForm::field_of(field, &rows), field, message);
+                } else if let Some(other) = problems.release_error(error, &[]) {
+                    return Err(Page::new(&req, other));
+                }
+            }
+        }
+    } else if problems.any() && form.go == "start" {
+        status = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    let view = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
+    let typed = Typed { plan: Some((form, &problems)), ..Typed::default() };
+    Ok(html_response(status, render(&state, env, &view, &action.session, typed).await))
+}
+
+/// `POST …/ramp/preview`: the preview line alone, for the editor's script.
+async fn preview(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<KeyPath>,
+    action: Action<Write, PlanForm>,
+) -> Result<HttpResponse, Page> {
+    let release = release(&state, &action.env, &path.key)
+        .ok_or_else(|| Page::new(&req, StoreError::NotFound(path.key.clone())))?;
+    let mut problems = Problems::default();
+    let text = action.form.check(&release, &mut problems).map(|(_, text)| text);
+    Ok(html_response(StatusCode::OK, preview_markup(text.as_deref().ok_or(&problems))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_reads_as_a_sentence() {
+        let release = Release::new("r", ["v1", "v2"]);
+        let view = ReleaseView::new(&release, 1);
+        let mut form = PlanForm::suggested(&view);
+        form.ceiling = "5".into();
+        let mut problems = Problems::default();
+        let (_, text) = form.check(&release, &mut problems).expect("a plan");
+        assert_eq!(
+            text.replace('\u{a0}', " "),
+            "5 % for 30 min, then 25 % for 1 h, then 100 %; rolls back if the candidate's error rate exceeds \
+             the baseline's by 1 point at 99 % confidence, or exceeds 5 %. A step passes once each side has 500 outcomes."
+        );
+
+        // A blank second row: the domain's `steps[1]` is the form's third row.
+        form.steps.insert("step1.percent".into(), String::new());
+        form.steps.insert("step1.hold".into(), String::new());
+        form.steps.insert("step2.percent".into(), "3".into());
+        let mut problems = Problems::default();
+        assert!(form.check(&release, &mut problems).is_none());
+        assert!(problems.fields["step2.percent"].contains("percents must rise"), "{:?}", problems.fields);
+        form.confidence = "very".into();
+        let mut problems = Problems::default();
+        form.check(&release, &mut problems);
+        assert!(problems.fields.contains_key("confidence"));
+    }
+}
