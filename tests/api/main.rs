@@ -6,7 +6,10 @@ mod chaos;
 mod cli;
 mod config;
 mod config_as_code;
+#[cfg(feature = "console")]
 mod console;
+#[cfg(not(feature = "console"))]
+mod console_off;
 mod cors;
 mod evaluate;
 mod events;
