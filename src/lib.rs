@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "console")]
 pub mod console;
 pub mod environments;
 pub mod events;

@@ -82,7 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
         .configure(health::configure)
         .configure(ofrep::configure)
         .configure(openapi::configure)
-        .configure(crate::console::configure)
+        .configure(console)
         .configure(envs::configure_root)
         .configure(revocations::configure_root)
         .service(
@@ -99,6 +99,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState, max_body_bytes: 
                 .configure(fleets::configure)
                 .configure(revocations::configure),
         );
+}
+
+/// The web console's routes, when it is compiled in (the `console` feature).
+fn console(cfg: &mut web::ServiceConfig) {
+    #[cfg(feature = "console")]
+    crate::console::configure(cfg);
+    #[cfg(not(feature = "console"))]
+    let _ = cfg;
 }
 
 /// What `env` is served from: 503 before the first snapshot is loaded, 404 (naming the

@@ -17,14 +17,13 @@ use crate::api::{ApiError, AppState};
 use crate::auth::{AuthError, EnvScope, Principal, Scope};
 use crate::releases::Actor;
 use crate::store::EnvName;
-use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::LocalBoxFuture;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::Sha256;
 use std::marker::PhantomData;
@@ -72,24 +71,22 @@ fn over_tls(req: &HttpRequest) -> bool {
     req.connection_info().scheme() == "https" || app_state(req).is_ok_and(|s| s.console.public_origin.is_https())
 }
 
-/// The session cookie for `token`, which expires with `principal`'s token.
-pub fn cookie(req: &HttpRequest, token: &str, principal: &Principal) -> Cookie<'static> {
-    let seconds = principal.exp.saturating_sub(now_secs()).min(i64::MAX as u64) as i64;
-    Cookie::build(COOKIE, token.to_owned())
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(over_tls(req))
-        .max_age(CookieDuration::seconds(seconds))
-        .finish()
+/// Sets the session cookie for `token` on `response`; it expires with `principal`'s token.
+pub fn set_cookie(
+    response: &mut HttpResponse,
+    req: &HttpRequest,
+    token: &str,
+    principal: &Principal,
+) -> Result<(), ApiError> {
+    let seconds = principal.exp.saturating_sub(now_secs());
+    let value = cookie::set_cookie(COOKIE, token, seconds, over_tls(req))?;
+    response.headers_mut().append(header::SET_COOKIE, value);
+    Ok(())
 }
 
-/// The cookie that ends a session.
-pub fn removal(req: &HttpRequest) -> Cookie<'static> {
-    let mut cookie =
-        Cookie::build(COOKIE, "").path("/").http_only(true).same_site(SameSite::Strict).secure(over_tls(req)).finish();
-    cookie.make_removal();
-    cookie
+/// Ends the session on `response`: the cookie, emptied and expired.
+pub fn remove_cookie(response: &mut HttpResponse, req: &HttpRequest) {
+    response.headers_mut().append(header::SET_COOKIE, cookie::removal(COOKIE, over_tls(req)));
 }
 
 /// `Origin` must be this server's own origin: scheme and host as the request reached
@@ -124,8 +121,9 @@ impl Session {
     /// The session of `req`: its cookie, verified now.
     pub fn of(req: &HttpRequest) -> Result<Session, ApiError> {
         let state = app_state(req)?;
-        let cookie = req.cookie(COOKIE).ok_or(AuthError::MissingToken)?;
-        let token = cookie.value().to_owned();
+        let token = cookie::find(req.headers().get_all(header::COOKIE).filter_map(|v| v.to_str().ok()), COOKIE)
+            .ok_or(AuthError::MissingToken)?
+            .to_owned();
         let principal = verify(state, &token)?;
         Ok(Session { token, principal })
     }
@@ -180,30 +178,26 @@ impl<P: Policy> FromRequest for Viewer<P> {
     type Future = std::future::Ready<Result<Self, super::Page>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            (|| -> Result<Self, ApiError> {
-                let session = Session::of(req)?;
-                let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
-                session.principal.authorize_any(P::SCOPES, &env)?;
-                Ok(Viewer { session, env, _policy: PhantomData })
-            })()
-            .map_err(|error| super::Page::new(req, error)),
-        )
+        std::future::ready(viewer(req, P::SCOPES).map(|(session, env)| Viewer { session, env, _policy: PhantomData }))
     }
 }
 
-/// A form with the CSRF field beside its own fields.
-#[derive(Deserialize)]
-struct Guarded<T> {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(flatten)]
-    form: T,
+/// [`Viewer`]'s checks, once for every policy rather than once per policy.
+#[inline(never)]
+fn viewer(req: &HttpRequest, scopes: &[Scope]) -> Result<(Session, EnvName), super::Page> {
+    (|| -> Result<_, ApiError> {
+        let session = Session::of(req)?;
+        let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
+        session.principal.authorize_any(scopes, &env)?;
+        Ok((session, env))
+    })()
+    .map_err(|error| super::Page::new(req, error))
 }
 
 /// A state-changing request: a verified session, this server's `Origin`, the session's
 /// CSRF token, and a session allowed `P` in the path's `{env}` — checked in that order,
-/// before the handler runs, so no handler can forget one.
+/// before the handler runs, so no handler can forget one. The form `T` is read last, from
+/// the fields beside the CSRF token.
 pub struct Action<P, T> {
     pub session: Session,
     pub env: EnvName,
@@ -216,28 +210,165 @@ impl<P: Policy + 'static, T: DeserializeOwned + 'static> FromRequest for Action<
     type Future = LocalBoxFuture<'static, Result<Self, super::Page>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let body = web::Bytes::from_request(&req, payload);
+        // Only the form's type is generic: the checks are one function for every action.
+        let checked = checked_action(req.clone(), web::Bytes::from_request(req, payload), P::SCOPES);
         Box::pin(async move {
-            let result = async {
-                let session = Session::of(&req)?;
-                check_origin(&req)?;
-                let body = body.await.map_err(|e| ApiError::BadRequest(format!("cannot read the form: {e}")))?;
-                let guarded: Guarded<T> = parse_form(&body)?;
-                let given = guarded.csrf.unwrap_or_default();
-                if given.is_empty() {
-                    return Err(ApiError::CsrfRefused("the form has no CSRF token".into()));
-                }
-                if !csrf_matches(&session.token, &given) {
-                    return Err(ApiError::CsrfRefused("the form's CSRF token is not this session's".into()));
-                }
-                let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
-                session.principal.authorize_any(P::SCOPES, &env)?;
-                Ok(Action { session, env, form: guarded.form, _policy: PhantomData })
-            }
-            .await;
-            result.map_err(|error| super::Page::new(&req, error))
+            let Checked { req, session, env, fields } = checked.await?;
+            let form = parse_form::<T>(fields.as_bytes()).map_err(|error| super::Page::new(&req, error))?;
+            Ok(Action { session, env, form, _policy: PhantomData })
         })
+    }
+}
+
+/// What [`checked_action`] lets through: the session, its environment, and the form's
+/// fields other than the CSRF token, still url-encoded.
+struct Checked {
+    req: HttpRequest,
+    session: Session,
+    env: EnvName,
+    fields: String,
+}
+
+#[inline(never)]
+fn checked_action(
+    req: HttpRequest,
+    body: <web::Bytes as FromRequest>::Future,
+    scopes: &'static [Scope],
+) -> LocalBoxFuture<'static, Result<Checked, super::Page>> {
+    Box::pin(async move {
+        let result = async {
+            let session = Session::of(&req)?;
+            check_origin(&req)?;
+            let body = body.await.map_err(|e| ApiError::BadRequest(format!("cannot read the form: {e}")))?;
+            let (given, fields) = split_csrf(&body)?;
+            if given.is_empty() {
+                return Err(ApiError::CsrfRefused("the form has no CSRF token".into()));
+            }
+            if !csrf_matches(&session.token, &given) {
+                return Err(ApiError::CsrfRefused("the form's CSRF token is not this session's".into()));
+            }
+            let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
+            session.principal.authorize_any(scopes, &env)?;
+            Ok((session, env, fields))
+        }
+        .await;
+        match result {
+            Ok((session, env, fields)) => Ok(Checked { req, session, env, fields }),
+            Err(error) => Err(super::Page::new(&req, error)),
+        }
+    })
+}
+
+/// A form body's CSRF token (empty when it has none) and its other fields, url-encoded
+/// again in their order for the action's own form type.
+fn split_csrf(body: &[u8]) -> Result<(String, String), ApiError> {
+    let mut pairs: Vec<(String, String)> = parse_form(body)?;
+    let csrf = pairs.iter().find(|(name, _)| name == CSRF_FIELD).map(|(_, value)| value.clone()).unwrap_or_default();
+    pairs.retain(|(name, _)| name != CSRF_FIELD);
+    let fields = serde_urlencoded::to_string(&pairs).map_err(|e| ApiError::Internal(format!("form: {e}")))?;
+    Ok((csrf, fields))
+}
+
+/// The session cookie, read and written by hand rather than with actix-web's `cookies`
+/// feature: that feature links the `cookie` crate and `time`'s date parsing and
+/// formatting (tens of KB the console's size budget cannot spare) for what is here one
+/// cookie with a JWT for its value — no percent-encoding, no dates to parse, and the only
+/// date written is the epoch, a constant.
+mod cookie {
+    use super::ApiError;
+    use actix_web::http::header::HeaderValue;
+
+    /// Whether `byte` may appear in a cookie value unquoted (RFC 6265 §4.1.1
+    /// `cookie-octet`: visible ASCII except `"`, `,`, `;` and `\`). A JWT's base64url
+    /// segments and dots all are.
+    fn cookie_octet(byte: u8) -> bool {
+        matches!(byte, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+    }
+
+    /// The value of the first cookie called `name` in `headers` (the values of the
+    /// request's `Cookie` headers: `a=1; b=2`), `None` when it is absent or empty.
+    /// Names compare exactly; a value in double quotes loses them (RFC 6265 §5.4 leaves
+    /// them in, but the cookie set here never has them).
+    pub fn find<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+        headers
+            .into_iter()
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(n, _)| n.trim_matches([' ', '\t']) == name)
+            .map(|(_, value)| {
+                let value = value.trim_matches([' ', '\t']);
+                value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value)
+            })
+            .filter(|value| !value.is_empty())
+    }
+
+    /// The attributes every session cookie carries: the whole site, out of scripts'
+    /// reach, never sent with another site's requests; Secure when served over TLS.
+    fn attributes(secure: bool) -> &'static str {
+        if secure { "; Path=/; HttpOnly; SameSite=Strict; Secure" } else { "; Path=/; HttpOnly; SameSite=Strict" }
+    }
+
+    /// A `Set-Cookie` value: `name` holds `value` for `max_age_secs`. A value with a
+    /// byte a cookie cannot carry is refused, never quoted or escaped (a `;` would
+    /// otherwise add attributes).
+    pub fn set_cookie(name: &str, value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderValue, ApiError> {
+        if value.is_empty() || !value.bytes().all(cookie_octet) {
+            return Err(ApiError::BadRequest("the token has characters a cookie cannot carry".into()));
+        }
+        let max_age = max_age_secs.min(i64::MAX as u64);
+        let text = format!("{name}={value}; Max-Age={max_age}{}", attributes(secure));
+        HeaderValue::from_str(&text).map_err(|e| ApiError::Internal(format!("session cookie: {e}")))
+    }
+
+    /// A `Set-Cookie` value that deletes `name`: empty, expired already (`Expires` for
+    /// browsers older than `Max-Age`).
+    pub fn removal(name: &str, secure: bool) -> HeaderValue {
+        let text = format!("{name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{}", attributes(secure));
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("cohort_session=; Max-Age=0; Path=/"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_session_cookie_is_found_among_others_and_across_headers() {
+            let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl-_";
+            let header = format!("theme=dark; cohort_session={token}; other=1");
+            assert_eq!(find([header.as_str()], "cohort_session"), Some(token));
+            assert_eq!(find(["a=1", "cohort_session=x.y.z"], "cohort_session"), Some("x.y.z"), "a second header");
+            assert_eq!(find(["cohort_session=first; cohort_session=second"], "cohort_session"), Some("first"));
+            assert_eq!(find(["  cohort_session = \"q.r.s\" "], "cohort_session"), Some("q.r.s"), "spaces, quotes");
+            assert_eq!(find(["a=b=c"], "a"), Some("b=c"), "a value may hold `=`");
+        }
+
+        #[test]
+        fn a_similar_name_an_empty_value_or_no_cookie_is_no_session() {
+            for header in ["xcohort_session=a", "cohort_session2=a", "Cohort_Session=a", "cohort_session", ""] {
+                assert_eq!(find([header], "cohort_session"), None, "{header}");
+            }
+            assert_eq!(find(["cohort_session=; a=1"], "cohort_session"), None, "emptied by a sign-out");
+            assert_eq!(find(["cohort_session=\"\""], "cohort_session"), None);
+            assert_eq!(find(std::iter::empty::<&str>(), "cohort_session"), None);
+        }
+
+        #[test]
+        fn the_set_cookie_header_carries_the_attributes_and_refuses_what_would_add_one() {
+            let plain = set_cookie("cohort_session", "a.b.c", 3600, false).expect("a cookie");
+            assert_eq!(plain, "cohort_session=a.b.c; Max-Age=3600; Path=/; HttpOnly; SameSite=Strict");
+            let tls = set_cookie("cohort_session", "a.b.c", u64::MAX, true).expect("a cookie");
+            assert_eq!(
+                tls,
+                "cohort_session=a.b.c; Max-Age=9223372036854775807; Path=/; HttpOnly; SameSite=Strict; Secure"
+            );
+            for value in ["a; Domain=evil.example", "a b", "a,b", "a\"b", "a\\b", "caf\u{e9}", ""] {
+                assert!(set_cookie("cohort_session", value, 60, false).is_err(), "{value:?}");
+            }
+            assert_eq!(
+                removal("cohort_session", true),
+                "cohort_session=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/; HttpOnly; SameSite=Strict; Secure"
+            );
+        }
     }
 }
 
@@ -259,5 +390,13 @@ mod tests {
         assert!(!csrf_matches("a.b.d", &token), "another session's token");
         assert!(!csrf_matches("a.b.c", ""), "empty");
         assert!(!csrf_matches("a.b.c", "not base64!"));
+    }
+
+    #[test]
+    fn the_csrf_token_is_taken_out_of_the_form_and_the_other_fields_kept_in_order() {
+        let (csrf, fields) = split_csrf(b"reason=5xx+spike&csrf=abc%2D_&allocation.v2=10&csrf=other").expect("a form");
+        assert_eq!(csrf, "abc-_");
+        assert_eq!(fields, "reason=5xx+spike&allocation.v2=10");
+        assert_eq!(split_csrf(b"reason=x").expect("a form"), (String::new(), "reason=x".to_owned()));
     }
 }

@@ -91,9 +91,8 @@ async fn sign_in(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes)
         return Ok(page(StatusCode::FORBIDDEN, next, None, Some(&message)));
     }
     tracing::info!(sub = %principal.sub, env = %principal.env, "console sign-in");
-    let cookie = session::cookie(&req, token, &principal);
     let mut response = see_other(local(next));
-    response.add_cookie(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?;
+    session::set_cookie(&mut response, &req, token, &principal).map_err(|e| super::Page::new(&req, e))?;
     Ok(response)
 }
 
@@ -117,7 +116,7 @@ async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, su
         ));
     }
     let mut response = see_other("/console/sign-in");
-    response.add_cookie(&session::removal(&req)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    session::remove_cookie(&mut response, &req);
     Ok(response)
 }
 

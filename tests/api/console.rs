@@ -141,6 +141,38 @@ pub(crate) async fn sign_in(c: &Client, app: &TestApp, path: &str, token: &str) 
     assert!(signed_in, "signed in: {}", text(c, "main").await);
 }
 
+/// Opens `/` afresh and counts what loading it asked the network for, as the browser's
+/// performance timeline records it: the navigation and every resource the page loaded.
+/// The page's live event stream is not among them: it stays open, so it is recorded only
+/// when it ends.
+async fn first_page_costs_at_most_three_requests(c: &Client, app: &TestApp) {
+    c.goto(&app.url("/")).await.expect("goto");
+    let c2 = c.clone();
+    let loaded = eventually(DEADLINE, move || {
+        let c = c2.clone();
+        async move { c.execute("return document.readyState;", vec![]).await.ok() == Some(json!("complete")) }
+    })
+    .await;
+    assert!(loaded, "the overview loads");
+    // Give a late request (a favicon, a script's first fetch) the time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requested = c
+        .execute(
+            "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+                 .map(function (e) { return e.entryType + ' ' + e.name; });",
+            vec![],
+        )
+        .await
+        .expect("the performance timeline");
+    let requested: Vec<String> = serde_json::from_value(requested).expect("a list of entries");
+    assert!(requested.len() <= 3, "the first page costs at most 3 requests: {requested:#?}");
+    assert_eq!(requested.iter().filter(|e| e.starts_with("navigation ")).count(), 1, "{requested:#?}");
+    assert!(
+        requested.iter().all(|e| e.split_once(' ').is_some_and(|(_, url)| url.starts_with(&app.address))),
+        "nothing from elsewhere: {requested:#?}"
+    );
+}
+
 /// Outcomes for both versions of `release`, no errors, until dropped: the ramp's guard
 /// needs samples to pass a step.
 struct Traffic(tokio::task::JoinHandle<()>);
@@ -227,6 +259,7 @@ async fn the_console_in_chromium_kills_follows_live_edits_plots_and_hides_what_a
     let admin_cookie = c.get_named_cookie("cohort_session").await.expect("a session cookie");
     assert_eq!(admin_cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", admin_cookie.same_site()), "Some(Strict)");
+    first_page_costs_at_most_three_requests(c, &app).await;
     screenshots(c, "overview").await;
 
     // Kill from the page, with a reason, in a dialog that names the baseline.

@@ -6,8 +6,12 @@ mod chaos;
 mod cli;
 mod config;
 mod config_as_code;
+#[cfg(feature = "console")]
 mod console;
+#[cfg(feature = "console")]
 mod console_forms;
+#[cfg(not(feature = "console"))]
+mod console_off;
 mod cors;
 mod evaluate;
 mod events;
