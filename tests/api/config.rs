@@ -148,3 +148,59 @@ fn token_lifetime_limits_are_read_per_scope_and_checked() {
         assert!(error.contains(bad), "{bad}: {error}");
     }
 }
+
+#[test]
+fn a_redis_topology_is_chosen_by_which_setting_is_given_and_two_are_refused() {
+    use cohort::config::{RedisTopologySetting, StoreKind};
+    let cluster = load(None, &[("COHORT_STORE__REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000,redis://127.0.0.1:7001")])
+        .expect("loads");
+    assert_eq!(cluster.store.kind, StoreKind::Redis, "cluster URLs imply the Redis store");
+    assert_eq!(cluster.store.redis_topology().expect("valid"), Some(RedisTopologySetting::Cluster));
+    let urls: Vec<&str> = cluster.store.redis_cluster_urls.iter().map(|u| u.expose()).collect();
+    assert_eq!(urls, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"], "comma-separated in the environment");
+
+    let (_dir, file) = config_file(
+        "[store.redis_sentinel]\nmaster_name = \"cohort\"\nsentinels = [\"redis://127.0.0.1:26379\"]\npassword = \"s3cret\"\n",
+    );
+    let sentinel = load(Some(&file), &[]).expect("loads");
+    assert_eq!(sentinel.store.redis_topology().expect("valid"), Some(RedisTopologySetting::Sentinel));
+    assert!(!format!("{:?}", sentinel.store).contains("s3cret"), "the data nodes' password is redacted");
+    let from_env = load(
+        None,
+        &[
+            ("COHORT_STORE__REDIS_SENTINEL__MASTER_NAME", "cohort"),
+            ("COHORT_STORE__REDIS_SENTINEL__SENTINELS", "redis://127.0.0.1:26379,redis://127.0.0.1:26380"),
+        ],
+    )
+    .expect("loads");
+    assert_eq!(from_env.store.redis_sentinel.sentinels.len(), 2);
+
+    let two = load(
+        None,
+        &[
+            ("COHORT_STORE__REDIS_URL", "redis://127.0.0.1:6379/"),
+            ("COHORT_STORE__REDIS_CLUSTER_URLS", "redis://127.0.0.1:7000"),
+        ],
+    );
+    match two {
+        Err(ConfigError::Invalid(message)) => assert!(message.contains("set only one of"), "{message}"),
+        other => panic!("two topologies must not load: {:?}", other.map(|_| ())),
+    }
+    let no_sentinels = load(None, &[("COHORT_STORE__REDIS_SENTINEL__MASTER_NAME", "cohort")]);
+    assert!(matches!(no_sentinels, Err(ConfigError::Invalid(m)) if m.contains("sentinels")));
+}
+
+#[test]
+fn replication_must_be_confirmed_within_the_command_timeout() {
+    let slow = load(
+        None,
+        &[
+            ("COHORT_STORE__MIN_REPLICAS_ACK", "1"),
+            ("COHORT_STORE__REPLICATION_TIMEOUT_MS", "3000"),
+            ("COHORT_STORE__COMMAND_TIMEOUT_MS", "2000"),
+        ],
+    );
+    assert!(matches!(slow, Err(ConfigError::Invalid(m)) if m.contains("replication_timeout_ms")));
+    let settings = load(None, &[("COHORT_STORE__MIN_REPLICAS_ACK", "1")]).expect("defaults fit");
+    assert_eq!((settings.store.min_replicas_ack, settings.store.replication_timeout_ms), (1, 500));
+}
