@@ -8,6 +8,7 @@ mod config;
 mod config_as_code;
 mod console;
 mod cors;
+mod embedded_crash;
 mod evaluate;
 mod events;
 mod fleets;
