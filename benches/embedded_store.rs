@@ -112,7 +112,8 @@ async fn store_writes(store: &EmbeddedStore, n: usize, samples: usize) -> (Vec<D
     let mut updates = Vec::with_capacity(samples);
     for s in 0..samples {
         let share = 1_000 + (s as u32 % 40) * 1_000;
-        updates.push(write((s * 7_919) % n, &|r| _ = r.allocation.insert("v2".into(), share), Action::Allocation).await);
+        updates
+            .push(write((s * 7_919) % n, &|r| _ = r.allocation.insert("v2".into(), share), Action::Allocation).await);
     }
     let mut kills = Vec::with_capacity(samples);
     for s in 0..samples {
@@ -136,8 +137,9 @@ async fn http_kills(dir: &Path, samples: usize) -> Vec<Duration> {
     settings.rate_limit.admin_per_address = 0;
     let app = Application::build(settings).await.expect("app");
     let state = app.state().clone();
-    let token = cohort::auth::mint::mint(&Secret::new(SECRET), "bench", "production", "kill", Duration::from_secs(86_400))
-        .expect("token");
+    let token =
+        cohort::auth::mint::mint(&Secret::new(SECRET), "bench", "production", "kill", Duration::from_secs(86_400))
+            .expect("token");
     let service = test::init_service(
         App::new().configure(move |cfg: &mut web::ServiceConfig| api::configure(cfg, state.clone(), 262_144)),
     )
