@@ -281,7 +281,7 @@ fn serve(dir: &Path) -> (std::process::Child, u16) {
     let stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut seen = Vec::new();
     let mut lines = stderr.lines();
-    while let Some(line) = lines.next() {
+    for line in lines.by_ref() {
         let line = line.expect("a log line");
         if let Ok(value) = serde_json::from_str::<Value>(&line)
             && value["fields"]["message"] == "cohort listening"
