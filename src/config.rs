@@ -375,6 +375,8 @@ pub struct StoreSettings {
     pub follow_block_ms: u64,
     /// Revision check interval.
     pub resync_interval_ms: u64,
+    /// Embedded store: journal size past which an environment's snapshot is rewritten.
+    pub journal_compact_bytes: u64,
 }
 
 /// A Sentinel-managed Redis primary.

@@ -11,7 +11,7 @@ use crate::ramp::Ramps;
 use crate::ramp::driver::Driver;
 use crate::releases::Releases;
 use crate::snapshots::Snapshots;
-use crate::store::embedded::OpenError;
+use crate::store::embedded::{EmbeddedOptions, OpenError};
 use crate::store::redis::{RedisOptions, RedisTopology};
 use crate::store::{EmbeddedStore, RedisStore, Store, StoreError};
 use crate::store_watch::StoreWatch;
@@ -116,7 +116,13 @@ async fn shutdown_signal(streams: Streams) {
 /// Opens the configured store.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     Ok(match settings.store.kind {
-        StoreKind::Embedded => Arc::new(EmbeddedStore::open(&settings.store.data_dir, settings.audit.retention)?),
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open_with(
+            &settings.store.data_dir,
+            EmbeddedOptions {
+                audit_retention: settings.audit.retention,
+                compact_after_bytes: settings.store.journal_compact_bytes,
+            },
+        )?),
         StoreKind::Redis => {
             let options = RedisOptions {
                 topology: redis_topology(&settings.store)?,

@@ -130,8 +130,8 @@ fn junk_report(batch: usize, pairs: usize) -> String {
 
 /// The junk-events attack of issue 13: a million (release, version) pairs the
 /// environment does not hold, sent with a `report` token in reports of 1,000. Each
-/// report is refused whole (422), the store keeps nothing (its data file, written with
-/// every outcome on a graceful stop, does not grow) and memory stays bounded.
+/// report is refused whole (422), the store keeps nothing (its outcomes file, written on
+/// a graceful stop, does not grow) and memory stays bounded.
 /// `JUNK_PAIRS` sets the number of pairs (default 1,000,000); the figures are printed
 /// (`cargo test --test api events::a_million -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +150,7 @@ async fn a_million_junk_pairs_are_refused_and_neither_the_store_nor_memory_grows
     let good = json!([{"release": "checkout", "version": "v2", "ok": 10, "error": 1}]);
     assert_eq!(sdk.post(&url).json(&good).send().await.expect("sent").status(), StatusCode::ACCEPTED);
     app.stop().await;
-    let data_file = dir.path().join("cohort.json");
+    let data_file = dir.path().join("outcomes.json");
     let file_before = std::fs::metadata(&data_file).expect("data file").len();
 
     let app = spawn_app_with(Backend::EmbeddedAt(dir.path()), no_events_limit).await;

@@ -13,6 +13,7 @@ mod console_forms;
 #[cfg(not(feature = "console"))]
 mod console_off;
 mod cors;
+mod embedded_crash;
 mod evaluate;
 mod events;
 mod fleets;

@@ -82,8 +82,10 @@ async fn invalid_releases_are_refused_with_what_is_wrong_and_never_stored() {
     assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     assert_eq!(app.served_revision("production").await, 0, "nothing reached the store");
-    let file = std::fs::read_to_string(app.data_dir.join("cohort.json")).unwrap_or_default();
-    assert!(!file.contains("\"a\""));
+    let journals: String = std::fs::read_dir(app.data_dir.join("envs/production"))
+        .map(|dir| dir.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect())
+        .unwrap_or_default();
+    assert!(!journals.contains("\"a\""));
 }
 
 #[tokio::test]
