@@ -1,0 +1,168 @@
+//! A TCP proxy on loopback that the tests put between cohort and Redis, and tell at run
+//! time to misbehave: add latency, drop connections, partition (blackhole) and heal.
+//!
+//! Written here rather than taken from a registry: what the tests need is in-process
+//! control with exact semantics (a partition is a connection that *hangs*, both ways,
+//! not one that is refused), and the toxiproxy-style crates are separate servers driven
+//! over HTTP or are unmaintained.
+//!
+//! Semantics, per forwarded chunk and direction:
+//! - **latency**: each chunk waits this long before it is written on (so a round trip
+//!   pays it twice);
+//! - **drops**: each chunk closes its connection, both sides, with this probability
+//!   (the chunk is lost), and a new connection is closed at once with it too;
+//! - **partition**: connections are still accepted (and connected upstream), but nothing
+//!   is forwarded either way: bytes wait in the proxy and the kernel's buffers, as in a
+//!   network that drops every packet while TCP keeps retransmitting;
+//! - **heal**: forwarding resumes, and what waited is delivered late — as TCP delivers
+//!   its retransmissions when a partition ends. A command the client gave up on may so
+//!   still reach the server after the partition;
+//! - **reset**: every open connection is closed (TCP giving up on a long partition).
+
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The faults in force.
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    latency: Duration,
+    drop_rate: f64,
+    partitioned: bool,
+    /// Bumped by [`FaultProxy::reset`]: connections older than it close.
+    epoch: u64,
+}
+
+/// A proxy forwarding `127.0.0.1:<port>` to a target, stopped on drop.
+pub struct FaultProxy {
+    port: u16,
+    faults: Arc<watch::Sender<Faults>>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free loopback port forwarding to `target`, with no fault.
+    pub async fn start(target: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let faults = Arc::new(watch::Sender::new(Faults::default()));
+        let task = tokio::spawn(accept(listener, target, faults.clone()));
+        FaultProxy { port, faults, task }
+    }
+
+    /// Starts a proxy in front of a Redis URL `redis://host:port/…`.
+    pub async fn in_front_of(redis_url: &str) -> FaultProxy {
+        let address = redis_url
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("a redis://ip:port/ URL");
+        FaultProxy::start(address).await
+    }
+
+    /// `redis://127.0.0.1:<proxy port>/`: the URL to give the client.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Adds `latency` to every chunk, each way.
+    pub fn latency(&self, latency: Duration) {
+        self.faults.send_modify(|f| f.latency = latency);
+    }
+
+    /// Closes connections: each chunk (and each new connection) with probability `rate`.
+    pub fn drop_connections(&self, rate: f64) {
+        self.faults.send_modify(|f| f.drop_rate = rate.clamp(0.0, 1.0));
+    }
+
+    /// Blackholes: accept, forward nothing either way, until [`FaultProxy::heal`].
+    pub fn partition(&self) {
+        self.faults.send_modify(|f| f.partitioned = true);
+    }
+
+    /// Ends every fault (latency, drops, partition); what waited is delivered.
+    pub fn heal(&self) {
+        self.faults.send_modify(|f| {
+            f.latency = Duration::ZERO;
+            f.drop_rate = 0.0;
+            f.partitioned = false;
+        });
+    }
+
+    /// Closes every open connection.
+    #[allow(dead_code)]
+    pub fn reset(&self) {
+        self.faults.send_modify(|f| f.epoch += 1);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Connections see the sender go and close.
+        self.faults.send_modify(|f| f.epoch += 1);
+    }
+}
+
+async fn accept(listener: TcpListener, target: SocketAddr, faults: Arc<watch::Sender<Faults>>) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else { continue };
+        let faults = faults.subscribe();
+        if rand::rng().random_bool(faults.borrow().drop_rate) {
+            continue; // dropped: the stream closes here
+        }
+        tokio::spawn(async move {
+            let Ok(outbound) = TcpStream::connect(target).await else { return };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            relay(inbound, outbound, faults).await;
+        });
+    }
+}
+
+/// Forwards both ways until either side closes, a drop or a reset: then closes both.
+async fn relay(inbound: TcpStream, outbound: TcpStream, faults: watch::Receiver<Faults>) {
+    let epoch = faults.borrow().epoch;
+    let (in_read, in_write) = inbound.into_split();
+    let (out_read, out_write) = outbound.into_split();
+    let mut reset = faults.clone();
+    tokio::select! {
+        _ = pump(in_read, out_write, faults.clone()) => {}
+        _ = pump(out_read, in_write, faults) => {}
+        _ = reset.wait_for(|f| f.epoch != epoch) => {}
+    }
+}
+
+/// One direction: read a chunk, wait out a partition, add the latency, maybe drop.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch::Receiver<Faults>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if faults.wait_for(|f| !f.partitioned).await.is_err() {
+            return;
+        }
+        let (latency, drop_rate) = {
+            let f = faults.borrow();
+            (f.latency, f.drop_rate)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if rand::rng().random_bool(drop_rate) {
+            return;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
