@@ -7,8 +7,8 @@
 //! over HTTP or are unmaintained.
 //!
 //! Semantics, per forwarded chunk and direction:
-//! - **latency**: each chunk waits this long before it is written on (so a round trip
-//!   pays it twice);
+//! - **latency**: each chunk is written on this long after it was read (so a round trip
+//!   pays it twice; throughput is not throttled);
 //! - **drops**: each chunk closes its connection, both sides, with this probability
 //!   (the chunk is lost), and a new connection is closed at once with it too;
 //! - **partition**: connections are still accepted (and connected upstream), but nothing
@@ -28,6 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// The faults in force.
 #[derive(Debug, Clone, Default)]
@@ -140,29 +141,52 @@ async fn relay(inbound: TcpStream, outbound: TcpStream, faults: watch::Receiver<
     }
 }
 
-/// One direction: read a chunk, wait out a partition, add the latency, maybe drop.
+/// One direction, as a delay line: chunks are stamped when read and written on once
+/// their latency has passed (so latency does not throttle throughput), after any
+/// partition, unless a drop closes the connection.
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch::Receiver<Faults>) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if faults.wait_for(|f| !f.partitioned).await.is_err() {
-            return;
+    let (line, mut due) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(64);
+    let mut latency_of = faults.clone();
+    let read = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let latency = latency_of.borrow_and_update().latency;
+            if line.send((Instant::now() + latency, buffer[..n].to_vec())).await.is_err() {
+                return;
+            }
         }
-        let (latency, drop_rate) = {
-            let f = faults.borrow();
-            (f.latency, f.drop_rate)
-        };
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+    };
+    let write = async move {
+        while let Some((deadline, chunk)) = due.recv().await {
+            tokio::time::sleep_until(deadline).await;
+            if faults.wait_for(|f| !f.partitioned).await.is_err() {
+                return;
+            }
+            let drop_rate = faults.borrow().drop_rate;
+            if rand::rng().random_bool(drop_rate) {
+                return;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-        if rand::rng().random_bool(drop_rate) {
-            return;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
+    };
+    // The reader ending (EOF) lets the writer drain the line; the writer ending (a drop,
+    // a closed peer) or this direction being dropped stops the reader.
+    let reader = AbortOnDrop(tokio::spawn(read));
+    write.await;
+    drop(reader);
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
