@@ -25,6 +25,7 @@ mod persistence;
 mod ramps;
 mod reach;
 mod redis_harness;
+mod redis_topology;
 mod releases;
 mod revocations;
 mod safety;
