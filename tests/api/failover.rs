@@ -13,8 +13,12 @@
 //! failover_under_load -- --nocapture --test-threads=1`).
 //!
 //! Needs the HA client (`store.redis_cluster_urls`, `store.redis_sentinel`,
-//! `store.min_replicas_ack`) and `tests/api/redis_topology.rs`; registered in `main.rs`
-//! (`mod failover;`) once those are in.
+//! `store.min_replicas_ack`, `RedisUrl::new`) from the `redis-ha` branch; registered in
+//! `main.rs` (`mod failover;`) once that is in. Run once against that branch's work in
+//! progress: the sentinel case passed (0 failed evaluations, 0 hung, 0 lost, writes
+//! resumed after 3.1 s); the cluster case once left a pending kill unwritten for 30 s and
+//! once saw no stored write for 45 s after the failover (74 If-Match conflicts, 78 kills
+//! answered 202) — to be looked into with the finished client.
 
 use crate::helpers::{Backend, TestApp, eventually, spawn_app_with, unique_prefix};
 use crate::redis_topology::{RedisCluster, RedisSentinelSet};
@@ -144,9 +148,10 @@ async fn evaluate_loop(app: Endpoint, tally: Arc<Tally>, task: usize) {
         let body = json!({"context": {"targetingKey": format!("u{task}-{unit}")}, "releases": keys});
         let answer = app.client.post(&url).json(&body).timeout(Duration::from_secs(5)).send().await;
         let ok = match answer {
-            Ok(r) if r.status() == StatusCode::OK => r.json::<Value>().await.is_ok_and(|b| {
-                keys.iter().all(|k| matches!(b["results"][k]["version"].as_str(), Some("v1" | "v2")))
-            }),
+            Ok(r) if r.status() == StatusCode::OK => r
+                .json::<Value>()
+                .await
+                .is_ok_and(|b| keys.iter().all(|k| matches!(b["results"][k]["version"].as_str(), Some("v1" | "v2")))),
             _ => false,
         };
         tally.count(if ok { &tally.evaluations } else { &tally.evaluations_failed });
@@ -260,20 +265,31 @@ async fn audit(app: &TestApp) -> Vec<Value> {
     }
 }
 
-/// Acknowledged writes that are not in the store afterwards.
+/// Acknowledged writes that are not in the store afterwards. An update must be the audit
+/// entry at its revision. A kill or unkill may have been idempotent (answered with the
+/// release's current revision, written by something else): it is lost only when the
+/// switch the audit shows in force at that revision is not the one acknowledged.
 fn lost(acknowledged: &[Acknowledged], audit: &[Value]) -> Vec<String> {
     let by_revision: HashMap<u64, &Value> =
         audit.iter().filter_map(|e| e["revision"].as_u64().map(|r| (r, e))).collect();
+    let switch_at = |release: &str, revision: u64| {
+        audit
+            .iter()
+            .filter(|e| e["release"] == release && matches!(e["action"].as_str(), Some("kill" | "unkill")))
+            .filter(|e| e["revision"].as_u64().is_some_and(|r| r <= revision))
+            .max_by_key(|e| e["revision"].as_u64())
+            .and_then(|e| e["action"].as_str())
+            .unwrap_or("unkill")
+    };
     acknowledged
         .iter()
-        .filter(|ack| {
-            let Some(entry) = by_revision.get(&ack.revision) else { return true };
-            let token = match ack.action {
-                "update" => entry["after"]["description"].as_str(),
-                "kill" => entry["reason"].as_str(),
-                _ => None,
-            };
-            entry["action"] != ack.action || entry["release"] != ack.release.as_str() || token != ack.token.as_deref()
+        .filter(|ack| match ack.action {
+            "update" => by_revision.get(&ack.revision).is_none_or(|entry| {
+                entry["action"] != "update"
+                    || entry["release"] != ack.release.as_str()
+                    || entry["after"]["description"].as_str() != ack.token.as_deref()
+            }),
+            action => switch_at(&ack.release, ack.revision) != action,
         })
         .map(|ack| format!("{ack:?}"))
         .collect()
@@ -313,12 +329,7 @@ fn print_row(row: &Row) {
 
 /// Runs the load on two instances over `topology`, strikes with `fault` (blocking: it
 /// kills a process and returns), and checks every promise.
-async fn failover_under_load(
-    topology: Topology,
-    name: &'static str,
-    fault_name: &'static str,
-    fault: impl FnOnce(),
-) {
+async fn failover_under_load(topology: Topology, name: &'static str, fault_name: &'static str, fault: impl FnOnce()) {
     let prefix = unique_prefix();
     let a = spawn_app_with(Backend::Embedded, topology.settings(&prefix)).await;
     let b = spawn_app_with(Backend::Embedded, topology.settings(&prefix)).await;
@@ -351,9 +362,12 @@ async fn failover_under_load(
 
     // Kills served while the store could not take them are written now.
     for app in apps {
+        let written = eventually(CONVERGE, || async { app.state.releases.pending().list().is_empty() }).await;
+        let ready = app.get_json(app.url("/readyz")).await;
         assert!(
-            eventually(CONVERGE, || async { app.state.releases.pending().list().is_empty() }).await,
-            "pending kills written after the failover"
+            written,
+            "pending kills written after the failover: {:?}; /readyz {ready}",
+            app.state.releases.pending().list()
         );
     }
     let revision = a.served_revision("production").await;
@@ -367,7 +381,10 @@ async fn failover_under_load(
         for (name, app) in [("A", &a), ("B", &b)] {
             let release = app.get_json(app.env_url("production", &format!("/releases/{key}"))).await;
             if release["killed"] != *killed {
-                missing.push(format!("{name} serves {key} killed={} after a kill switch set to {killed}", release["killed"]));
+                missing.push(format!(
+                    "{name} serves {key} killed={} after a kill switch set to {killed}",
+                    release["killed"]
+                ));
             }
         }
     }
