@@ -16,6 +16,7 @@ mod cors;
 mod embedded_crash;
 mod evaluate;
 mod events;
+mod failover;
 mod fault_proxy;
 mod fleets;
 mod helpers;
