@@ -293,6 +293,8 @@ fn serve(dir: &Path) -> (std::process::Child, u16) {
         }
         seen.push(line);
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("cohort serve stopped before listening: {}", seen.join("\n"));
 }
 
