@@ -4,7 +4,7 @@
 //! at any point of a compaction loses nothing; the first layout (`cohort.json`) is
 //! converted on first open and kept renamed.
 
-use crate::helpers::{Backend, TEST_SECRET, client_with, spawn_app, token};
+use crate::helpers::{Backend, TEST_SECRET, client_with, eventually, spawn_app, token};
 use cohort::store::embedded::{EmbeddedOptions, LEGACY_FILE, MIGRATED_FILE, OpenError};
 use cohort::store::{
     Action, AuditEntry, AuditQuery, Bucket, EmbeddedStore, EnvData, EnvName, Store, StoredRelease, Write, WriteMeta,
@@ -312,6 +312,7 @@ async fn a_server_killed_with_sigkill_mid_write_keeps_every_write_it_acknowledge
         .await
         .expect("joined");
         let base = format!("http://127.0.0.1:{port}/v1/envs/production/releases");
+        let before = acknowledged.lock().expect("lock").len();
         let mut writers = tokio::task::JoinSet::new();
         for writer in 0..3 {
             let (client, base, acknowledged) = (admin.clone(), base.clone(), acknowledged.clone());
@@ -337,7 +338,12 @@ async fn a_server_killed_with_sigkill_mid_write_keeps_every_write_it_acknowledge
                 }
             });
         }
-        let delay = rand::rng().random_range(500..1_500);
+        // The kill lands while writes are under way: after the round's first acknowledged
+        // write (a busy disk may take a while to sync it), then at a random moment.
+        let writing =
+            eventually(Duration::from_secs(60), || async { acknowledged.lock().expect("lock").len() > before }).await;
+        assert!(writing, "round {round}: no write acknowledged within 60 s");
+        let delay = rand::rng().random_range(200..1_200);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         child.kill().expect("SIGKILL");
         let _ = child.wait();
