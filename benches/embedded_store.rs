@@ -11,7 +11,8 @@
 //! - `http kill`: `POST …/releases/{key}/kill` then `…/unkill` through the whole server
 //!   (routing, auth, the domain layer, the store write, the snapshot swap), in process.
 //!
-//! `cargo bench --bench embedded_store`
+//! `cargo bench --bench embedded_store` (the data directories go under `TMPDIR`: `TMPDIR=/dev/shm`
+//! leaves the disk's sync out of the figures).
 
 use actix_web::{App, test, web};
 use cohort::api;

@@ -169,7 +169,7 @@ impl Fleets {
             if desired == release.overrides {
                 continue;
             }
-            let revision = snapshot.revisions.get(compiled.key()).copied().unwrap_or(0);
+            let revision = snapshot.revision_of(compiled.key());
             let meta = WriteMeta::now(FLEET_ACTOR, Action::FleetAssign, Some(format!("{} live nodes", live.len())));
             let result = self
                 .releases

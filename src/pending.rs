@@ -208,7 +208,7 @@ impl Releases {
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
         let served = self.snapshots().get(env).unwrap_or_default();
         let base_revision = match &target {
-            KillTarget::Release(key) => served.revisions.get(key).copied().unwrap_or(0),
+            KillTarget::Release(key) => served.revision_of(key),
             KillTarget::Environment => served.revision(),
         };
         let kill = PendingKill {

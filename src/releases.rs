@@ -353,11 +353,8 @@ impl Releases {
     /// Every release of `env`, from the snapshot (answers during a store outage).
     pub fn list(&self, env: &EnvName) -> Result<(EnvView, Vec<ReleaseView>), ReleaseError> {
         let snap = self.require_env(env)?;
-        let releases = snap
-            .snapshot
-            .releases()
-            .map(|r| ReleaseView::new(r.release(), snap.revisions.get(r.key()).copied().unwrap_or(0)))
-            .collect();
+        let releases =
+            snap.snapshot.releases().map(|r| ReleaseView::new(r.release(), snap.revision_of(r.key()))).collect();
         Ok((env_view(env, &snap), releases))
     }
 
@@ -370,7 +367,7 @@ impl Releases {
     pub fn get(&self, env: &EnvName, key: &str) -> Result<ReleaseView, ReleaseError> {
         let snap = self.require_env(env)?;
         let release = snap.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
-        Ok(ReleaseView::new(release.release(), snap.revisions.get(key).copied().unwrap_or(0)))
+        Ok(ReleaseView::new(release.release(), snap.revision_of(key)))
     }
 
     /// Creates a release.
@@ -642,7 +639,7 @@ impl Releases {
             return Ok(data.releases.into_iter().find(|r| r.release.key == key).map(|r| (r.release, r.revision)));
         }
         let snap = self.snapshots.get(env).unwrap_or_default();
-        Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revisions.get(key).copied().unwrap_or(0))))
+        Ok(snap.snapshot.get(key).map(|r| (r.release().clone(), snap.revision_of(key))))
     }
 
     /// The environment's kill state as stored: from the snapshot, or from the store while

@@ -40,8 +40,9 @@ const ANNOUNCEMENTS: usize = 1_024;
 pub struct EnvSnapshot {
     /// Compiled releases and the kill switch, at `snapshot.revision()`.
     pub snapshot: Snapshot,
-    /// Each release's revision (its `ETag`).
-    pub revisions: HashMap<String, u64>,
+    /// Each release's revision (its `ETag`); keys shared, so a change copies this map
+    /// without allocating a key per release.
+    revisions: HashMap<Arc<str>, u64>,
     /// Why the environment kill switch is on.
     pub kill_reason: Option<String>,
     /// The most recent changes up to `snapshot.revision()`, for resuming subscribers.
@@ -55,38 +56,9 @@ pub struct EnvSnapshot {
     /// `snapshot` in its wire form (`SnapshotData` as JSON), rendered on first request:
     /// every SDK that starts or polls without a match asks for the same bytes.
     wire: OnceLock<Bytes>,
-    /// The releases indexed for the HTTP routes, built on first request.
-    index: OnceLock<ReleaseIndex>,
-}
-
-/// An environment's releases as the HTTP evaluation routes look them up.
-#[derive(Debug, Clone, Default)]
-pub struct ReleaseIndex {
-    /// By the bytes of their key: a requested key is looked up as the request spelled it,
-    /// and checked as UTF-8 only when the environment does not hold it.
-    by_key: HashMap<Box<[u8]>, Arc<CompiledRelease>, foldhash::fast::RandomState>,
-    /// In key order, for answers about every release.
-    sorted: Vec<Arc<CompiledRelease>>,
-}
-
-impl ReleaseIndex {
-    /// Indexes `snapshot`'s releases.
-    pub fn of(snapshot: &Snapshot) -> Self {
-        ReleaseIndex {
-            by_key: snapshot.iter().map(|r| (r.key().as_bytes().into(), Arc::clone(r))).collect(),
-            sorted: snapshot.releases().cloned().collect(),
-        }
-    }
-
-    /// The release whose key is `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Arc<CompiledRelease>> {
-        self.by_key.get(key)
-    }
-
-    /// Every release, in key order.
-    pub fn sorted(&self) -> &[Arc<CompiledRelease>] {
-        &self.sorted
-    }
+    /// The releases in key order, for answers about every release: sorted on first
+    /// request, so a change is never delayed by it (lookups by key use `snapshot`).
+    sorted: OnceLock<Vec<Arc<CompiledRelease>>>,
 }
 
 impl EnvSnapshot {
@@ -106,10 +78,26 @@ impl EnvSnapshot {
         if self.local == 0 { self.revision().to_string() } else { format!("{}.{}", self.revision(), self.local) }
     }
 
-    /// The releases indexed for lookups by key bytes and in key order, built once per
-    /// revision (on first use, so a change is never delayed by it).
-    pub fn index(&self) -> &ReleaseIndex {
-        self.index.get_or_init(|| ReleaseIndex::of(&self.snapshot))
+    /// Release `key`'s revision (its `ETag`); 0 when this snapshot does not hold it.
+    pub fn revision_of(&self, key: &str) -> u64 {
+        self.revisions.get(key).copied().unwrap_or(0)
+    }
+
+    /// An environment serving `snapshot` as it is, with no per-release revisions.
+    #[cfg(test)]
+    pub(crate) fn serving(snapshot: Snapshot) -> Self {
+        EnvSnapshot { snapshot, ..EnvSnapshot::default() }
+    }
+
+    /// Every release in key order, sorted once per revision (on first use).
+    pub fn sorted(&self) -> &[Arc<CompiledRelease>] {
+        self.sorted.get_or_init(|| self.snapshot.releases().cloned().collect())
+    }
+
+    /// The release whose key has these bytes (a key the request spelled; not UTF-8 is
+    /// no release).
+    pub fn release(&self, key: &[u8]) -> Option<&Arc<CompiledRelease>> {
+        std::str::from_utf8(key).ok().and_then(|key| self.snapshot.get(key))
     }
 
     /// The snapshot as `GET …/snapshot` serves it and event streams start with, rendered
@@ -136,7 +124,7 @@ impl EnvSnapshot {
                 .snapshot
                 .releases()
                 .map(|r| crate::store::StoredRelease {
-                    revision: self.revisions.get(r.key()).copied().unwrap_or(0),
+                    revision: self.revision_of(r.key()),
                     release: r.release().clone(),
                 })
                 .collect(),
@@ -146,7 +134,7 @@ impl EnvSnapshot {
     }
 
     fn from_data(env: &EnvName, data: EnvData) -> Self {
-        let revisions = data.releases.iter().map(|r| (r.release.key.clone(), r.revision)).collect();
+        let revisions = data.releases.iter().map(|r| (Arc::from(r.release.key.as_str()), r.revision)).collect();
         let (snapshot, rejected) = Snapshot::compile_lenient(SnapshotData {
             revision: data.revision,
             kill_all: data.kill_all,
@@ -583,17 +571,20 @@ impl Snapshots {
         next.snapshot = match &change.kind {
             ChangeKind::Upsert { release } => match CompiledRelease::compile(release.clone()) {
                 Ok(compiled) => {
-                    revisions.insert(release.key.clone(), rev);
+                    match revisions.get_mut(release.key.as_str()) {
+                        Some(revision) => *revision = rev,
+                        None => _ = revisions.insert(Arc::from(release.key.as_str()), rev),
+                    }
                     current.snapshot.with_release(rev, Arc::new(compiled))
                 }
                 Err(error) => {
                     tracing::error!(%env, release = %release.key, %error, "changed release does not compile; it evaluates as not found");
-                    revisions.remove(&release.key);
+                    revisions.remove(release.key.as_str());
                     current.snapshot.without_release(rev, &release.key)
                 }
             },
             ChangeKind::Delete { key } => {
-                revisions.remove(key);
+                revisions.remove(key.as_str());
                 current.snapshot.without_release(rev, key)
             }
             ChangeKind::KillAll { on, reason } => {

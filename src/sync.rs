@@ -127,14 +127,16 @@ impl Syncer {
             let version = (snap.revision(), snap.local);
             if self.snapshots.watch().regressed(&env).is_none() && kept.get(&env) != Some(&version) {
                 kept.insert(env.clone(), version);
-                changed.push((env, snap.to_data()));
+                changed.push((env, snap));
             }
         }
         let watch = Arc::clone(self.snapshots.watch());
+        // Copying a large environment out of its snapshot takes milliseconds: off the
+        // runtime's threads, like the writing.
         let written = tokio::task::spawn_blocking(move || {
             watch.persist()?;
-            for (env, data) in changed {
-                watch.keep_last_good(&env, &data)?;
+            for (env, snap) in changed {
+                watch.keep_last_good(&env, &snap.to_data())?;
             }
             Ok::<(), std::io::Error>(())
         })

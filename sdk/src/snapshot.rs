@@ -67,7 +67,9 @@ pub struct SnapshotData {
 pub struct Snapshot {
     revision: u64,
     kill_all: bool,
-    releases: HashMap<Box<str>, Arc<CompiledRelease>, KeyHasherBuilder>,
+    /// Keys are shared (`Arc<str>`): a change copies the map of a large environment
+    /// without allocating a key per release.
+    releases: HashMap<Arc<str>, Arc<CompiledRelease>, KeyHasherBuilder>,
 }
 
 impl Snapshot {
@@ -91,7 +93,7 @@ impl Snapshot {
             let key = release.key.clone();
             match CompiledRelease::compile(release) {
                 Ok(compiled) => {
-                    releases.insert(key.into_boxed_str(), Arc::new(compiled));
+                    releases.insert(Arc::from(key), Arc::new(compiled));
                 }
                 Err(e) => rejected.push((key, e)),
             }
@@ -163,7 +165,10 @@ impl Snapshot {
     pub fn with_release(&self, revision: u64, release: Arc<CompiledRelease>) -> Self {
         let mut next = self.clone();
         next.revision = revision;
-        next.releases.insert(release.key().into(), release);
+        match next.releases.get_mut(release.key()) {
+            Some(slot) => *slot = release,
+            None => _ = next.releases.insert(release.key().into(), release),
+        }
         next
     }
 

@@ -6,7 +6,7 @@ use super::extract::RawBody;
 use super::openapi::ErrorBody;
 use super::{ApiError, AppState, resource};
 use crate::metrics::Counting;
-use crate::snapshots::ReleaseIndex;
+use crate::snapshots::EnvSnapshot;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
 use cohort_sdk::{CompiledRelease, Context, Resolved, Snapshot};
@@ -120,15 +120,14 @@ pub(super) async fn evaluate(
 ) -> Result<HttpResponse, ApiError> {
     let request: Request<'_> = body.json()?;
     let env_snapshot = super::served(&state, &auth.env)?;
-    let index = env_snapshot.index();
     let targets: Vec<Target<'_>> = match &request.releases {
         Some(keys) => {
             if keys.len() > MAX_RELEASES {
                 return Err(ApiError::BadRequest(format!("at most {MAX_RELEASES} releases per request")));
             }
-            targets(index, keys)?
+            targets(&env_snapshot, keys)?
         }
-        None => index.sorted().iter().map(Target::Found).collect(),
+        None => env_snapshot.sorted().iter().map(Target::Found).collect(),
     };
     let mut out = Vec::with_capacity(64 + targets.len() * 96);
     let counting = Counting { env: auth.env.as_str(), labels: state.release_labels };
@@ -146,14 +145,14 @@ enum Target<'a> {
 /// Found releases are deduplicated by identity — a pointer hashes in a few instructions,
 /// a key string in dozens — and the rare unknown keys by name. An unknown key that is
 /// not UTF-8 makes the body invalid JSON.
-fn targets<'a>(index: &'a ReleaseIndex, keys: &'a [Key<'_>]) -> Result<Vec<Target<'a>>, ApiError> {
+fn targets<'a>(served: &'a EnvSnapshot, keys: &'a [Key<'_>]) -> Result<Vec<Target<'a>>, ApiError> {
     let mut targets = Vec::with_capacity(keys.len());
     // One key has nothing to be a duplicate of: no set on the common single-release path.
     let dedupe = keys.len() > 1;
     let mut found = HashSet::with_capacity_and_hasher(if dedupe { keys.len() } else { 0 }, FixedState::default());
     let mut missing = HashSet::with_hasher(FixedState::default());
     for key in keys {
-        match index.get(&key.0) {
+        match served.release(&key.0) {
             Some(release) if !dedupe || found.insert(Arc::as_ptr(release)) => targets.push(Target::Found(release)),
             Some(_) => {}
             None => {
@@ -311,8 +310,8 @@ mod tests {
         let keys = ["plain", "typed", "killed", "no\"such\\key\u{1}"];
         let named: Vec<Key<'_>> =
             [&keys[..], &keys[..]].concat().into_iter().map(|k| Key(k.as_bytes().into())).collect();
-        let index = ReleaseIndex::of(&snapshot);
-        let found = targets(&index, &named).unwrap();
+        let served = EnvSnapshot::serving(snapshot.clone());
+        let found = targets(&served, &named).unwrap();
         assert_eq!(found.len(), keys.len(), "each key once");
         let mut out = Vec::new();
         let counting = Counting { env: "evaluate-test", labels: crate::metrics::ReleaseLabels::Aggregate };

@@ -121,7 +121,7 @@ async fn health(
     }
     // Outcomes are kept by name, so without this a key the environment never held would
     // answer an empty report as if it were a quiet release.
-    if super::served(&state, &auth.env)?.index().get(path.key.as_bytes()).is_none() {
+    if super::served(&state, &auth.env)?.release(path.key.as_bytes()).is_none() {
         return Err(ApiError::ReleaseNotFound(path.into_inner().key));
     }
     let (versions, per_minute) =

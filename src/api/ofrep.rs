@@ -496,7 +496,7 @@ pub(super) async fn evaluate_flags(
         env: &auth.env,
         labels: state.release_labels,
         snapshot: &current.snapshot,
-        releases: current.index().sorted(),
+        releases: current.sorted(),
         context: &context,
         events_url: &events_url,
     };

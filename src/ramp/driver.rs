@@ -79,7 +79,7 @@ impl Driver {
                 if !running {
                     continue;
                 }
-                let revision = snapshot.revisions.get(release.key()).copied().unwrap_or(0);
+                let revision = snapshot.revision_of(release.key());
                 // Nothing advances under a kill. A ramp still running under one (a crash
                 // between kill-all and its pauses, a kill-all by another instance) is
                 // paused here instead of driven.
