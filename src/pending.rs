@@ -161,6 +161,13 @@ pub(crate) fn store_cannot_take(error: &ReleaseError) -> bool {
     )
 }
 
+/// The journal's order, held while a kill switch is written through the store when this
+/// instance journalled an earlier intent for the same target (see
+/// [`Releases::order_switch`]); empty, and lock-free, otherwise.
+pub(crate) struct SwitchOrder<'a> {
+    guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
 impl Releases {
     /// Turns a release's kill switch on or off — through the store when it can take
     /// it, else at once on this instance and journalled (see the module doc).
@@ -172,15 +179,20 @@ impl Releases {
         on: bool,
         reason: Option<String>,
     ) -> Result<KillAnswer<ReleaseView>, ReleaseError> {
+        let target = KillTarget::Release(key.to_owned());
+        let order = self.order_switch(env, &target).await;
         match self.set_killed(env, actor, key, on, reason.clone()).await {
-            Ok(view) => Ok(KillAnswer { view, persisted: true }),
+            Ok(view) => {
+                self.switched(order, env, &target).await;
+                Ok(KillAnswer { view, persisted: true })
+            }
             Err(error) if store_cannot_take(&error) => {
-                let _order = self.pending_order.lock().await;
+                let _order = self.hold(order).await;
                 let served = self.require_env(env)?;
                 let release = served.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
                 let reason = reason.or_else(|| release.release().kill_reason.clone()).filter(|_| on);
                 let state = KillState { on, reason };
-                self.serve_locally(env, actor, KillTarget::Release(key.to_owned()), state, &error);
+                self.serve_locally(env, actor, target, state, &error);
                 let view = self.get(env, key)?;
                 Ok(KillAnswer { view, persisted: false })
             }
@@ -192,17 +204,49 @@ impl Releases {
     /// [`crate::ramp::Ramps::kill_environment`], pauses ramps when it is written).
     pub(crate) async fn kill_environment_locally(
         &self,
+        order: SwitchOrder<'_>,
         env: &EnvName,
         actor: &Actor,
         on: bool,
         reason: Option<String>,
         why: &ReleaseError,
     ) -> Result<KillAnswer<EnvView>, ReleaseError> {
-        let _order = self.pending_order.lock().await;
+        let _order = self.hold(order).await;
         let served = self.require_env(env)?;
         let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
         self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, why);
         Ok(KillAnswer { view: self.environment(env)?, persisted: false })
+    }
+
+    /// Call before writing `target`'s kill switch through the store. When this instance
+    /// journalled an earlier kill or unkill of `target` that the store does not have yet,
+    /// the journal's order is held until [`Self::switched`]: the replay cannot write that
+    /// older intent after this newer one (an unkill answered 200, then undone by the
+    /// replay of the kill before it).
+    pub(crate) async fn order_switch(&self, env: &EnvName, target: &KillTarget) -> SwitchOrder<'_> {
+        let earlier = self.pending().list().iter().any(|k| &k.env == env && &k.target == target);
+        SwitchOrder { guard: if earlier { Some(self.pending_order.lock().await) } else { None } }
+    }
+
+    /// The store took `target`'s switch (or already held it): what this instance had
+    /// journalled for `target` before is superseded, dropped and no longer laid over
+    /// the store's state.
+    pub(crate) async fn switched(&self, order: SwitchOrder<'_>, env: &EnvName, target: &KillTarget) {
+        if order.guard.is_none() {
+            return;
+        }
+        for kill in self.pending().list().into_iter().filter(|k| &k.env == env && &k.target == target) {
+            tracing::info!(%env, ?target, on = kill.state.on, "a journalled kill switch is superseded by a newer one the store took");
+            self.settle_pending(&kill).await;
+        }
+    }
+
+    /// The journal's order: the one `order` holds, or taken now.
+    async fn hold<'a>(&'a self, order: SwitchOrder<'a>) -> tokio::sync::MutexGuard<'a, ()> {
+        match order.guard {
+            Some(guard) => guard,
+            None => self.pending_order.lock().await,
+        }
     }
 
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {

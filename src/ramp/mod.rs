@@ -331,10 +331,15 @@ impl Ramps {
         on: bool,
         reason: Option<String>,
     ) -> Result<crate::pending::KillAnswer<EnvView>, ReleaseError> {
+        let target = crate::snapshots::KillTarget::Environment;
+        let order = self.releases.order_switch(env, &target).await;
         match self.set_kill_all(env, actor, on, reason.clone()).await {
-            Ok(view) => Ok(crate::pending::KillAnswer { view, persisted: true }),
+            Ok(view) => {
+                self.releases.switched(order, env, &target).await;
+                Ok(crate::pending::KillAnswer { view, persisted: true })
+            }
             Err(error) if crate::pending::store_cannot_take(&error) => {
-                self.releases.kill_environment_locally(env, actor, on, reason, &error).await
+                self.releases.kill_environment_locally(order, env, actor, on, reason, &error).await
             }
             Err(error) => Err(error),
         }

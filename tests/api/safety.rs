@@ -169,6 +169,66 @@ async fn an_unkill_while_redis_is_down_cancels_the_pending_kill() {
     assert_eq!(reason(&app, "checkout").await, "SPLIT");
 }
 
+/// Redis down, then `first` (a kill switch's route under `production/`) answered 202
+/// and journalled; Redis back, and before the journal is replayed (the replay loop is
+/// held off), `second` answered 200 though the store already holds that state, so
+/// nothing is written. Then the journal is replayed. Returns the app, to check what is
+/// served and stored.
+async fn switch_before_the_replay(first: &str, second: &str, killed_before: bool) -> (TestApp, RedisServer) {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let app = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, |s| {
+        // No replay (nor resync) of its own during the test: the test replays.
+        s.store.resync_interval_ms = 3_600_000;
+    })
+    .await;
+    app.given_release("production", "checkout", 100.0).await;
+    let url = |route: &str| app.env_url("production", &format!("/{route}"));
+    if killed_before {
+        assert_eq!(app.post(&url(second), &json!({"reason": "bad deploy"})).await.status(), StatusCode::OK);
+    }
+    redis.kill();
+    let r = app.post(&url(first), &json!({"reason": "incident 7"})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{first} journalled while Redis is down");
+    redis.start_again();
+    let audit = url("audit?limit=1");
+    assert!(
+        eventually(CONVERGE, || async { app.client.get(&audit).send().await.is_ok_and(|r| r.status().is_success()) })
+            .await
+    );
+    // No reason: a kill without one leaves a stored kill as it is.
+    let r = app.post(&url(second), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK, "{second} answered by the store");
+    app.state.releases.replay_pending().await;
+    assert!(app.state.releases.pending().list().is_empty(), "the journalled {first} is superseded");
+    (app, redis)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unkill_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_kill() {
+    let (app, _redis) = switch_before_the_replay("releases/checkout/kill", "releases/checkout/unkill", false).await;
+    assert_eq!(reason(&app, "checkout").await, "SPLIT", "served as unkilled");
+    let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
+    assert_eq!(release["killed"], false, "stored as unkilled: {release}");
+    assert_eq!(kill_entries(&app, "checkout").await, 0, "the superseded kill was never written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_unkill() {
+    let (app, _redis) = switch_before_the_replay("releases/checkout/unkill", "releases/checkout/kill", true).await;
+    assert_eq!(reason(&app, "checkout").await, "DISABLED", "served as killed");
+    let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
+    assert_eq!(release["killed"], true, "stored as killed: {release}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_all_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_unkill_all() {
+    let (app, _redis) = switch_before_the_replay("unkill-all", "kill-all", true).await;
+    assert_eq!(reason(&app, "checkout").await, "DISABLED", "served under kill-all");
+    let env = app.get_json(app.env_url("production", "")).await;
+    assert_eq!(env["kill_all"], true, "stored under kill-all: {env}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_all_while_redis_is_down_is_served_at_once_and_written_when_it_is_back() {
     let mut redis = RedisServer::start();
