@@ -4,31 +4,17 @@
 //! Heartbeats are not changes, so besides following the change stream (reassignments
 //! are) the page asks again every few seconds.
 
-use super::session::Viewer;
+use super::session::{Fields, Viewer, query_error};
 use super::{Page, ago, html_response, layout, now_ms, percent};
 use crate::api::AppState;
-use crate::api::auth::Read;
+use crate::api::auth::{Policy, Read};
 use crate::fleet::NodeView;
 use crate::releases::ReleaseView;
 use crate::store::EnvName;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use maud::{Markup, html};
-use serde::Deserialize;
 use std::collections::BTreeSet;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/envs/{env}/fleet", web::get().to(show))
-        .route("/console/envs/{env}/fleet/part", web::get().to(part));
-}
-
-#[derive(Deserialize, Default)]
-struct FleetQuery {
-    /// A fleet to show besides those the releases deploy to (one whose nodes report
-    /// before any release names it).
-    #[serde(default)]
-    fleet: Option<String>,
-}
 
 /// One fleet: its releases and live nodes.
 struct Fleet {
@@ -136,15 +122,22 @@ fn fleets_part(env: &EnvName, fleets: &[Fleet]) -> Markup {
     }
 }
 
-async fn show(
-    state: web::Data<AppState>,
-    viewer: Viewer<Read>,
-    query: web::Query<FleetQuery>,
-) -> Result<HttpResponse, Page> {
+/// The query's `fleet`: a fleet to show besides those the releases deploy to (one whose
+/// nodes report before any release names it).
+fn extra(req: &HttpRequest) -> Result<Option<String>, HttpResponse> {
+    Fields::query(req).optional("fleet").map_err(|e| query_error(e).error_response())
+}
+
+pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
+    let query = match extra(req) {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
     let env = &viewer.env;
-    let extra = query.fleet.as_deref().filter(|f| crate::fleet::valid_name(f));
-    let fleets = fleets(&state, env, extra).await?;
-    let envs = viewer.session.environments(&state);
+    let extra = query.as_deref().filter(|f| crate::fleet::valid_name(f));
+    let fleets = fleets(state, env, extra).await?;
+    let envs = viewer.session.environments(state);
     let part = match extra {
         Some(f) => format!("/console/envs/{env}/fleet/part?fleet={f}"),
         None => format!("/console/envs/{env}/fleet/part"),
@@ -164,11 +157,12 @@ async fn show(
     Ok(html_response(StatusCode::OK, layout(&title, Some((&viewer.session, &envs)), Some(env.as_str()), main)))
 }
 
-async fn part(
-    state: web::Data<AppState>,
-    viewer: Viewer<Read>,
-    query: web::Query<FleetQuery>,
-) -> Result<HttpResponse, Page> {
-    let fleets = fleets(&state, &viewer.env, query.fleet.as_deref()).await?;
+pub(super) async fn part(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
+    let query = match extra(req) {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
+    let fleets = fleets(state, &viewer.env, query.as_deref()).await?;
     Ok(html_response(StatusCode::OK, fleets_part(&viewer.env, &fleets)))
 }

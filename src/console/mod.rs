@@ -23,23 +23,155 @@ mod signin;
 use crate::api::ApiError;
 use crate::api::auth::{Policy, Read};
 use crate::auth::AuthError;
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
 use maud::{DOCTYPE, Markup, html};
 use session::Session;
 
+/// What a console route does: the one handler, [`dispatch`], reads it from the
+/// resource's data.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Home,
+    Css,
+    Js,
+    SignInPage,
+    SignIn,
+    SignOut,
+    Overview,
+    OverviewPart,
+    Live,
+    Reach,
+    KillAll,
+    UnkillAll,
+    Kill,
+    Unkill,
+    Pause,
+    NewRelease,
+    Create,
+    Release,
+    Edit,
+    ReleasePart,
+    RampStart,
+    RampPreview,
+    RampPause,
+    RampResume,
+    RampAbort,
+    Promote,
+    Fleet,
+    FleetPart,
+    Changes,
+    ChangesPart,
+}
+
+/// Which method a route answers.
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+}
+
+/// Every route below `/console/`: the method, the path, what it does.
+const ROUTES: &[(Verb, &str, Route)] = {
+    use Route::*;
+    use Verb::{Get, Post};
+    &[
+        (Get, assets::CSS_ROUTE, Css),
+        (Get, assets::JS_ROUTE, Js),
+        (Get, "/console/sign-in", SignInPage),
+        (Post, "/console/sign-in", SignIn),
+        (Post, "/console/sign-out", SignOut),
+        (Get, "/console/envs/{env}", Overview),
+        (Get, "/console/envs/{env}/part", OverviewPart),
+        (Get, "/console/envs/{env}/live", Live),
+        (Get, "/console/envs/{env}/reach", Reach),
+        (Post, "/console/envs/{env}/kill-all", KillAll),
+        (Post, "/console/envs/{env}/unkill-all", UnkillAll),
+        (Post, "/console/envs/{env}/releases/{key}/kill", Kill),
+        (Post, "/console/envs/{env}/releases/{key}/unkill", Unkill),
+        (Post, "/console/envs/{env}/releases/{key}/pause", Pause),
+        (Get, "/console/envs/{env}/new-release", NewRelease),
+        (Post, "/console/envs/{env}/new-release", Create),
+        (Post, "/console/envs/{env}/releases/{key}/ramp", RampStart),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/preview", RampPreview),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/pause", RampPause),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/resume", RampResume),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/abort", RampAbort),
+        (Post, "/console/envs/{env}/releases/{key}/promote", Promote),
+        (Get, "/console/envs/{env}/releases/{key}", Release),
+        (Post, "/console/envs/{env}/releases/{key}", Edit),
+        (Get, "/console/envs/{env}/releases/{key}/part", ReleasePart),
+        (Get, "/console/envs/{env}/fleet", Fleet),
+        (Get, "/console/envs/{env}/fleet/part", FleetPart),
+        (Get, "/console/envs/{env}/changes", Changes),
+        (Get, "/console/envs/{env}/changes/part", ChangesPart),
+    ]
+};
+
 /// Registers the console's routes.
+///
+/// Every route has the one handler [`dispatch`], told apart by the [`Route`] in its
+/// resource's data: actix-web builds a handler service, an extractor future and a
+/// response future for each handler type, and the console's size budget cannot pay for
+/// 29 of them. Each path and method is a resource of its own, as `ServiceConfig::route`
+/// makes them, so an unserved method answers as before (the API's 404 below `/console/`,
+/// 405 at `/`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(overview::home))
-        .configure(assets::configure)
-        .configure(signin::configure)
-        .configure(overview::configure)
-        .configure(create::configure)
-        .configure(ramp_form::configure)
-        .configure(ramp_actions::configure)
-        .configure(release::configure)
-        .configure(fleet::configure)
-        .configure(changes::configure);
+    cfg.service(web::resource("/").app_data(Route::Home).route(web::get().to(dispatch)));
+    for &(verb, path, route) in ROUTES {
+        let method = match verb {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        };
+        cfg.service(web::resource(path).guard(guard::Method(method)).app_data(route).to(dispatch));
+    }
+}
+
+/// The `{key}` of the path, percent-decoded as `web::Path` decodes it.
+fn key(req: &HttpRequest) -> String {
+    let raw = req.match_info().get("key").unwrap_or_default();
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+/// The console's one handler: the route's checks and its page or action.
+async fn dispatch(req: HttpRequest, payload: web::Payload) -> actix_web::Result<HttpResponse> {
+    let route = *req.app_data::<Route>().ok_or_else(|| ApiError::Internal("console route".into()))?;
+    let state = session::app_state(&req)?;
+    let req = &req;
+    let page = match route {
+        Route::Home => overview::home(req, state).await,
+        Route::Css => Ok(assets::css()),
+        Route::Js => Ok(assets::js()),
+        Route::SignInPage => Ok(signin::show(req)),
+        // Their errors are the body's too (as the `web::Bytes` extractor answered them).
+        Route::SignIn => return signin::sign_in(req, state, payload).await,
+        Route::SignOut => return signin::sign_out(req, payload).await,
+        Route::Overview => overview::show(req, state).await,
+        Route::OverviewPart => overview::part(req, state),
+        Route::Live => overview::live(req, state),
+        Route::Reach => overview::reach(req, state).await,
+        Route::KillAll => overview::switch_all(req, state, payload, true).await,
+        Route::UnkillAll => overview::switch_all(req, state, payload, false).await,
+        Route::Kill => overview::switch(req, state, payload, true).await,
+        Route::Unkill => overview::switch(req, state, payload, false).await,
+        Route::Pause => overview::pause(req, state, payload).await,
+        Route::NewRelease => create::show(req, state),
+        Route::Create => create::create(req, state, payload).await,
+        Route::Release => release::show(req, state).await,
+        Route::Edit => release::edit(req, state, payload).await,
+        Route::ReleasePart => release::part(req, state).await,
+        Route::RampStart => ramp_form::start(req, state, payload).await,
+        Route::RampPreview => ramp_form::preview(req, state, payload).await,
+        Route::RampPause => ramp_actions::act(req, state, payload, ramp_actions::Op::Pause).await,
+        Route::RampResume => ramp_actions::act(req, state, payload, ramp_actions::Op::Resume).await,
+        Route::RampAbort => ramp_actions::act(req, state, payload, ramp_actions::Op::Abort).await,
+        Route::Promote => ramp_actions::act(req, state, payload, ramp_actions::Op::Promote).await,
+        Route::Fleet => fleet::show(req, state).await,
+        Route::FleetPart => fleet::part(req, state).await,
+        Route::Changes => changes::show(req, state).await,
+        Route::ChangesPart => changes::part(req, state).await,
+    };
+    Ok(page?)
 }
 
 /// An HTML page answering with `status`.
