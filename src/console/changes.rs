@@ -100,7 +100,7 @@ fn changes_part(env: &EnvName, entries: &[AuditEntry], now: u64) -> Markup {
                                 td.actor { (e.actor) }
                                 td { (e.action.as_str()) }
                                 td { @if let Some(key) = &e.release {
-                                    a href=(format!("/console/envs/{env}/releases/{key}")) { (key) }
+                                    a href={ "/console/envs/" (env) "/releases/" (key) } { (key) }
                                 } @else { "(environment)" } }
                                 td.change { (change(e)) }
                                 td.why { (e.reason.as_deref().unwrap_or("")) }
@@ -123,7 +123,7 @@ pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResp
     let entries = recent(state, env, now).await?;
     let envs = viewer.session.environments(state);
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/changes/part")) data-every="15000" {
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/changes/part" } data-every="15000" {
             h1 { "Changes in " (env) " in the last hour" }
             (changes_part(env, &entries, now))
         }

@@ -20,11 +20,11 @@ const FIELDS: &[&str] =
 fn page(state: &AppState, env: &EnvName, session: &Session, form: &ReleaseForm, problems: &Problems) -> Markup {
     let envs = session.environments(state);
     let main = html! {
-        p { a href=(format!("/console/envs/{env}")) { "← Releases in " (env) } }
+        p { a href={ "/console/envs/" (env) } { "← Releases in " (env) } }
         section.panel aria-labelledby="create-title" {
             h1 id="create-title" { "New release in " (env) }
             @if let Some(general) = &problems.general { p.error role="alert" { (general) } }
-            form method="post" action=(format!("/console/envs/{env}/new-release")) novalidate {
+            form method="post" action={ "/console/envs/" (env) "/new-release" } novalidate {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
                 (form.fields(problems, true, false))
                 div.buttons { button.primary type="submit" { "Create release" } }

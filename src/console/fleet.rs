@@ -55,7 +55,7 @@ fn batch_line(env: &EnvName, release: &ReleaseView, nodes: &[NodeView]) -> Marku
     });
     html! {
         li data-release=(release.key) {
-            a href=(format!("/console/envs/{env}/releases/{}", release.key)) { (release.key) } ": "
+            a href={ "/console/envs/" (env) "/releases/" (release.key) } { (release.key) } ": "
             strong { (candidate) " on " (batch.len()) " of " (nodes.len()) " node" @if nodes.len() != 1 { "s" } }
             (ramp.unwrap_or_else(|| match release.fleet_nodes {
                 Some(k) => format!(" ({k} node{} asked)", if k == 1 { "" } else { "s" }),
@@ -78,8 +78,8 @@ fn fleet_section(env: &EnvName, fleet: &Fleet, now: u64) -> Markup {
             .any(|r| candidate(r).is_some_and(|c| node.assigned.get(&r.key).map(String::as_str) == Some(c)))
     };
     html! {
-        section.panel.fleet data-fleet=(fleet.name) aria-labelledby=(format!("fleet-{}", fleet.name)) {
-            h2 id=(format!("fleet-{}", fleet.name)) { "Fleet " (fleet.name) }
+        section.panel.fleet data-fleet=(fleet.name) aria-labelledby={ "fleet-" (fleet.name) } {
+            h2 id={ "fleet-" (fleet.name) } { "Fleet " (fleet.name) }
             @if fleet.releases.is_empty() {
                 p.meta { "No release deploys to this fleet." }
             } @else {
@@ -143,9 +143,9 @@ pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResp
         None => format!("/console/envs/{env}/fleet/part"),
     };
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(part) data-every="5000" {
+        div data-live={ "/console/envs/" (env) "/live" } data-part=(part) data-every="5000" {
             h1 { "Fleets in " (env) }
-            form.showfleet method="get" action=(format!("/console/envs/{env}/fleet")) {
+            form.showfleet method="get" action={ "/console/envs/" (env) "/fleet" } {
                 label for="fleet-name" { "Show a fleet by name" }
                 input type="text" id="fleet-name" name="fleet" value=(extra.unwrap_or_default()) autocomplete="off";
                 button type="submit" { "Show" }

@@ -25,6 +25,7 @@ use crate::api::auth::{Policy, Read};
 use crate::auth::AuthError;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
+use futures_util::future::LocalBoxFuture;
 use maud::{DOCTYPE, Markup, html};
 use session::Session;
 
@@ -138,40 +139,42 @@ async fn dispatch(req: HttpRequest, payload: web::Payload) -> actix_web::Result<
     let route = *req.app_data::<Route>().ok_or_else(|| ApiError::Internal("console route".into()))?;
     let state = session::app_state(&req)?;
     let req = &req;
-    let page = match route {
-        Route::Home => overview::home(req, state).await,
-        Route::Css => Ok(assets::css()),
-        Route::Js => Ok(assets::js()),
-        Route::SignInPage => Ok(signin::show(req)),
+    // Each page's future is boxed: `dispatch` is then a small state machine awaiting one
+    // `dyn Future`, rather than one holding every page's states inline.
+    let page: LocalBoxFuture<'_, Result<HttpResponse, Page>> = match route {
+        Route::Home => Box::pin(overview::home(req, state)),
+        Route::Css => return Ok(assets::css()),
+        Route::Js => return Ok(assets::js()),
+        Route::SignInPage => return Ok(signin::show(req)),
         // Their errors are the body's too (as the `web::Bytes` extractor answered them).
         Route::SignIn => return signin::sign_in(req, state, payload).await,
         Route::SignOut => return signin::sign_out(req, payload).await,
-        Route::Overview => overview::show(req, state).await,
-        Route::OverviewPart => overview::part(req, state),
-        Route::Live => overview::live(req, state),
-        Route::Reach => overview::reach(req, state).await,
-        Route::KillAll => overview::switch_all(req, state, payload, true).await,
-        Route::UnkillAll => overview::switch_all(req, state, payload, false).await,
-        Route::Kill => overview::switch(req, state, payload, true).await,
-        Route::Unkill => overview::switch(req, state, payload, false).await,
-        Route::Pause => overview::pause(req, state, payload).await,
-        Route::NewRelease => create::show(req, state),
-        Route::Create => create::create(req, state, payload).await,
-        Route::Release => release::show(req, state).await,
-        Route::Edit => release::edit(req, state, payload).await,
-        Route::ReleasePart => release::part(req, state).await,
-        Route::RampStart => ramp_form::start(req, state, payload).await,
-        Route::RampPreview => ramp_form::preview(req, state, payload).await,
-        Route::RampPause => ramp_actions::act(req, state, payload, ramp_actions::Op::Pause).await,
-        Route::RampResume => ramp_actions::act(req, state, payload, ramp_actions::Op::Resume).await,
-        Route::RampAbort => ramp_actions::act(req, state, payload, ramp_actions::Op::Abort).await,
-        Route::Promote => ramp_actions::act(req, state, payload, ramp_actions::Op::Promote).await,
-        Route::Fleet => fleet::show(req, state).await,
-        Route::FleetPart => fleet::part(req, state).await,
-        Route::Changes => changes::show(req, state).await,
-        Route::ChangesPart => changes::part(req, state).await,
+        Route::Overview => Box::pin(overview::show(req, state)),
+        Route::OverviewPart => return Ok(overview::part(req, state)?),
+        Route::Live => return Ok(overview::live(req, state)?),
+        Route::Reach => Box::pin(overview::reach(req, state)),
+        Route::KillAll => Box::pin(overview::switch_all(req, state, payload, true)),
+        Route::UnkillAll => Box::pin(overview::switch_all(req, state, payload, false)),
+        Route::Kill => Box::pin(overview::switch(req, state, payload, true)),
+        Route::Unkill => Box::pin(overview::switch(req, state, payload, false)),
+        Route::Pause => Box::pin(overview::pause(req, state, payload)),
+        Route::NewRelease => return Ok(create::show(req, state)?),
+        Route::Create => Box::pin(create::create(req, state, payload)),
+        Route::Release => Box::pin(release::show(req, state)),
+        Route::Edit => Box::pin(release::edit(req, state, payload)),
+        Route::ReleasePart => Box::pin(release::part(req, state)),
+        Route::RampStart => Box::pin(ramp_form::start(req, state, payload)),
+        Route::RampPreview => Box::pin(ramp_form::preview(req, state, payload)),
+        Route::RampPause => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Pause)),
+        Route::RampResume => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Resume)),
+        Route::RampAbort => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Abort)),
+        Route::Promote => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Promote)),
+        Route::Fleet => Box::pin(fleet::show(req, state)),
+        Route::FleetPart => Box::pin(fleet::part(req, state)),
+        Route::Changes => Box::pin(changes::show(req, state)),
+        Route::ChangesPart => Box::pin(changes::part(req, state)),
     };
-    Ok(page?)
+    Ok(page.await?)
 }
 
 /// An HTML page answering with `status`.
@@ -212,17 +215,17 @@ fn layout(
                             ul {
                                 @for env in envs {
                                     li {
-                                        a href=(format!("/console/envs/{env}"))
+                                        a href={ "/console/envs/" (env) }
                                             aria-current=[(current == Some(env.as_str())).then_some("page")] { (env) }
                                     }
                                 }
                             }
                         }
                         @if let Some(env) = current.filter(|e| envs.iter().any(|n| n.as_str() == *e && session.may(Read::SCOPES, n))) {
-                            nav.pages aria-label=(format!("Pages of {env}")) {
+                            nav.pages aria-label={ "Pages of " (env) } {
                                 ul {
                                     @for (page, name) in [("", "Releases"), ("/fleet", "Fleets"), ("/changes", "Changes")] {
-                                        li { a href=(format!("/console/envs/{env}{page}")) { (name) } }
+                                        li { a href={ "/console/envs/" (env) (page) } { (name) } }
                                     }
                                 }
                             }

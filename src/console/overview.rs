@@ -139,12 +139,12 @@ fn switch_dialog(
     let reason_required = throw == Throw::Kill;
     let danger = throw == Throw::Kill;
     html! {
-        dialog id=(id) aria-labelledby=(format!("{id}-title")) {
+        dialog id=(id) aria-labelledby={ (id) "-title" } {
             form method="post" action=(action) {
-                h2 id=(format!("{id}-title")) { (title) }
+                h2 id={ (id) "-title" } { (title) }
                 (consequence)
-                label for=(format!("{id}-reason")) { "Reason" @if !reason_required { " (optional)" } }
-                textarea id=(format!("{id}-reason")) name="reason" rows="3" required[reason_required]
+                label for={ (id) "-reason" } { "Reason" @if !reason_required { " (optional)" } }
+                textarea id={ (id) "-reason" } name="reason" rows="3" required[reason_required]
                     placeholder="e.g. 5xx spike on checkout" {}
                 (csrf_field(session))
                 div.buttons {
@@ -163,10 +163,10 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
     let running = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Running);
     let paused = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Paused);
     html! {
-        li.release id=(format!("release-{key}")) data-state=(standing.as_str()) {
+        li.release id={ "release-" (key) } data-state=(standing.as_str()) {
             div.head {
                 h2 { a href=(base) { (key) } }
-                span class=(format!("badge {}", standing.as_str())) { (standing.label()) }
+                span class={ "badge " (standing.as_str()) } { (standing.label()) }
             }
             p.serving { (serving(release, view)) }
             @if let Some(reason) = release.kill_reason.as_ref().filter(|_| release.killed) {
@@ -177,21 +177,21 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
             @if powers.kill || (powers.halt && running) || (powers.write && paused) {
                 div.actions {
                     @if powers.kill && release.killed {
-                        button type="button" data-dialog=(format!("unkill-{key}")) aria-haspopup="dialog" aria-label=(format!("Unkill {key}…")) { "Unkill…" }
+                        button type="button" data-dialog={ "unkill-" (key) } aria-haspopup="dialog" aria-label={ "Unkill " (key) "…" } { "Unkill…" }
                     } @else if powers.kill {
-                        button.danger type="button" data-dialog=(format!("kill-{key}")) aria-haspopup="dialog" aria-label=(format!("Kill {key}…")) { "Kill…" }
+                        button.danger type="button" data-dialog={ "kill-" (key) } aria-haspopup="dialog" aria-label={ "Kill " (key) "…" } { "Kill…" }
                     }
                     @if powers.halt && running {
-                        form.inline method="post" action=(format!("{base}/pause")) {
+                        form.inline method="post" action={ (base) "/pause" } {
                             (csrf_field(session))
-                            button type="submit" aria-label=(format!("Pause the ramp of {key}")) { "Pause ramp" }
+                            button type="submit" aria-label={ "Pause the ramp of " (key) } { "Pause ramp" }
                         }
                     }
                     @if powers.write && paused && !release.killed {
-                        form.inline method="post" action=(format!("{base}/ramp/resume")) {
+                        form.inline method="post" action={ (base) "/ramp/resume" } {
                             (csrf_field(session))
                             input type="hidden" name="back" value="overview";
-                            button type="submit" aria-label=(format!("Resume the ramp of {key}")) { "Resume ramp" }
+                            button type="submit" aria-label={ "Resume the ramp of " (key) } { "Resume ramp" }
                         }
                     }
                 }
@@ -242,7 +242,7 @@ fn releases_part(env: &EnvName, view: &EnvView, releases: &[ReleaseView], sessio
             @if releases.is_empty() {
                 p { "No releases in " (env) " yet." }
             } @else {
-                ul.releases aria-label=(format!("Releases in {env}")) {
+                ul.releases aria-label={ "Releases in " (env) } {
                     @for release in releases { (release_card(env, view, release, session, &powers)) }
                 }
             }
@@ -354,10 +354,10 @@ async fn page(state: &AppState, env: &EnvName, session: &Session, done: &Done) -
     let envs = session.environments(state);
     let confirmation = confirmation(state, env, &view, done).await;
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/part")) {
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/part" } {
             h1 { "Releases in " (env) }
             @if session.may(Write::SCOPES, env) {
-                p { a.button href=(format!("/console/envs/{env}/new-release")) { "New release" } }
+                p { a.button href={ "/console/envs/" (env) "/new-release" } { "New release" } }
             }
             (confirmation.unwrap_or_default())
             (releases_part(env, &view, &releases, session))

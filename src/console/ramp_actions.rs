@@ -40,7 +40,7 @@ pub(super) fn buttons(env: &EnvName, view: &ReleaseView, session: &Session) -> M
             div.actions {
                 @for (shown, op, label, confirm) in buttons {
                     @if shown {
-                        form.inline method="post" action=(format!("{base}/{op}")) data-confirm=[confirm] {
+                        form.inline method="post" action={ (base) "/" (op) } data-confirm=[confirm] {
                             input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
                             button type="submit" class=[(op == "ramp/abort").then_some("danger")] { (label) }
                         }

@@ -261,7 +261,7 @@ pub(super) fn editor(
         section.panel aria-labelledby="plan-title" {
             h2 id="plan-title" { "Plan a ramp" }
             @if let Some(general) = &problems.general { p.error role="alert" { (general) } }
-            form.plan method="post" action=(action) data-preview=(format!("{action}/preview")) novalidate {
+            form.plan method="post" action=(action) data-preview={ (action) "/preview" } novalidate {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
                 label for="f-candidate" { "Candidate" }
                 select id="f-candidate" name="candidate" {

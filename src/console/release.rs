@@ -102,14 +102,14 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
     html! {
         div id="live-part" data-revision=(view.revision) {
             section.panel aria-labelledby="state-title" {
-                h2 id="state-title" { span class=(format!("badge {}", standing.as_str())) { (standing.label()) } " " (serving(view, &env_view)) }
+                h2 id="state-title" { span class={ "badge " (standing.as_str()) } { (standing.label()) } " " (serving(view, &env_view)) }
                 @if let Some(reason) = view.kill_reason.as_ref().filter(|_| view.killed) { p.reason { "Killed: " (reason) } }
                 @if env_view.kill_all { p.reason { "Kill-all is on in " (env) "." } }
                 @if let Some(line) = ramp_line(view) { p.ramp { (line) } }
                 p.meta { "Revision " (view.revision) "; versions " (view.versions.join(", ")) "; unit " code { (view.unit) } }
                 (super::ramp_actions::buttons(env, view, session))
                 @if session.may(crate::api::auth::Kill::SCOPES, env) {
-                    p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches are on the overview" } }
+                    p { a href={ "/console/envs/" (env) "#release-" (view.key) } { "Kill switches are on the overview" } }
                 }
             }
             @if let Some(plot) = plot { (plot) }
@@ -139,8 +139,8 @@ pub(super) async fn render(
     let (form, problems) = typed.edit.unwrap_or((&fresh, &blank));
     let notice = typed.done.and_then(|d| d.message(view));
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/releases/{}/part", view.key)) {
-            p { a href=(format!("/console/envs/{env}")) { "← Releases in " (env) } }
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/releases/" (view.key) "/part" } {
+            p { a href={ "/console/envs/" (env) } { "← Releases in " (env) } }
             h1 { (view.key) }
             @if let Some(notice) = notice { p.confirmation role="status" { (notice) } }
             @if !view.description.is_empty() { p.description { (view.description) } }

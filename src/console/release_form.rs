@@ -74,13 +74,13 @@ pub(super) fn field(name: &str, label: &str, value: &str, problems: &Problems, h
     html! {
         div.field {
             label for=(id) { (label) }
-            @if let Some(hint) = hint { p.hint id=(format!("{id}-hint")) { (hint) } }
+            @if let Some(hint) = hint { p.hint id={ (id) "-hint" } { (hint) } }
             @if code {
                 textarea.code id=(id) name=(name) rows="3" spellcheck="false" aria-invalid=[invalid] aria-describedby=[described] { (value) }
             } @else {
                 input type="text" id=(id) name=(name) value=(value) aria-invalid=[invalid] aria-describedby=[described];
             }
-            @if let Some(error) = error { p.error id=(format!("{id}-error")) { (error) } }
+            @if let Some(error) = error { p.error id={ (id) "-error" } { (error) } }
         }
     }
 }

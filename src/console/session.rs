@@ -367,6 +367,7 @@ impl Fields {
     }
 
     /// The value of `name`, `None` when the form has no such field.
+    #[inline(never)]
     pub fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
         let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let first = values.next();
@@ -377,11 +378,13 @@ impl Fields {
     }
 
     /// The value of `name`, empty when absent.
+    #[inline(never)]
     pub fn text(&self, name: &str) -> Result<String, FieldError> {
         Ok(self.get(name)?.unwrap_or_default().to_owned())
     }
 
     /// The value of `name` as an owned string, `None` when absent.
+    #[inline(never)]
     pub fn optional(&self, name: &str) -> Result<Option<String>, FieldError> {
         Ok(self.get(name)?.map(str::to_owned))
     }

@@ -18,8 +18,27 @@ const RATE_TOP: f64 = 238.0;
 const RATE_BOTTOM: f64 = 330.0;
 const HEIGHT: f64 = 358.0;
 
-fn f(v: f64) -> String {
-    format!("{v:.1}")
+/// A coordinate with one decimal, written straight into the page: no `String` for each
+/// of the plot's numbers (the console's size budget).
+#[derive(Clone, Copy)]
+struct Coordinate(f64);
+
+impl maud::Render for Coordinate {
+    #[inline(never)]
+    fn render_to(&self, buffer: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(buffer, "{:.1}", self.0);
+    }
+}
+
+impl std::fmt::Display for Coordinate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}", self.0)
+    }
+}
+
+fn f(v: f64) -> Coordinate {
+    Coordinate(v)
 }
 
 /// Where things go: time to x, percents to y in each panel.
@@ -103,7 +122,7 @@ fn kills(history: &History, frame: &Frame) -> Markup {
                 height=(f(RATE_BOTTOM - SHARE_TOP)) {
                 title { (kill.switch.label()) @if let Some(r) = &kill.reason { ": " (r) } }
             }
-            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) dy=(format!("{line:.1}em")) { (kill.switch.label()) }
+            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) dy={ (f(line)) "em" } { (kill.switch.label()) }
         }
     }
 }
@@ -167,16 +186,16 @@ fn rate_line(history: &History, frame: &Frame, side: fn(&RateWindow) -> (u64, u6
     let above = class == "candidate";
     html! {
         @for run in runs.iter().filter(|r| r.len() > 1) {
-            polyline class=(format!("rate {class}")) points=(run.iter().map(|(x, y)| format!("{}, {}", f(*x), f(*y))).collect::<Vec<_>>().join(" ")) {}
+            polyline class={ "rate " (class) } points=(run.iter().map(|(x, y)| format!("{}, {}", f(*x), f(*y))).collect::<Vec<_>>().join(" ")) {}
         }
         @for (window, r) in &points {
-            circle class=(format!("pt {class}")) cx=(f(mid(window))) cy=(f(frame.rate_y(*r))) r="2.5" {
+            circle class={ "pt " (class) } cx=(f(mid(window))) cy=(f(frame.rate_y(*r))) r="2.5" {
                 title { (name) ": " (pct(*r)) " errors from " (clock(window.from_ms)) }
             }
         }
         @if let Some((x, y, r)) = last {
             @let near_end = x > WIDTH - RIGHT - 90.0;
-            text class=(format!("ratelabel {class}")) x=(f(if near_end { x - 5.0 } else { x + 5.0 }))
+            text class={ "ratelabel " (class) } x=(f(if near_end { x - 5.0 } else { x + 5.0 }))
                 y=(f(if above { (y - 6.0).max(RATE_TOP + 9.0) } else { (y + 13.0).min(RATE_BOTTOM - 3.0) }))
                 text-anchor=(if near_end { "end" } else { "start" }) { (name) " " (pct(r)) }
         }
@@ -222,10 +241,10 @@ fn verdicts(history: &History, frame: &Frame) -> Markup {
             @let x = frame.x(verdict.at_ms);
             @let share = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
             line.verdictline x1=(f(x)) x2=(f(x)) y1=(f(SHARE_TOP)) y2=(f(RATE_BOTTOM)) {}
-            circle class=(format!("verdict {}", verdict.verdict)) cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
+            circle class={ "verdict " (verdict.verdict) } cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
                 title { (verdict.text()) }
             }
-            text class=(format!("vlabel {}", verdict.verdict)) x=(f(label_x)) y=(f(BAND)) dy=(if row == 0 { "0" } else { "1.15em" })
+            text class={ "vlabel " (verdict.verdict) } x=(f(label_x)) y=(f(BAND)) dy=(if row == 0 { "0" } else { "1.15em" })
                 text-anchor="middle" {
                 (match verdict.verdict.as_str() { "pass" => "✓ ", "regression" => "✗ ", _ => "? " }) (verdict.outcome())
             }
@@ -247,7 +266,7 @@ fn time_axis(history: &History, frame: &Frame) -> Markup {
 
 /// The key to the lines and marks, as HTML beside the figure (it wraps on a phone).
 pub fn legend(history: &History) -> Markup {
-    let item = |class: &str, text: String| html! { li { span class=(format!("sw {class}")) {} (text) } };
+    let item = |class: &str, text: String| html! { li { span class={ "sw " (class) } {} (text) } };
     html! {
         ul.legend {
             (item("share", format!("share of {}", history.candidate)))
