@@ -254,6 +254,12 @@ pub struct Page {
 
 impl Page {
     fn new(req: &HttpRequest, error: impl Into<ApiError>) -> Self {
+        Page::of(req, error.into())
+    }
+
+    /// [`Page::new`]'s work, once for every kind of error.
+    #[inline(never)]
+    fn of(req: &HttpRequest, error: ApiError) -> Self {
         let next = if req.method() == actix_web::http::Method::GET {
             req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned()
         } else {
@@ -264,7 +270,7 @@ impl Page {
                 .and_then(|r| r.find("/console/").map(|i| r[i..].to_owned()))
                 .unwrap_or_else(|| "/".to_owned())
         };
-        Page { error: error.into(), next }
+        Page { error, next }
     }
 }
 

@@ -41,6 +41,12 @@ fn f(v: f64) -> Coordinate {
     Coordinate(v)
 }
 
+/// A plain `line` element: one copy of its markup for all the plot's plain lines.
+#[inline(never)]
+fn line(class: &str, x1: f64, x2: f64, y1: f64, y2: f64) -> Markup {
+    html! { line class=(class) x1=(f(x1)) x2=(f(x2)) y1=(f(y1)) y2=(f(y2)) {} }
+}
+
 /// Where things go: time to x, percents to y in each panel.
 struct Frame {
     start_ms: u64,
@@ -131,11 +137,11 @@ fn kills(history: &History, frame: &Frame) -> Markup {
 fn grid(ticks: &[f64], y: impl Fn(f64) -> f64, top: f64, bottom: f64) -> Markup {
     html! {
         @for &p in ticks {
-            line.grid x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(y(p))) y2=(f(y(p))) {}
+            (line("grid", LEFT, WIDTH - RIGHT, y(p), y(p)))
             text.tick x=(f(LEFT - 6.0)) y=(f(y(p) + 4.0)) text-anchor="end" { (pct(p)) }
         }
-        line.axis x1=(f(LEFT)) x2=(f(LEFT)) y1=(f(top)) y2=(f(bottom)) {}
-        line.axis x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(bottom)) y2=(f(bottom)) {}
+        (line("axis", LEFT, LEFT, top, bottom))
+        (line("axis", LEFT, WIDTH - RIGHT, bottom, bottom))
     }
 }
 
@@ -157,7 +163,7 @@ fn share_panel(history: &History, frame: &Frame) -> Markup {
                     title { "Step " (step + 1) ": " (pct(segment.percent)) " from " (clock(segment.from_ms)) }
                 }
             } @else {
-                line.other x1=(f(x1)) x2=(f(x2)) y1=(at) y2=(at) {}
+                (line("other", x1, x2, y(segment.percent), y(segment.percent)))
             }
             @let near_end = x1 > WIDTH - RIGHT - 60.0;
             text.label x=(f(if near_end { x2 } else { x1 + 3.0 })) y=(f((y(segment.percent) - 7.0).max(SHARE_TOP + 10.0)))
@@ -240,7 +246,7 @@ fn verdicts(history: &History, frame: &Frame) -> Markup {
         @for (verdict, (label_x, row)) in history.verdicts.iter().zip(placed) {
             @let x = frame.x(verdict.at_ms);
             @let share = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
-            line.verdictline x1=(f(x)) x2=(f(x)) y1=(f(SHARE_TOP)) y2=(f(RATE_BOTTOM)) {}
+            (line("verdictline", x, x, SHARE_TOP, RATE_BOTTOM))
             circle class={ "verdict " (verdict.verdict) } cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
                 title { (verdict.text()) }
             }
