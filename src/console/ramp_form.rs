@@ -141,24 +141,27 @@ impl PlanForm {
         (request, rows)
     }
 
-    /// The form field of a domain error's `field` (`steps[1].percent` → `step2.percent`
-    /// when the form's second row was blank).
-    fn field_of(field: &str, rows: &[usize]) -> Option<String> {
+    /// Puts a domain error beside its form field (`steps[1].percent` → `step2.percent`
+    /// when the form's second row was blank); the guard's errors in the form's unit,
+    /// percent, where the domain (and the API) speaks in fractions.
+    fn place(problems: &mut Problems, field: &str, message: &str, rows: &[usize]) {
         if let Some(rest) = field.strip_prefix("steps[") {
-            let (index, part) = rest.split_once(']')?;
-            let row = rows.get(index.parse::<usize>().ok()?)?;
-            let part = part.strip_prefix('.').filter(|p| *p == "hold").unwrap_or("percent");
-            return Some(format!("step{row}.{part}"));
+            let row = rest.split_once(']').and_then(|(i, part)| Some((rows.get(i.parse::<usize>().ok()?)?, part)));
+            let name = row.map(|(row, part)| {
+                let part = part.strip_prefix('.').filter(|p| *p == "hold").unwrap_or("percent");
+                format!("step{row}.{part}")
+            });
+            return problems.place(name, field, message);
         }
-        let name = match field {
-            "candidate" => "candidate",
-            "guard.max_error_rate_increase" => "increase",
-            "guard.max_error_rate" => "ceiling",
-            "guard.confidence" => "confidence",
-            "guard.min_samples" => "min_samples",
-            _ => return None,
+        let (name, in_percent) = match field {
+            "guard.max_error_rate_increase" => ("increase", "from 0 to below 100 points (e.g. 1 for one point)"),
+            "guard.max_error_rate" => ("ceiling", "between 0 and 100 %"),
+            "guard.confidence" => ("confidence", "from 50 to below 100 % (e.g. 99)"),
+            "guard.min_samples" => return problems.place(Some("min_samples".into()), field, message),
+            "candidate" => return problems.place(Some("candidate".into()), field, message),
+            _ => return problems.place(None, field, message),
         };
-        Some(name.to_owned())
+        problems.fields.insert(name.to_owned(), format!("{name}: {in_percent}"));
     }
 
     /// The plan checked by the domain against `release`: the request and its preview,
@@ -171,7 +174,7 @@ impl PlanForm {
         match plan::build(release, request.clone(), super::now_ms()) {
             Ok(ramp) => Some((request, describe(&ramp))),
             Err(e) => {
-                problems.place(Self::field_of(&e.field, &rows), &e.field, &e.message);
+                Self::place(problems, &e.field, &e.message, &rows);
                 None
             }
         }
@@ -329,7 +332,7 @@ pub(super) async fn start(req: &HttpRequest, state: &AppState, payload: web::Pay
                 };
                 if let ReleaseError::Invalid { field, message } = &error {
                     let (_, rows) = form.request(&mut Problems::default());
-                    problems.place(PlanForm::field_of(field, &rows), field, message);
+                    PlanForm::place(&mut problems, field, message, &rows);
                 } else if let Some(other) = problems.release_error(error, &[]) {
                     return Err(Page::new(req, other));
                 }
@@ -379,6 +382,23 @@ mod tests {
         let mut problems = Problems::default();
         assert!(form.check(&release, &mut problems).is_none());
         assert!(problems.fields["step2.percent"].contains("percents must rise"), "{:?}", problems.fields);
+        // The guard's errors speak the form's unit, percent, not the API's fractions.
+        form.steps.insert("step2.percent".into(), "30".into());
+        for (name, typed, error) in [
+            ("increase", "100", "increase: from 0 to below 100 points (e.g. 1 for one point)"),
+            ("ceiling", "150", "ceiling: between 0 and 100 %"),
+            ("confidence", "0.99", "confidence: from 50 to below 100 % (e.g. 99)"),
+        ] {
+            let mut typo = form.clone();
+            match name {
+                "increase" => typo.increase = typed.into(),
+                "ceiling" => typo.ceiling = typed.into(),
+                _ => typo.confidence = typed.into(),
+            }
+            let mut problems = Problems::default();
+            assert!(typo.check(&release, &mut problems).is_none(), "{name} {typed}");
+            assert_eq!(problems.fields.get(name).map(String::as_str), Some(error), "{:?}", problems.fields);
+        }
         form.confidence = "very".into();
         let mut problems = Problems::default();
         form.check(&release, &mut problems);
