@@ -1,7 +1,7 @@
 //! The console's stylesheet and script, embedded in the binary: nothing is fetched from
 //! anywhere else, at build time or at run time.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 
 /// The stylesheet's URL (the version in the query busts caches across upgrades).
 pub const CSS_PATH: &str = concat!("/console/assets/console.css?v=", env!("CARGO_PKG_VERSION"));
@@ -11,9 +11,10 @@ pub const JS_PATH: &str = concat!("/console/assets/console.js?v=", env!("CARGO_P
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/assets/console.css", web::get().to(css)).route("/console/assets/console.js", web::get().to(js));
-}
+/// The stylesheet's route.
+pub const CSS_ROUTE: &str = "/console/assets/console.css";
+/// The script's route.
+pub const JS_ROUTE: &str = "/console/assets/console.js";
 
 fn asset(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -23,10 +24,10 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-async fn css() -> HttpResponse {
+pub fn css() -> HttpResponse {
     asset("text/css; charset=utf-8", CSS)
 }
 
-async fn js() -> HttpResponse {
+pub fn js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", JS)
 }

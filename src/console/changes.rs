@@ -5,10 +5,10 @@
 use super::session::Viewer;
 use super::{Page, ago, html_response, layout, now_ms, percent};
 use crate::api::AppState;
-use crate::api::auth::Read;
+use crate::api::auth::{Policy, Read};
 use crate::store::{Action, AuditEntry, AuditQuery, EnvName};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use maud::{Markup, html};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -17,11 +17,6 @@ use std::collections::BTreeSet;
 const HOUR_MS: u64 = 3_600_000;
 /// Most entries it shows.
 const MAX_ENTRIES: usize = 200;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/envs/{env}/changes", web::get().to(show))
-        .route("/console/envs/{env}/changes/part", web::get().to(part));
-}
 
 /// A stored allocation (bucket units) in percent; 0 when absent.
 fn share(release: Option<&Value>, version: &str) -> f64 {
@@ -105,7 +100,7 @@ fn changes_part(env: &EnvName, entries: &[AuditEntry], now: u64) -> Markup {
                                 td.actor { (e.actor) }
                                 td { (e.action.as_str()) }
                                 td { @if let Some(key) = &e.release {
-                                    a href=(format!("/console/envs/{env}/releases/{key}")) { (key) }
+                                    a href={ "/console/envs/" (env) "/releases/" (key) } { (key) }
                                 } @else { "(environment)" } }
                                 td.change { (change(e)) }
                                 td.why { (e.reason.as_deref().unwrap_or("")) }
@@ -121,13 +116,14 @@ fn changes_part(env: &EnvName, entries: &[AuditEntry], now: u64) -> Markup {
     }
 }
 
-async fn show(req: HttpRequest, state: web::Data<AppState>, viewer: Viewer<Read>) -> Result<HttpResponse, Page> {
+pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
     let (env, now) = (&viewer.env, now_ms());
-    crate::api::served(&state, env).map_err(|e| Page::new(&req, e))?;
-    let entries = recent(&state, env, now).await?;
-    let envs = viewer.session.environments(&state);
+    crate::api::served(state, env).map_err(|e| Page::new(req, e))?;
+    let entries = recent(state, env, now).await?;
+    let envs = viewer.session.environments(state);
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/changes/part")) data-every="15000" {
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/changes/part" } data-every="15000" {
             h1 { "Changes in " (env) " in the last hour" }
             (changes_part(env, &entries, now))
         }
@@ -136,9 +132,10 @@ async fn show(req: HttpRequest, state: web::Data<AppState>, viewer: Viewer<Read>
     Ok(html_response(StatusCode::OK, layout(&title, Some((&viewer.session, &envs)), Some(env.as_str()), main)))
 }
 
-async fn part(state: web::Data<AppState>, viewer: Viewer<Read>) -> Result<HttpResponse, Page> {
+pub(super) async fn part(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
     let now = now_ms();
-    let entries = recent(&state, &viewer.env, now).await?;
+    let entries = recent(state, &viewer.env, now).await?;
     Ok(html_response(StatusCode::OK, changes_part(&viewer.env, &entries, now)))
 }
 

@@ -4,31 +4,17 @@
 //! Heartbeats are not changes, so besides following the change stream (reassignments
 //! are) the page asks again every few seconds.
 
-use super::session::Viewer;
+use super::session::{Fields, Viewer, query_error};
 use super::{Page, ago, html_response, layout, now_ms, percent};
 use crate::api::AppState;
-use crate::api::auth::Read;
+use crate::api::auth::{Policy, Read};
 use crate::fleet::NodeView;
 use crate::releases::ReleaseView;
 use crate::store::EnvName;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use maud::{Markup, html};
-use serde::Deserialize;
 use std::collections::BTreeSet;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/envs/{env}/fleet", web::get().to(show))
-        .route("/console/envs/{env}/fleet/part", web::get().to(part));
-}
-
-#[derive(Deserialize, Default)]
-struct FleetQuery {
-    /// A fleet to show besides those the releases deploy to (one whose nodes report
-    /// before any release names it).
-    #[serde(default)]
-    fleet: Option<String>,
-}
 
 /// One fleet: its releases and live nodes.
 struct Fleet {
@@ -69,7 +55,7 @@ fn batch_line(env: &EnvName, release: &ReleaseView, nodes: &[NodeView]) -> Marku
     });
     html! {
         li data-release=(release.key) {
-            a href=(format!("/console/envs/{env}/releases/{}", release.key)) { (release.key) } ": "
+            a href={ "/console/envs/" (env) "/releases/" (release.key) } { (release.key) } ": "
             strong { (candidate) " on " (batch.len()) " of " (nodes.len()) " node" @if nodes.len() != 1 { "s" } }
             (ramp.unwrap_or_else(|| match release.fleet_nodes {
                 Some(k) => format!(" ({k} node{} asked)", if k == 1 { "" } else { "s" }),
@@ -92,8 +78,8 @@ fn fleet_section(env: &EnvName, fleet: &Fleet, now: u64) -> Markup {
             .any(|r| candidate(r).is_some_and(|c| node.assigned.get(&r.key).map(String::as_str) == Some(c)))
     };
     html! {
-        section.panel.fleet data-fleet=(fleet.name) aria-labelledby=(format!("fleet-{}", fleet.name)) {
-            h2 id=(format!("fleet-{}", fleet.name)) { "Fleet " (fleet.name) }
+        section.panel.fleet data-fleet=(fleet.name) aria-labelledby={ "fleet-" (fleet.name) } {
+            h2 id={ "fleet-" (fleet.name) } { "Fleet " (fleet.name) }
             @if fleet.releases.is_empty() {
                 p.meta { "No release deploys to this fleet." }
             } @else {
@@ -136,23 +122,30 @@ fn fleets_part(env: &EnvName, fleets: &[Fleet]) -> Markup {
     }
 }
 
-async fn show(
-    state: web::Data<AppState>,
-    viewer: Viewer<Read>,
-    query: web::Query<FleetQuery>,
-) -> Result<HttpResponse, Page> {
+/// The query's `fleet`: a fleet to show besides those the releases deploy to (one whose
+/// nodes report before any release names it).
+fn extra(req: &HttpRequest) -> Result<Option<String>, HttpResponse> {
+    Fields::query(req).optional("fleet").map_err(|e| query_error(e).error_response())
+}
+
+pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
+    let query = match extra(req) {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
     let env = &viewer.env;
-    let extra = query.fleet.as_deref().filter(|f| crate::fleet::valid_name(f));
-    let fleets = fleets(&state, env, extra).await?;
-    let envs = viewer.session.environments(&state);
+    let extra = query.as_deref().filter(|f| crate::fleet::valid_name(f));
+    let fleets = fleets(state, env, extra).await?;
+    let envs = viewer.session.environments(state);
     let part = match extra {
         Some(f) => format!("/console/envs/{env}/fleet/part?fleet={f}"),
         None => format!("/console/envs/{env}/fleet/part"),
     };
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(part) data-every="5000" {
+        div data-live={ "/console/envs/" (env) "/live" } data-part=(part) data-every="5000" {
             h1 { "Fleets in " (env) }
-            form.showfleet method="get" action=(format!("/console/envs/{env}/fleet")) {
+            form.showfleet method="get" action={ "/console/envs/" (env) "/fleet" } {
                 label for="fleet-name" { "Show a fleet by name" }
                 input type="text" id="fleet-name" name="fleet" value=(extra.unwrap_or_default()) autocomplete="off";
                 button type="submit" { "Show" }
@@ -164,11 +157,12 @@ async fn show(
     Ok(html_response(StatusCode::OK, layout(&title, Some((&viewer.session, &envs)), Some(env.as_str()), main)))
 }
 
-async fn part(
-    state: web::Data<AppState>,
-    viewer: Viewer<Read>,
-    query: web::Query<FleetQuery>,
-) -> Result<HttpResponse, Page> {
-    let fleets = fleets(&state, &viewer.env, query.fleet.as_deref()).await?;
+pub(super) async fn part(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Read::SCOPES)?;
+    let query = match extra(req) {
+        Ok(query) => query,
+        Err(response) => return Ok(response),
+    };
+    let fleets = fleets(state, &viewer.env, query.as_deref()).await?;
     Ok(html_response(StatusCode::OK, fleets_part(&viewer.env, &fleets)))
 }

@@ -23,23 +23,158 @@ mod signin;
 use crate::api::ApiError;
 use crate::api::auth::{Policy, Read};
 use crate::auth::AuthError;
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
+use futures_util::future::LocalBoxFuture;
 use maud::{DOCTYPE, Markup, html};
 use session::Session;
 
+/// What a console route does: the one handler, [`dispatch`], reads it from the
+/// resource's data.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Home,
+    Css,
+    Js,
+    SignInPage,
+    SignIn,
+    SignOut,
+    Overview,
+    OverviewPart,
+    Live,
+    Reach,
+    KillAll,
+    UnkillAll,
+    Kill,
+    Unkill,
+    Pause,
+    NewRelease,
+    Create,
+    Release,
+    Edit,
+    ReleasePart,
+    RampStart,
+    RampPreview,
+    RampPause,
+    RampResume,
+    RampAbort,
+    Promote,
+    Fleet,
+    FleetPart,
+    Changes,
+    ChangesPart,
+}
+
+/// Which method a route answers.
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+}
+
+/// Every route below `/console/`: the method, the path, what it does.
+const ROUTES: &[(Verb, &str, Route)] = {
+    use Route::*;
+    use Verb::{Get, Post};
+    &[
+        (Get, assets::CSS_ROUTE, Css),
+        (Get, assets::JS_ROUTE, Js),
+        (Get, "/console/sign-in", SignInPage),
+        (Post, "/console/sign-in", SignIn),
+        (Post, "/console/sign-out", SignOut),
+        (Get, "/console/envs/{env}", Overview),
+        (Get, "/console/envs/{env}/part", OverviewPart),
+        (Get, "/console/envs/{env}/live", Live),
+        (Get, "/console/envs/{env}/reach", Reach),
+        (Post, "/console/envs/{env}/kill-all", KillAll),
+        (Post, "/console/envs/{env}/unkill-all", UnkillAll),
+        (Post, "/console/envs/{env}/releases/{key}/kill", Kill),
+        (Post, "/console/envs/{env}/releases/{key}/unkill", Unkill),
+        (Post, "/console/envs/{env}/releases/{key}/pause", Pause),
+        (Get, "/console/envs/{env}/new-release", NewRelease),
+        (Post, "/console/envs/{env}/new-release", Create),
+        (Post, "/console/envs/{env}/releases/{key}/ramp", RampStart),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/preview", RampPreview),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/pause", RampPause),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/resume", RampResume),
+        (Post, "/console/envs/{env}/releases/{key}/ramp/abort", RampAbort),
+        (Post, "/console/envs/{env}/releases/{key}/promote", Promote),
+        (Get, "/console/envs/{env}/releases/{key}", Release),
+        (Post, "/console/envs/{env}/releases/{key}", Edit),
+        (Get, "/console/envs/{env}/releases/{key}/part", ReleasePart),
+        (Get, "/console/envs/{env}/fleet", Fleet),
+        (Get, "/console/envs/{env}/fleet/part", FleetPart),
+        (Get, "/console/envs/{env}/changes", Changes),
+        (Get, "/console/envs/{env}/changes/part", ChangesPart),
+    ]
+};
+
 /// Registers the console's routes.
+///
+/// Every route has the one handler [`dispatch`], told apart by the [`Route`] in its
+/// resource's data: actix-web builds a handler service, an extractor future and a
+/// response future for each handler type, and the console's size budget cannot pay for
+/// 29 of them. Each path and method is a resource of its own, as `ServiceConfig::route`
+/// makes them, so an unserved method answers as before (the API's 404 below `/console/`,
+/// 405 at `/`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(overview::home))
-        .configure(assets::configure)
-        .configure(signin::configure)
-        .configure(overview::configure)
-        .configure(create::configure)
-        .configure(ramp_form::configure)
-        .configure(ramp_actions::configure)
-        .configure(release::configure)
-        .configure(fleet::configure)
-        .configure(changes::configure);
+    cfg.service(web::resource("/").app_data(Route::Home).route(web::get().to(dispatch)));
+    for &(verb, path, route) in ROUTES {
+        let method = match verb {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        };
+        cfg.service(web::resource(path).guard(guard::Method(method)).app_data(route).to(dispatch));
+    }
+}
+
+/// The `{key}` of the path, percent-decoded as `web::Path` decodes it.
+fn key(req: &HttpRequest) -> String {
+    let raw = req.match_info().get("key").unwrap_or_default();
+    percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()
+}
+
+/// The console's one handler: the route's checks and its page or action.
+async fn dispatch(req: HttpRequest, payload: web::Payload) -> actix_web::Result<HttpResponse> {
+    let route = *req.app_data::<Route>().ok_or_else(|| ApiError::Internal("console route".into()))?;
+    let state = session::app_state(&req)?;
+    let req = &req;
+    // Each page's future is boxed: `dispatch` is then a small state machine awaiting one
+    // `dyn Future`, rather than one holding every page's states inline.
+    let page: LocalBoxFuture<'_, Result<HttpResponse, Page>> = match route {
+        Route::Home => Box::pin(overview::home(req, state)),
+        Route::Css => return Ok(assets::css()),
+        Route::Js => return Ok(assets::js()),
+        Route::SignInPage => return Ok(signin::show(req)),
+        // Their errors are the body's too (as the `web::Bytes` extractor answered them).
+        Route::SignIn => return signin::sign_in(req, state, payload).await,
+        Route::SignOut => return signin::sign_out(req, payload).await,
+        Route::Overview => Box::pin(overview::show(req, state)),
+        Route::OverviewPart => return Ok(overview::part(req, state)?),
+        Route::Live => return Ok(overview::live(req, state)?),
+        Route::Reach => Box::pin(overview::reach(req, state)),
+        Route::KillAll => Box::pin(overview::switch_all(req, state, payload, true)),
+        Route::UnkillAll => Box::pin(overview::switch_all(req, state, payload, false)),
+        Route::Kill => Box::pin(overview::switch(req, state, payload, true)),
+        Route::Unkill => Box::pin(overview::switch(req, state, payload, false)),
+        Route::Pause => Box::pin(overview::pause(req, state, payload)),
+        Route::NewRelease => return Ok(create::show(req, state)?),
+        Route::Create => Box::pin(create::create(req, state, payload)),
+        Route::Release => Box::pin(release::show(req, state)),
+        Route::Edit => Box::pin(release::edit(req, state, payload)),
+        Route::ReleasePart => Box::pin(release::part(req, state)),
+        Route::RampStart => Box::pin(ramp_form::start(req, state, payload)),
+        Route::RampPreview => Box::pin(ramp_form::preview(req, state, payload)),
+        Route::RampPause => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Pause)),
+        Route::RampResume => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Resume)),
+        Route::RampAbort => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Abort)),
+        Route::Promote => Box::pin(ramp_actions::act(req, state, payload, ramp_actions::Op::Promote)),
+        Route::Fleet => Box::pin(fleet::show(req, state)),
+        Route::FleetPart => Box::pin(fleet::part(req, state)),
+        Route::Changes => Box::pin(changes::show(req, state)),
+        Route::ChangesPart => Box::pin(changes::part(req, state)),
+    };
+    Ok(page.await?)
 }
 
 /// An HTML page answering with `status`.
@@ -80,17 +215,17 @@ fn layout(
                             ul {
                                 @for env in envs {
                                     li {
-                                        a href=(format!("/console/envs/{env}"))
+                                        a href={ "/console/envs/" (env) }
                                             aria-current=[(current == Some(env.as_str())).then_some("page")] { (env) }
                                     }
                                 }
                             }
                         }
                         @if let Some(env) = current.filter(|e| envs.iter().any(|n| n.as_str() == *e && session.may(Read::SCOPES, n))) {
-                            nav.pages aria-label=(format!("Pages of {env}")) {
+                            nav.pages aria-label={ "Pages of " (env) } {
                                 ul {
                                     @for (page, name) in [("", "Releases"), ("/fleet", "Fleets"), ("/changes", "Changes")] {
-                                        li { a href=(format!("/console/envs/{env}{page}")) { (name) } }
+                                        li { a href={ "/console/envs/" (env) (page) } { (name) } }
                                     }
                                 }
                             }
@@ -119,6 +254,12 @@ pub struct Page {
 
 impl Page {
     fn new(req: &HttpRequest, error: impl Into<ApiError>) -> Self {
+        Page::of(req, error.into())
+    }
+
+    /// [`Page::new`]'s work, once for every kind of error.
+    #[inline(never)]
+    fn of(req: &HttpRequest, error: ApiError) -> Self {
         let next = if req.method() == actix_web::http::Method::GET {
             req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned()
         } else {
@@ -129,7 +270,7 @@ impl Page {
                 .and_then(|r| r.find("/console/").map(|i| r[i..].to_owned()))
                 .unwrap_or_else(|| "/".to_owned())
         };
-        Page { error: error.into(), next }
+        Page { error, next }
     }
 }
 

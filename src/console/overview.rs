@@ -2,7 +2,7 @@
 //! paused, killed; the kill-all banner), the kill switches, the confirmation of a kill
 //! arriving, and the event stream the page follows.
 
-use super::session::{Action, Session, Viewer};
+use super::session::{Action, FieldError, Fields, Session, Viewer, form_error, query_error};
 use super::{Page, ago, html_response, layout, now_ms, percent, see_other};
 use crate::api::auth::{Kill, Observe, Policy, Write};
 use crate::api::ramp::Halt;
@@ -14,22 +14,9 @@ use crate::store::EnvName;
 use crate::stream::Listener;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CacheControl, CacheDirective};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use cohort_sdk::RampState;
 use maud::{Markup, html};
-use serde::Deserialize;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/envs/{env}", web::get().to(show))
-        .route("/console/envs/{env}/part", web::get().to(part))
-        .route("/console/envs/{env}/live", web::get().to(live))
-        .route("/console/envs/{env}/reach", web::get().to(reach))
-        .route("/console/envs/{env}/kill-all", web::post().to(kill_all))
-        .route("/console/envs/{env}/unkill-all", web::post().to(unkill_all))
-        .route("/console/envs/{env}/releases/{key}/kill", web::post().to(kill))
-        .route("/console/envs/{env}/releases/{key}/unkill", web::post().to(unkill))
-        .route("/console/envs/{env}/releases/{key}/pause", web::post().to(pause));
-}
 
 /// What a session may do in an environment: what the page offers. The server checks
 /// the same policies again on every action.
@@ -152,12 +139,12 @@ fn switch_dialog(
     let reason_required = throw == Throw::Kill;
     let danger = throw == Throw::Kill;
     html! {
-        dialog id=(id) aria-labelledby=(format!("{id}-title")) {
+        dialog id=(id) aria-labelledby={ (id) "-title" } {
             form method="post" action=(action) {
-                h2 id=(format!("{id}-title")) { (title) }
+                h2 id={ (id) "-title" } { (title) }
                 (consequence)
-                label for=(format!("{id}-reason")) { "Reason" @if !reason_required { " (optional)" } }
-                textarea id=(format!("{id}-reason")) name="reason" rows="3" required[reason_required]
+                label for={ (id) "-reason" } { "Reason" @if !reason_required { " (optional)" } }
+                textarea id={ (id) "-reason" } name="reason" rows="3" required[reason_required]
                     placeholder="e.g. 5xx spike on checkout" {}
                 (csrf_field(session))
                 div.buttons {
@@ -176,10 +163,10 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
     let running = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Running);
     let paused = release.ramp.as_ref().is_some_and(|r| r.state == RampState::Paused);
     html! {
-        li.release id=(format!("release-{key}")) data-state=(standing.as_str()) {
+        li.release id={ "release-" (key) } data-state=(standing.as_str()) {
             div.head {
                 h2 { a href=(base) { (key) } }
-                span class=(format!("badge {}", standing.as_str())) { (standing.label()) }
+                span class={ "badge " (standing.as_str()) } { (standing.label()) }
             }
             p.serving { (serving(release, view)) }
             @if let Some(reason) = release.kill_reason.as_ref().filter(|_| release.killed) {
@@ -190,21 +177,21 @@ fn release_card(env: &EnvName, view: &EnvView, release: &ReleaseView, session: &
             @if powers.kill || (powers.halt && running) || (powers.write && paused) {
                 div.actions {
                     @if powers.kill && release.killed {
-                        button type="button" data-dialog=(format!("unkill-{key}")) aria-haspopup="dialog" aria-label=(format!("Unkill {key}…")) { "Unkill…" }
+                        button type="button" data-dialog={ "unkill-" (key) } aria-haspopup="dialog" aria-label={ "Unkill " (key) "…" } { "Unkill…" }
                     } @else if powers.kill {
-                        button.danger type="button" data-dialog=(format!("kill-{key}")) aria-haspopup="dialog" aria-label=(format!("Kill {key}…")) { "Kill…" }
+                        button.danger type="button" data-dialog={ "kill-" (key) } aria-haspopup="dialog" aria-label={ "Kill " (key) "…" } { "Kill…" }
                     }
                     @if powers.halt && running {
-                        form.inline method="post" action=(format!("{base}/pause")) {
+                        form.inline method="post" action={ (base) "/pause" } {
                             (csrf_field(session))
-                            button type="submit" aria-label=(format!("Pause the ramp of {key}")) { "Pause ramp" }
+                            button type="submit" aria-label={ "Pause the ramp of " (key) } { "Pause ramp" }
                         }
                     }
                     @if powers.write && paused && !release.killed {
-                        form.inline method="post" action=(format!("{base}/ramp/resume")) {
+                        form.inline method="post" action={ (base) "/ramp/resume" } {
                             (csrf_field(session))
                             input type="hidden" name="back" value="overview";
-                            button type="submit" aria-label=(format!("Resume the ramp of {key}")) { "Resume ramp" }
+                            button type="submit" aria-label={ "Resume the ramp of " (key) } { "Resume ramp" }
                         }
                     }
                 }
@@ -255,7 +242,7 @@ fn releases_part(env: &EnvName, view: &EnvView, releases: &[ReleaseView], sessio
             @if releases.is_empty() {
                 p { "No releases in " (env) " yet." }
             } @else {
-                ul.releases aria-label=(format!("Releases in {env}")) {
+                ul.releases aria-label={ "Releases in " (env) } {
                     @for release in releases { (release_card(env, view, release, session, &powers)) }
                 }
             }
@@ -264,18 +251,26 @@ fn releases_part(env: &EnvName, view: &EnvView, releases: &[ReleaseView], sessio
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The query of the page after an action: what was just done, for its confirmation.
+#[derive(Default)]
 pub(super) struct Done {
     /// What was just done: `kill`, `unkill`, `kill-all`, `unkill-all`, `pause`.
-    #[serde(default)]
     done: Option<String>,
-    #[serde(default)]
     key: Option<String>,
-    #[serde(default)]
     revision: Option<u64>,
     /// `0` when only this instance serves the kill so far (the store could not take it).
-    #[serde(default)]
     stored: Option<u8>,
+}
+
+impl Done {
+    fn of(query: &Fields) -> Result<Done, FieldError> {
+        Ok(Done {
+            done: query.optional("done")?,
+            key: query.optional("key")?,
+            revision: query.number("revision")?,
+            stored: query.number("stored")?,
+        })
+    }
 }
 
 /// "Applied by 41 of 42 SDKs, delivered to 130 streams; not yet: web-7f3, last seen 3 s ago".
@@ -359,10 +354,10 @@ async fn page(state: &AppState, env: &EnvName, session: &Session, done: &Done) -
     let envs = session.environments(state);
     let confirmation = confirmation(state, env, &view, done).await;
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/part")) {
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/part" } {
             h1 { "Releases in " (env) }
             @if session.may(Write::SCOPES, env) {
-                p { a.button href=(format!("/console/envs/{env}/new-release")) { "New release" } }
+                p { a.button href={ "/console/envs/" (env) "/new-release" } { "New release" } }
             }
             (confirmation.unwrap_or_default())
             (releases_part(env, &view, &releases, session))
@@ -373,56 +368,55 @@ async fn page(state: &AppState, env: &EnvName, session: &Session, done: &Done) -
 
 /// `/`: the overview of the first environment the session may see (production first),
 /// or the sign-in form.
-pub async fn home(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Page> {
-    let session = Session::of(&req).map_err(|e| Page::new(&req, e))?;
-    let envs = session.environments(&state);
+pub(super) async fn home(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let session = Session::of(req).map_err(|e| Page::new(req, e))?;
+    let envs = session.environments(state);
     let env = envs.iter().find(|e| e.as_str() == "production").or_else(|| envs.first()).cloned().ok_or_else(|| {
-        Page::new(&req, ApiError::Auth(AuthError::MissingScope { needed: "read".into(), have: String::new() }))
+        Page::new(req, ApiError::Auth(AuthError::MissingScope { needed: "read".into(), have: String::new() }))
     })?;
-    session.principal.authorize_any(Observe::SCOPES, &env).map_err(|e| Page::new(&req, e))?;
-    let markup = page(&state, &env, &session, &Done::default()).await.map_err(|e| Page::new(&req, e))?;
+    session.principal.authorize_any(Observe::SCOPES, &env).map_err(|e| Page::new(req, e))?;
+    let markup = page(state, &env, &session, &Done::default()).await.map_err(|e| Page::new(req, e))?;
     Ok(html_response(StatusCode::OK, markup))
 }
 
-async fn show(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    viewer: Viewer<Observe>,
-    done: web::Query<Done>,
-) -> Result<HttpResponse, Page> {
-    let markup = page(&state, &viewer.env, &viewer.session, &done).await.map_err(|e| Page::new(&req, e))?;
+pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let done = match Done::of(&Fields::query(req)) {
+        Ok(done) => done,
+        Err(error) => return Ok(query_error(error).error_response()),
+    };
+    let markup = page(state, &viewer.env, &viewer.session, &done).await.map_err(|e| Page::new(req, e))?;
     Ok(html_response(StatusCode::OK, markup))
 }
 
 /// The live part alone, fetched by the page when the environment changes.
-async fn part(req: HttpRequest, state: web::Data<AppState>, viewer: Viewer<Observe>) -> Result<HttpResponse, Page> {
-    let (view, releases) = state.releases.list(&viewer.env).map_err(|e| Page::new(&req, e))?;
+pub(super) fn part(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let (view, releases) = state.releases.list(&viewer.env).map_err(|e| Page::new(req, e))?;
     Ok(html_response(StatusCode::OK, releases_part(&viewer.env, &view, &releases, &viewer.session)))
 }
 
-#[derive(Deserialize)]
-struct RevisionQuery {
-    revision: u64,
-}
-
-/// The confirmation line for a revision, polled by the page until it is confirmed.
-async fn reach(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    viewer: Viewer<Observe>,
-    query: web::Query<RevisionQuery>,
-) -> Result<HttpResponse, Page> {
-    let reach = crate::reach::reach(state.releases.store(), &state.streams, &viewer.env, query.revision)
+/// The confirmation line for a revision (the query's `revision`), polled by the page
+/// until it is confirmed.
+pub(super) async fn reach(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let revision = match Fields::query(req).number("revision") {
+        Ok(Some(revision)) => revision,
+        Ok(None) => return Ok(query_error(FieldError::Missing("revision".into())).error_response()),
+        Err(error) => return Ok(query_error(error).error_response()),
+    };
+    let reach = crate::reach::reach(state.releases.store(), &state.streams, &viewer.env, revision)
         .await
-        .map_err(|e| Page::new(&req, ApiError::from(e)))?;
+        .map_err(|e| Page::new(req, ApiError::from(e)))?;
     Ok(html_response(StatusCode::OK, reach_markup(&viewer.env, &reach)))
 }
 
 /// The environment's change stream, for the page to refresh itself when anyone (CLI,
 /// API, ramp driver, another instance) changes a release. It starts at the revision
 /// served now, so it carries only what changes after.
-async fn live(req: HttpRequest, state: web::Data<AppState>, viewer: Viewer<Observe>) -> Result<HttpResponse, Page> {
-    let served = crate::api::served(&state, &viewer.env).map_err(|e| Page::new(&req, e))?;
+pub(super) fn live(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let served = crate::api::served(state, &viewer.env).map_err(|e| Page::new(req, e))?;
     let subscription = state.streams.subscribe(&viewer.env, Some(served.revision()), Listener::Console);
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -432,15 +426,9 @@ async fn live(req: HttpRequest, state: web::Data<AppState>, viewer: Viewer<Obser
         .streaming(subscription.into_stream()))
 }
 
-#[derive(Deserialize)]
-struct KeyPath {
-    key: String,
-}
-
-#[derive(Deserialize)]
-struct ReasonForm {
-    #[serde(default)]
-    reason: Option<String>,
+/// The kill form's optional reason.
+fn reason(req: &HttpRequest, action: &Action) -> Result<Option<String>, Page> {
+    action.form.optional("reason").map_err(|e| form_error(req, e))
 }
 
 fn back(env: &EnvName, what: &str, key: Option<&str>, revision: u64, stored: bool) -> HttpResponse {
@@ -448,84 +436,51 @@ fn back(env: &EnvName, what: &str, key: Option<&str>, revision: u64, stored: boo
     see_other(&format!("/console/envs/{env}?done={what}{key}&revision={revision}&stored={}", u8::from(stored)))
 }
 
-async fn switch(
+/// A release's kill switch, on or off.
+pub(super) async fn switch(
     req: &HttpRequest,
     state: &AppState,
-    action: Action<Kill, ReasonForm>,
-    key: &str,
+    payload: web::Payload,
     on: bool,
 ) -> Result<HttpResponse, Page> {
-    let reason = action.form.reason;
+    let key = super::key(req);
+    let action = Action::check(req, payload, Kill::SCOPES).await?;
+    let reason = reason(req, &action)?;
     let answer = state
         .ramps
-        .kill_release(&action.env, &action.session.actor(), key, on, reason)
+        .kill_release(&action.env, &action.session.actor(), &key, on, reason)
         .await
         .map_err(|e| Page::new(req, e))?;
     let what = if on { "kill" } else { "unkill" };
-    Ok(back(&action.env, what, Some(key), answer.view.revision, answer.persisted))
+    Ok(back(&action.env, what, Some(&key), answer.view.revision, answer.persisted))
 }
 
-async fn kill(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Kill, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    switch(&req, &state, action, &path.key, true).await
-}
-
-async fn unkill(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Kill, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    switch(&req, &state, action, &path.key, false).await
-}
-
-async fn switch_all(
+/// The environment's kill-all, on or off.
+pub(super) async fn switch_all(
     req: &HttpRequest,
     state: &AppState,
-    action: Action<Kill, ReasonForm>,
+    payload: web::Payload,
     on: bool,
 ) -> Result<HttpResponse, Page> {
+    let action = Action::check(req, payload, Kill::SCOPES).await?;
+    let reason = reason(req, &action)?;
     let answer = state
         .ramps
-        .kill_environment(&action.env, &action.session.actor(), on, action.form.reason)
+        .kill_environment(&action.env, &action.session.actor(), on, reason)
         .await
         .map_err(|e| Page::new(req, e))?;
     let what = if on { "kill-all" } else { "unkill-all" };
     Ok(back(&action.env, what, None, answer.view.revision, answer.persisted))
 }
 
-async fn kill_all(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    action: Action<Kill, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    switch_all(&req, &state, action, true).await
-}
-
-async fn unkill_all(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    action: Action<Kill, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    switch_all(&req, &state, action, false).await
-}
-
-async fn pause(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Halt, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    let view = state
-        .ramps
-        .pause(&action.env, &action.session.actor(), &path.key, action.form.reason)
-        .await
-        .map_err(|e| Page::new(&req, e))?;
-    Ok(back(&action.env, "pause", Some(&path.key), view.revision, true))
+/// Pauses a release's ramp from the overview.
+pub(super) async fn pause(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<HttpResponse, Page> {
+    let key = super::key(req);
+    let action = Action::check(req, payload, Halt::SCOPES).await?;
+    let reason = reason(req, &action)?;
+    let view =
+        state.ramps.pause(&action.env, &action.session.actor(), &key, reason).await.map_err(|e| Page::new(req, e))?;
+    Ok(back(&action.env, "pause", Some(&key), view.revision, true))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! CSRF-checked POST through the same `Ramps` operation as the API, offered only to a
 //! session allowed it and authorised again by [`Action`] on the server.
 
-use super::release::KeyPath;
 use super::session::{Action, CSRF_FIELD, Session};
 use super::{Page, see_other};
 use crate::api::AppState;
@@ -13,15 +12,6 @@ use crate::store::EnvName;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cohort_sdk::RampState;
 use maud::{Markup, html};
-use serde::Deserialize;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let base = "/console/envs/{env}/releases/{key}";
-    cfg.route(&format!("{base}/ramp/pause"), web::post().to(pause))
-        .route(&format!("{base}/ramp/resume"), web::post().to(resume))
-        .route(&format!("{base}/ramp/abort"), web::post().to(abort))
-        .route(&format!("{base}/promote"), web::post().to(promote));
-}
 
 /// The ramp's buttons, each shown only to a session allowed it (the handlers check again).
 pub(super) fn buttons(env: &EnvName, view: &ReleaseView, session: &Session) -> Markup {
@@ -50,7 +40,7 @@ pub(super) fn buttons(env: &EnvName, view: &ReleaseView, session: &Session) -> M
             div.actions {
                 @for (shown, op, label, confirm) in buttons {
                     @if shown {
-                        form.inline method="post" action=(format!("{base}/{op}")) data-confirm=[confirm] {
+                        form.inline method="post" action={ (base) "/" (op) } data-confirm=[confirm] {
                             input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
                             button type="submit" class=[(op == "ramp/abort").then_some("danger")] { (label) }
                         }
@@ -61,64 +51,46 @@ pub(super) fn buttons(env: &EnvName, view: &ReleaseView, session: &Session) -> M
     }
 }
 
-#[derive(Deserialize)]
-struct ReasonForm {
-    #[serde(default)]
-    reason: Option<String>,
-    /// `overview` to go back to the environment's page instead of the release's.
-    #[serde(default)]
-    back: Option<String>,
+/// A ramp button's operation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    Pause,
+    Resume,
+    Abort,
+    Promote,
 }
 
-/// Where to go after `done` on `key`.
-fn after(env: &EnvName, key: &str, done: &str, form: &ReasonForm) -> HttpResponse {
-    match form.back.as_deref() {
+/// Where to go after `done` on `key`; a form's `back` of `overview` goes back to the
+/// environment's page instead of the release's.
+fn after(env: &EnvName, key: &str, done: &str, back: Option<&str>) -> HttpResponse {
+    match back {
         Some("overview") => see_other(&format!("/console/envs/{env}?done={done}&key={key}")),
         _ if done == "promote" => see_other(&format!("/console/envs/{env}/releases/{key}?done=promote")),
         _ => see_other(&format!("/console/envs/{env}/releases/{key}?done=ramp-{done}")),
     }
 }
 
-fn reason(form: &ReasonForm) -> Option<String> {
-    form.reason.clone().filter(|r| !r.trim().is_empty())
-}
-
-async fn pause(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Halt, ReasonForm>,
+/// A ramp button: pausing takes the `Halt` policy, the others `Write`; pausing and
+/// aborting keep the form's reason.
+pub(super) async fn act(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+    op: Op,
 ) -> Result<HttpResponse, Page> {
-    state.ramps.pause(&a.env, &a.session.actor(), &path.key, reason(&a.form)).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "pause", &a.form))
-}
-
-async fn resume(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.resume(&a.env, &a.session.actor(), &path.key).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "resume", &a.form))
-}
-
-async fn abort(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.abort(&a.env, &a.session.actor(), &path.key, reason(&a.form)).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "abort", &a.form))
-}
-
-async fn promote(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    a: Action<Write, ReasonForm>,
-) -> Result<HttpResponse, Page> {
-    state.ramps.promote(&a.env, &a.session.actor(), &path.key, None).await.map_err(|e| Page::new(&req, e))?;
-    Ok(after(&a.env, &path.key, "promote", &a.form))
+    let key = super::key(req);
+    let scopes = if op == Op::Pause { Halt::SCOPES } else { Write::SCOPES };
+    let a = Action::check(req, payload, scopes).await?;
+    let (reason, back) = (|| Ok((a.form.optional("reason")?, a.form.optional("back")?)))()
+        .map_err(|e| super::session::form_error(req, e))?;
+    let reason = reason.filter(|r| !r.trim().is_empty());
+    let (env, actor) = (&a.env, a.session.actor());
+    let done = match op {
+        Op::Pause => state.ramps.pause(env, &actor, &key, reason).await.map(|_| "pause"),
+        Op::Resume => state.ramps.resume(env, &actor, &key).await.map(|_| "resume"),
+        Op::Abort => state.ramps.abort(env, &actor, &key, reason).await.map(|_| "abort"),
+        Op::Promote => state.ramps.promote(env, &actor, &key, None).await.map(|_| "promote"),
+    }
+    .map_err(|e| Page::new(req, e))?;
+    Ok(after(env, &key, done, back.as_deref()))
 }

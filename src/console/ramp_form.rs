@@ -4,12 +4,12 @@
 //! The preview is the plan as `ramp::plan::build` validates it, and the start is
 //! `Ramps::start`, as for `POST …/ramp`: the console has no rules of its own.
 
-use super::release::{KeyPath, Typed, render};
+use super::release::{Typed, render};
 use super::release_form::{Problems, field};
-use super::session::{Action, CSRF_FIELD, Session};
+use super::session::{Action, CSRF_FIELD, FieldError, Fields, Session, form_error};
 use super::{Page, html_response, number, percent, see_other};
 use crate::api::AppState;
-use crate::api::auth::Write;
+use crate::api::auth::{Policy, Write};
 use crate::ramp::plan::{self, GuardRequest, RampRequest, StepRequest};
 use crate::releases::{ReleaseError, ReleaseView};
 use crate::store::{EnvName, StoreError};
@@ -17,43 +17,51 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use cohort_sdk::{Ramp, Release, buckets_to_percent};
 use maud::{Markup, html};
-use serde::Deserialize;
 use std::collections::BTreeMap;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let base = "/console/envs/{env}/releases/{key}";
-    cfg.route(&format!("{base}/ramp"), web::post().to(start))
-        .route(&format!("{base}/ramp/preview"), web::post().to(preview));
-}
 
 /// Most step rows the editor shows (the domain allows more; the API takes them).
 const MAX_ROWS: usize = 12;
 
 /// The plan as typed: percents and fractions in percent, holds as `30m`.
-#[derive(Deserialize, Clone)]
+#[derive(Clone)]
 pub(super) struct PlanForm {
-    #[serde(default)]
     candidate: String,
     /// `preview` or `start`: which button sent the form.
-    #[serde(default)]
     go: String,
     /// Tolerated increase over the baseline's error rate, in points.
-    #[serde(default)]
     increase: String,
     /// Ceiling of the candidate's error rate, in percent; blank for none.
-    #[serde(default)]
     ceiling: String,
     /// Confidence, in percent.
-    #[serde(default)]
     confidence: String,
-    #[serde(default)]
     min_samples: String,
-    /// `step0.percent`, `step0.hold`, …
-    #[serde(flatten)]
+    /// `step0.percent`, `step0.hold`, … (every other field; the last of a name sent
+    /// twice).
     steps: BTreeMap<String, String>,
 }
 
+/// The plan form's named fields (the others are its steps).
+const NAMED: [&str; 6] = ["candidate", "go", "increase", "ceiling", "confidence", "min_samples"];
+
 impl PlanForm {
+    /// The plan as submitted (an absent field is empty).
+    fn of_fields(fields: &Fields) -> Result<Self, FieldError> {
+        let steps = fields
+            .iter()
+            .filter(|(name, _)| !NAMED.contains(name))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        Ok(PlanForm {
+            candidate: fields.text("candidate")?,
+            go: fields.text("go")?,
+            increase: fields.text("increase")?,
+            ceiling: fields.text("ceiling")?,
+            confidence: fields.text("confidence")?,
+            min_samples: fields.text("min_samples")?,
+            steps,
+        })
+    }
+
     /// The suggested plan: 5 % for 30 min, 25 % for 1 h, then everyone; default guard.
     fn suggested(view: &ReleaseView) -> Self {
         let g = GuardRequest::default();
@@ -133,24 +141,27 @@ impl PlanForm {
         (request, rows)
     }
 
-    /// The form field of a domain error's `field` (`steps[1].percent` → `step2.percent`
-    /// when the form's second row was blank).
-    fn field_of(field: &str, rows: &[usize]) -> Option<String> {
+    /// Puts a domain error beside its form field (`steps[1].percent` → `step2.percent`
+    /// when the form's second row was blank); the guard's errors in the form's unit,
+    /// percent, where the domain (and the API) speaks in fractions.
+    fn place(problems: &mut Problems, field: &str, message: &str, rows: &[usize]) {
         if let Some(rest) = field.strip_prefix("steps[") {
-            let (index, part) = rest.split_once(']')?;
-            let row = rows.get(index.parse::<usize>().ok()?)?;
-            let part = part.strip_prefix('.').filter(|p| *p == "hold").unwrap_or("percent");
-            return Some(format!("step{row}.{part}"));
+            let row = rest.split_once(']').and_then(|(i, part)| Some((rows.get(i.parse::<usize>().ok()?)?, part)));
+            let name = row.map(|(row, part)| {
+                let part = part.strip_prefix('.').filter(|p| *p == "hold").unwrap_or("percent");
+                format!("step{row}.{part}")
+            });
+            return problems.place(name, field, message);
         }
-        let name = match field {
-            "candidate" => "candidate",
-            "guard.max_error_rate_increase" => "increase",
-            "guard.max_error_rate" => "ceiling",
-            "guard.confidence" => "confidence",
-            "guard.min_samples" => "min_samples",
-            _ => return None,
+        let (name, in_percent) = match field {
+            "guard.max_error_rate_increase" => ("increase", "from 0 to below 100 points (e.g. 1 for one point)"),
+            "guard.max_error_rate" => ("ceiling", "between 0 and 100 %"),
+            "guard.confidence" => ("confidence", "from 50 to below 100 % (e.g. 99)"),
+            "guard.min_samples" => return problems.place(Some("min_samples".into()), field, message),
+            "candidate" => return problems.place(Some("candidate".into()), field, message),
+            _ => return problems.place(None, field, message),
         };
-        Some(name.to_owned())
+        problems.fields.insert(name.to_owned(), format!("{name}: {in_percent}"));
     }
 
     /// The plan checked by the domain against `release`: the request and its preview,
@@ -163,7 +174,7 @@ impl PlanForm {
         match plan::build(release, request.clone(), super::now_ms()) {
             Ok(ramp) => Some((request, describe(&ramp))),
             Err(e) => {
-                problems.place(Self::field_of(&e.field, &rows), &e.field, &e.message);
+                Self::place(problems, &e.field, &e.message, &rows);
                 None
             }
         }
@@ -253,7 +264,7 @@ pub(super) fn editor(
         section.panel aria-labelledby="plan-title" {
             h2 id="plan-title" { "Plan a ramp" }
             @if let Some(general) = &problems.general { p.error role="alert" { (general) } }
-            form.plan method="post" action=(action) data-preview=(format!("{action}/preview")) novalidate {
+            form.plan method="post" action=(action) data-preview={ (action) "/preview" } novalidate {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
                 label for="f-candidate" { "Candidate" }
                 select id="f-candidate" name="candidate" {
@@ -301,14 +312,12 @@ pub(super) fn editor(
 
 /// `POST …/ramp`: "Preview" shows the page again with the plan in words; "Start ramp"
 /// starts it through `Ramps::start`.
-async fn start(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Write, PlanForm>,
-) -> Result<HttpResponse, Page> {
-    let (env, key, form) = (&action.env, &path.key, &action.form);
-    let release = release(&state, env, key).ok_or_else(|| Page::new(&req, StoreError::NotFound(key.clone())))?;
+pub(super) async fn start(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<HttpResponse, Page> {
+    let key = &super::key(req);
+    let action = Action::check(req, payload, Write::SCOPES).await?;
+    let form = &PlanForm::of_fields(&action.form).map_err(|e| form_error(req, e))?;
+    let env = &action.env;
+    let release = release(state, env, key).ok_or_else(|| Page::new(req, StoreError::NotFound(key.clone())))?;
     let mut problems = Problems::default();
     let mut status = StatusCode::OK;
     if let Some((request, _)) = form.check(&release, &mut problems)
@@ -323,31 +332,28 @@ async fn start(
                 };
                 if let ReleaseError::Invalid { field, message } = &error {
                     let (_, rows) = form.request(&mut Problems::default());
-                    problems.place(PlanForm::field_of(field, &rows), field, message);
+                    PlanForm::place(&mut problems, field, message, &rows);
                 } else if let Some(other) = problems.release_error(error, &[]) {
-                    return Err(Page::new(&req, other));
+                    return Err(Page::new(req, other));
                 }
             }
         }
     } else if problems.any() && form.go == "start" {
         status = StatusCode::UNPROCESSABLE_ENTITY;
     }
-    let view = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
+    let view = state.releases.get(env, key).map_err(|e| Page::new(req, e))?;
     let typed = Typed { plan: Some((form, &problems)), ..Typed::default() };
-    Ok(html_response(status, render(&state, env, &view, &action.session, typed).await))
+    Ok(html_response(status, render(state, env, &view, &action.session, typed).await))
 }
 
 /// `POST …/ramp/preview`: the preview line alone, for the editor's script.
-async fn preview(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Write, PlanForm>,
-) -> Result<HttpResponse, Page> {
-    let release = release(&state, &action.env, &path.key)
-        .ok_or_else(|| Page::new(&req, StoreError::NotFound(path.key.clone())))?;
+pub(super) async fn preview(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<HttpResponse, Page> {
+    let key = super::key(req);
+    let action = Action::check(req, payload, Write::SCOPES).await?;
+    let form = PlanForm::of_fields(&action.form).map_err(|e| form_error(req, e))?;
+    let release = release(state, &action.env, &key).ok_or_else(|| Page::new(req, StoreError::NotFound(key.clone())))?;
     let mut problems = Problems::default();
-    let text = action.form.check(&release, &mut problems).map(|(_, text)| text);
+    let text = form.check(&release, &mut problems).map(|(_, text)| text);
     Ok(html_response(StatusCode::OK, preview_markup(text.as_deref().ok_or(&problems))))
 }
 
@@ -376,6 +382,23 @@ mod tests {
         let mut problems = Problems::default();
         assert!(form.check(&release, &mut problems).is_none());
         assert!(problems.fields["step2.percent"].contains("percents must rise"), "{:?}", problems.fields);
+        // The guard's errors speak the form's unit, percent, not the API's fractions.
+        form.steps.insert("step2.percent".into(), "30".into());
+        for (name, typed, error) in [
+            ("increase", "100", "increase: from 0 to below 100 points (e.g. 1 for one point)"),
+            ("ceiling", "150", "ceiling: between 0 and 100 %"),
+            ("confidence", "0.99", "confidence: from 50 to below 100 % (e.g. 99)"),
+        ] {
+            let mut typo = form.clone();
+            match name {
+                "increase" => typo.increase = typed.into(),
+                "ceiling" => typo.ceiling = typed.into(),
+                _ => typo.confidence = typed.into(),
+            }
+            let mut problems = Problems::default();
+            assert!(typo.check(&release, &mut problems).is_none(), "{name} {typed}");
+            assert_eq!(problems.fields.get(name).map(String::as_str), Some(error), "{:?}", problems.fields);
+        }
         form.confidence = "very".into();
         let mut problems = Problems::default();
         form.check(&release, &mut problems);

@@ -5,7 +5,7 @@
 use super::overview::{Standing, ramp_line, serving};
 use super::ramp_form::{self, PlanForm};
 use super::release_form::{Problems, ReleaseForm};
-use super::session::{Action, Session, Viewer};
+use super::session::{Action, Fields, Session, Viewer, form_error, query_error};
 use super::{Page, ago, html_response, layout, now_ms, see_other};
 use crate::api::auth::Policy;
 use crate::api::auth::{Observe, Read, Write};
@@ -13,25 +13,12 @@ use crate::api::{ApiError, AppState};
 use crate::releases::{ReleaseError, ReleaseView};
 use crate::store::{AuditEntry, AuditQuery, EnvName, StoreError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use maud::{Markup, html};
-use serde::Deserialize;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/envs/{env}/releases/{key}", web::get().to(show))
-        .route("/console/envs/{env}/releases/{key}", web::post().to(edit))
-        .route("/console/envs/{env}/releases/{key}/part", web::get().to(part));
-}
-
-#[derive(Deserialize)]
-pub(super) struct KeyPath {
-    pub key: String,
-}
 
 /// What was just done on this page (`?done=ramp-start`), said at its top.
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 pub(super) struct Done {
-    #[serde(default)]
     done: Option<String>,
 }
 
@@ -115,14 +102,14 @@ async fn live_part(state: &AppState, env: &EnvName, view: &ReleaseView, session:
     html! {
         div id="live-part" data-revision=(view.revision) {
             section.panel aria-labelledby="state-title" {
-                h2 id="state-title" { span class=(format!("badge {}", standing.as_str())) { (standing.label()) } " " (serving(view, &env_view)) }
+                h2 id="state-title" { span class={ "badge " (standing.as_str()) } { (standing.label()) } " " (serving(view, &env_view)) }
                 @if let Some(reason) = view.kill_reason.as_ref().filter(|_| view.killed) { p.reason { "Killed: " (reason) } }
                 @if env_view.kill_all { p.reason { "Kill-all is on in " (env) "." } }
                 @if let Some(line) = ramp_line(view) { p.ramp { (line) } }
                 p.meta { "Revision " (view.revision) "; versions " (view.versions.join(", ")) "; unit " code { (view.unit) } }
                 (super::ramp_actions::buttons(env, view, session))
                 @if session.may(crate::api::auth::Kill::SCOPES, env) {
-                    p { a href=(format!("/console/envs/{env}#release-{}", view.key)) { "Kill switches are on the overview" } }
+                    p { a href={ "/console/envs/" (env) "#release-" (view.key) } { "Kill switches are on the overview" } }
                 }
             }
             @if let Some(plot) = plot { (plot) }
@@ -152,8 +139,8 @@ pub(super) async fn render(
     let (form, problems) = typed.edit.unwrap_or((&fresh, &blank));
     let notice = typed.done.and_then(|d| d.message(view));
     let main = html! {
-        div data-live=(format!("/console/envs/{env}/live")) data-part=(format!("/console/envs/{env}/releases/{}/part", view.key)) {
-            p { a href=(format!("/console/envs/{env}")) { "← Releases in " (env) } }
+        div data-live={ "/console/envs/" (env) "/live" } data-part={ "/console/envs/" (env) "/releases/" (view.key) "/part" } {
+            p { a href={ "/console/envs/" (env) } { "← Releases in " (env) } }
             h1 { (view.key) }
             @if let Some(notice) = notice { p.confirmation role="status" { (notice) } }
             @if !view.description.is_empty() { p.description { (view.description) } }
@@ -167,26 +154,22 @@ pub(super) async fn render(
     layout(&view.key, Some((session, &envs)), Some(env.as_str()), main)
 }
 
-async fn show(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    viewer: Viewer<Observe>,
-    path: web::Path<KeyPath>,
-    done: web::Query<Done>,
-) -> Result<HttpResponse, Page> {
-    let view = state.releases.get(&viewer.env, &path.key).map_err(|e| Page::new(&req, e))?;
+pub(super) async fn show(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let key = super::key(req);
+    let done = match Fields::query(req).optional("done") {
+        Ok(done) => Done { done },
+        Err(error) => return Ok(query_error(error).error_response()),
+    };
+    let view = state.releases.get(&viewer.env, &key).map_err(|e| Page::new(req, e))?;
     let typed = Typed { done: Some(&done), ..Typed::default() };
-    Ok(html_response(StatusCode::OK, render(&state, &viewer.env, &view, &viewer.session, typed).await))
+    Ok(html_response(StatusCode::OK, render(state, &viewer.env, &view, &viewer.session, typed).await))
 }
 
-async fn part(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    viewer: Viewer<Observe>,
-    path: web::Path<KeyPath>,
-) -> Result<HttpResponse, Page> {
-    let view = state.releases.get(&viewer.env, &path.key).map_err(|e| Page::new(&req, e))?;
-    Ok(html_response(StatusCode::OK, live_part(&state, &viewer.env, &view, &viewer.session).await))
+pub(super) async fn part(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, Page> {
+    let viewer = Viewer::check(req, Observe::SCOPES)?;
+    let view = state.releases.get(&viewer.env, &super::key(req)).map_err(|e| Page::new(req, e))?;
+    Ok(html_response(StatusCode::OK, live_part(state, &viewer.env, &view, &viewer.session).await))
 }
 
 /// "changed by alice 20 s ago": who wrote the release last, from the audit log.
@@ -199,16 +182,14 @@ async fn changed_by(state: &AppState, env: &EnvName, key: &str) -> String {
 }
 
 /// Saves the form with `If-Match` = the revision the form was shown at.
-async fn edit(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<KeyPath>,
-    action: Action<Write, ReleaseForm>,
-) -> Result<HttpResponse, Page> {
-    let (env, key, form) = (&action.env, &path.key, &action.form);
-    let current = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
+pub(super) async fn edit(req: &HttpRequest, state: &AppState, payload: web::Payload) -> Result<HttpResponse, Page> {
+    let key = &super::key(req);
+    let action = Action::check(req, payload, Write::SCOPES).await?;
+    let form = &ReleaseForm::of_fields(&action.form).map_err(|e| form_error(req, e))?;
+    let env = &action.env;
+    let current = state.releases.get(env, key).map_err(|e| Page::new(req, e))?;
     let Ok(expected) = form.revision.trim().parse::<u64>() else {
-        return Err(Page::new(&req, ApiError::PreconditionRequired));
+        return Err(Page::new(req, ApiError::PreconditionRequired));
     };
     let mut problems = Problems::default();
     let input = form.input(Some(&current), &mut problems);
@@ -218,7 +199,7 @@ async fn edit(
         match state.releases.replace(env, &action.session.actor(), key, input, expected).await {
             Ok(_) => return Ok(see_other(&format!("/console/envs/{env}/releases/{key}?done=saved"))),
             Err(ReleaseError::Store(StoreError::RevisionMismatch { .. })) => {
-                problems.conflict = Some(changed_by(&state, env, key).await);
+                problems.conflict = Some(changed_by(state, env, key).await);
                 StatusCode::PRECONDITION_FAILED
             }
             Err(error) => {
@@ -227,15 +208,15 @@ async fn edit(
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 if let Some(other) = problems.release_error(error, EDIT_FIELDS) {
-                    return Err(Page::new(&req, other));
+                    return Err(Page::new(req, other));
                 }
                 status
             }
         }
     };
-    let view = state.releases.get(env, key).map_err(|e| Page::new(&req, e))?;
+    let view = state.releases.get(env, key).map_err(|e| Page::new(req, e))?;
     let typed = Typed { edit: Some((form, &problems)), ..Typed::default() };
-    Ok(html_response(status, render(&state, env, &view, &action.session, typed).await))
+    Ok(html_response(status, render(state, env, &view, &action.session, typed).await))
 }
 
 /// The fields the edit form shows (a domain error about another goes above the form).

@@ -5,9 +5,9 @@
 //! The console only turns text into the API's shapes (a list, a number, JSON); every rule
 //! about what makes a valid release is `Releases::create`/`replace`'s, as for the API.
 
+use super::session::{FieldError, Fields};
 use crate::releases::{ReleaseError, ReleaseInput, ReleaseView};
 use maud::{Markup, html};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// What went wrong with a submit, beside which field.
@@ -74,43 +74,33 @@ pub(super) fn field(name: &str, label: &str, value: &str, problems: &Problems, h
     html! {
         div.field {
             label for=(id) { (label) }
-            @if let Some(hint) = hint { p.hint id=(format!("{id}-hint")) { (hint) } }
+            @if let Some(hint) = hint { p.hint id={ (id) "-hint" } { (hint) } }
             @if code {
                 textarea.code id=(id) name=(name) rows="3" spellcheck="false" aria-invalid=[invalid] aria-describedby=[described] { (value) }
             } @else {
                 input type="text" id=(id) name=(name) value=(value) aria-invalid=[invalid] aria-describedby=[described];
             }
-            @if let Some(error) = error { p.error id=(format!("{id}-error")) { (error) } }
+            @if let Some(error) = error { p.error id={ (id) "-error" } { (error) } }
         }
     }
 }
 
 /// A release's fields as typed.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Default, Clone)]
 pub(super) struct ReleaseForm {
     /// The revision the edit form was shown at (its `If-Match`); absent on create.
-    #[serde(default)]
     pub revision: String,
-    #[serde(default)]
     pub key: String,
     /// `v1, v2`: baseline first.
-    #[serde(default)]
     pub versions: String,
-    #[serde(default)]
     pub unit: String,
     /// `v2 = 10, v3 = 2.5`: candidate → percent.
-    #[serde(default)]
     pub allocation: String,
     /// JSON object: version → typed value.
-    #[serde(default)]
     pub values: String,
-    #[serde(default)]
     pub overrides: String,
-    #[serde(default)]
     pub rules: String,
-    #[serde(default)]
     pub audience: String,
-    #[serde(default)]
     pub description: String,
 }
 
@@ -122,6 +112,22 @@ impl ReleaseForm {
     /// A new release's form: two versions and the default unit to start from.
     pub fn blank() -> Self {
         ReleaseForm { versions: "v1, v2".into(), unit: "targetingKey".into(), ..ReleaseForm::default() }
+    }
+
+    /// The form as submitted (an absent field is empty).
+    pub fn of_fields(fields: &Fields) -> Result<Self, FieldError> {
+        Ok(ReleaseForm {
+            revision: fields.text("revision")?,
+            key: fields.text("key")?,
+            versions: fields.text("versions")?,
+            unit: fields.text("unit")?,
+            allocation: fields.text("allocation")?,
+            values: fields.text("values")?,
+            overrides: fields.text("overrides")?,
+            rules: fields.text("rules")?,
+            audience: fields.text("audience")?,
+            description: fields.text("description")?,
+        })
     }
 
     /// The form showing `view` as it is.

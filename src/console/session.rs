@@ -12,21 +12,16 @@
 //! the HttpOnly cookie — and an `Origin` equal to this server's own (or to
 //! `console.public_origin`, the origin browsers use when a proxy terminates TLS).
 
-use crate::api::auth::Policy;
 use crate::api::{ApiError, AppState};
 use crate::auth::{AuthError, EnvScope, Principal, Scope};
 use crate::releases::Actor;
 use crate::store::EnvName;
-use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures_util::future::LocalBoxFuture;
 use hmac::{Hmac, Mac};
-use serde::de::DeserializeOwned;
 use sha2::Sha256;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -166,81 +161,50 @@ pub(crate) fn app_state(req: &HttpRequest) -> Result<&AppState, ApiError> {
         .ok_or_else(|| ApiError::Internal("application state is not registered".into()))
 }
 
-/// A page request: a session allowed `P` in the path's `{env}`.
-pub struct Viewer<P> {
+/// A page request: a session allowed one of a policy's scopes in the path's `{env}`.
+///
+/// The policy is a value (its `SCOPES`), not a type parameter: one copy of the checks
+/// and of what calls them, whatever the page (the console's size budget).
+pub struct Viewer {
     pub session: Session,
     pub env: EnvName,
-    _policy: PhantomData<P>,
 }
 
-impl<P: Policy> FromRequest for Viewer<P> {
-    type Error = super::Page;
-    type Future = std::future::Ready<Result<Self, super::Page>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(viewer(req, P::SCOPES).map(|(session, env)| Viewer { session, env, _policy: PhantomData }))
+impl Viewer {
+    /// The checks of a page request, before its handler reads anything.
+    #[inline(never)]
+    pub fn check(req: &HttpRequest, scopes: &[Scope]) -> Result<Viewer, super::Page> {
+        (|| -> Result<_, ApiError> {
+            let session = Session::of(req)?;
+            let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
+            session.principal.authorize_any(scopes, &env)?;
+            Ok(Viewer { session, env })
+        })()
+        .map_err(|error| super::Page::new(req, error))
     }
-}
-
-/// [`Viewer`]'s checks, once for every policy rather than once per policy.
-#[inline(never)]
-fn viewer(req: &HttpRequest, scopes: &[Scope]) -> Result<(Session, EnvName), super::Page> {
-    (|| -> Result<_, ApiError> {
-        let session = Session::of(req)?;
-        let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
-        session.principal.authorize_any(scopes, &env)?;
-        Ok((session, env))
-    })()
-    .map_err(|error| super::Page::new(req, error))
 }
 
 /// A state-changing request: a verified session, this server's `Origin`, the session's
-/// CSRF token, and a session allowed `P` in the path's `{env}` — checked in that order,
-/// before the handler runs, so no handler can forget one. The form `T` is read last, from
-/// the fields beside the CSRF token.
-pub struct Action<P, T> {
+/// CSRF token, and a session allowed one of `scopes` in the path's `{env}` — checked in
+/// that order by [`Action::check`], which every action handler starts with. The form is
+/// read last, from the fields beside the CSRF token.
+pub struct Action {
     pub session: Session,
     pub env: EnvName,
-    pub form: T,
-    _policy: PhantomData<P>,
+    pub form: Fields,
 }
 
-impl<P: Policy + 'static, T: DeserializeOwned + 'static> FromRequest for Action<P, T> {
-    type Error = super::Page;
-    type Future = LocalBoxFuture<'static, Result<Self, super::Page>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        // Only the form's type is generic: the checks are one function for every action.
-        let checked = checked_action(req.clone(), web::Bytes::from_request(req, payload), P::SCOPES);
-        Box::pin(async move {
-            let Checked { req, session, env, fields } = checked.await?;
-            let form = parse_form::<T>(fields.as_bytes()).map_err(|error| super::Page::new(&req, error))?;
-            Ok(Action { session, env, form, _policy: PhantomData })
-        })
-    }
-}
-
-/// What [`checked_action`] lets through: the session, its environment, and the form's
-/// fields other than the CSRF token, still url-encoded.
-struct Checked {
-    req: HttpRequest,
-    session: Session,
-    env: EnvName,
-    fields: String,
-}
-
-#[inline(never)]
-fn checked_action(
-    req: HttpRequest,
-    body: <web::Bytes as FromRequest>::Future,
-    scopes: &'static [Scope],
-) -> LocalBoxFuture<'static, Result<Checked, super::Page>> {
-    Box::pin(async move {
+impl Action {
+    /// The checks of a state-changing request; the body is read only once the session
+    /// and the `Origin` have passed.
+    pub async fn check(req: &HttpRequest, payload: web::Payload, scopes: &[Scope]) -> Result<Action, super::Page> {
+        let body = web::Bytes::from_request(req, &mut payload.into_inner());
         let result = async {
-            let session = Session::of(&req)?;
-            check_origin(&req)?;
+            let session = Session::of(req)?;
+            check_origin(req)?;
             let body = body.await.map_err(|e| ApiError::BadRequest(format!("cannot read the form: {e}")))?;
-            let (given, fields) = split_csrf(&body)?;
+            let (given, form) = split_csrf(&body);
+            let given = given.unwrap_or_default();
             if given.is_empty() {
                 return Err(ApiError::CsrfRefused("the form has no CSRF token".into()));
             }
@@ -249,24 +213,20 @@ fn checked_action(
             }
             let env = EnvName::parse(req.match_info().get("env").unwrap_or_default())?;
             session.principal.authorize_any(scopes, &env)?;
-            Ok((session, env, fields))
+            Ok(Action { session, env, form })
         }
         .await;
-        match result {
-            Ok((session, env, fields)) => Ok(Checked { req, session, env, fields }),
-            Err(error) => Err(super::Page::new(&req, error)),
-        }
-    })
+        result.map_err(|error| super::Page::new(req, error))
+    }
 }
 
-/// A form body's CSRF token (empty when it has none) and its other fields, url-encoded
-/// again in their order for the action's own form type.
-fn split_csrf(body: &[u8]) -> Result<(String, String), ApiError> {
-    let mut pairs: Vec<(String, String)> = parse_form(body)?;
-    let csrf = pairs.iter().find(|(name, _)| name == CSRF_FIELD).map(|(_, value)| value.clone()).unwrap_or_default();
-    pairs.retain(|(name, _)| name != CSRF_FIELD);
-    let fields = serde_urlencoded::to_string(&pairs).map_err(|e| ApiError::Internal(format!("form: {e}")))?;
-    Ok((csrf, fields))
+/// A form body's CSRF token (the first one; `None` when it has none) and its other
+/// fields in their order.
+fn split_csrf(body: &[u8]) -> (Option<String>, Fields) {
+    let mut fields = Fields::parse(body);
+    let csrf = fields.0.iter().find(|(name, _)| name == CSRF_FIELD).map(|(_, value)| value.clone());
+    fields.0.retain(|(name, _)| name != CSRF_FIELD);
+    (csrf, fields)
 }
 
 /// The session cookie, read and written by hand rather than with actix-web's `cookies`
@@ -372,11 +332,91 @@ mod cookie {
     }
 }
 
-/// Parses an `application/x-www-form-urlencoded` body (UTF-8, as browsers send this
-/// page's forms). Not actix-web's `Form`: its charset support links ~160 KB of encoding
-/// tables into the binary.
-pub fn parse_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_urlencoded::from_bytes(body).map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))
+/// An `application/x-www-form-urlencoded` form body or query string: its fields in
+/// their order, decoded (UTF-8, as browsers send this console's forms; a bad byte becomes
+/// U+FFFD).
+///
+/// One reader for every form and query, not a serde derive per form type with
+/// `serde_urlencoded` (each one a deserializer of its own in the binary), nor actix-web's
+/// `Form`, whose charset support links ~160 KB of encoding tables. It answers as those
+/// typed forms did: an absent field is empty or `None`, a field sent twice is refused,
+/// and so is a number that is none.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fields(Vec<(String, String)>);
+
+/// Why a form or query is refused (the words `serde_urlencoded` used).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("duplicate field `{0}`")]
+    Duplicate(String),
+    #[error("missing field `{0}`")]
+    Missing(String),
+    #[error(transparent)]
+    Number(#[from] std::num::ParseIntError),
+}
+
+impl Fields {
+    /// The fields of `encoded`.
+    pub fn parse(encoded: &[u8]) -> Fields {
+        Fields(form_urlencoded::parse(encoded).into_owned().collect())
+    }
+
+    /// The fields of `req`'s query string.
+    pub fn query(req: &HttpRequest) -> Fields {
+        Fields::parse(req.query_string().as_bytes())
+    }
+
+    /// The value of `name`, `None` when the form has no such field.
+    #[inline(never)]
+    pub fn get(&self, name: &str) -> Result<Option<&str>, FieldError> {
+        let mut values = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let first = values.next();
+        match values.next() {
+            Some(_) => Err(FieldError::Duplicate(name.to_owned())),
+            None => Ok(first),
+        }
+    }
+
+    /// The value of `name`, empty when absent.
+    #[inline(never)]
+    pub fn text(&self, name: &str) -> Result<String, FieldError> {
+        Ok(self.get(name)?.unwrap_or_default().to_owned())
+    }
+
+    /// The value of `name` as an owned string, `None` when absent.
+    #[inline(never)]
+    pub fn optional(&self, name: &str) -> Result<Option<String>, FieldError> {
+        Ok(self.get(name)?.map(str::to_owned))
+    }
+
+    /// The value of `name` as a number (`u8` or `u64`), `None` when absent.
+    pub fn number<N: std::str::FromStr<Err = std::num::ParseIntError>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<N>, FieldError> {
+        self.get(name)?.map(str::parse).transpose().map_err(FieldError::from)
+    }
+
+    /// The fields in their order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// A form body, read as the `web::Bytes` extractor reads one (its size limit, its errors).
+pub async fn read_form(req: &HttpRequest, payload: web::Payload) -> Result<Fields, actix_web::Error> {
+    let body = web::Bytes::from_request(req, &mut payload.into_inner()).await?;
+    Ok(Fields::parse(&body))
+}
+
+/// A query refused as actix-web's `Query` refused it (the API's JSON error shape).
+pub fn query_error(error: FieldError) -> ApiError {
+    ApiError::BadRequest(format!("invalid query: Query deserialize error: {error}"))
+}
+
+/// A form refused, as a page.
+pub fn form_error(req: &HttpRequest, error: FieldError) -> super::Page {
+    super::Page::new(req, ApiError::BadRequest(format!("invalid form: {error}")))
 }
 
 #[cfg(test)]
@@ -394,9 +434,29 @@ mod tests {
 
     #[test]
     fn the_csrf_token_is_taken_out_of_the_form_and_the_other_fields_kept_in_order() {
-        let (csrf, fields) = split_csrf(b"reason=5xx+spike&csrf=abc%2D_&allocation.v2=10&csrf=other").expect("a form");
-        assert_eq!(csrf, "abc-_");
-        assert_eq!(fields, "reason=5xx+spike&allocation.v2=10");
-        assert_eq!(split_csrf(b"reason=x").expect("a form"), (String::new(), "reason=x".to_owned()));
+        let (csrf, fields) = split_csrf(b"reason=5xx+spike&csrf=abc%2D_&allocation.v2=10&csrf=other");
+        assert_eq!(csrf.as_deref(), Some("abc-_"));
+        assert_eq!(fields.iter().collect::<Vec<_>>(), [("reason", "5xx spike"), ("allocation.v2", "10")]);
+        assert_eq!(split_csrf(b"reason=x"), (None, Fields::parse(b"reason=x")));
+    }
+
+    #[test]
+    fn a_field_sent_twice_or_a_number_that_is_none_is_refused_as_the_typed_forms_were() {
+        let fields = Fields::parse(b"a=1&b=&b=2&n=x&big=256&empty=");
+        assert_eq!(fields.get("a").expect("once"), Some("1"));
+        assert_eq!(fields.text("absent").expect("absent"), "");
+        assert_eq!(fields.optional("empty").expect("empty"), Some(String::new()));
+        assert_eq!(fields.get("b").expect_err("twice").to_string(), "duplicate field `b`");
+        assert_eq!(fields.number::<u64>("a").expect("a number"), Some(1));
+        assert_eq!(fields.number::<u8>("absent").expect("absent"), None);
+        assert_eq!(fields.number::<u64>("n").expect_err("no number").to_string(), "invalid digit found in string");
+        assert_eq!(
+            fields.number::<u8>("big").expect_err("too big").to_string(),
+            "number too large to fit in target type"
+        );
+        assert_eq!(
+            fields.number::<u8>("empty").expect_err("empty").to_string(),
+            "cannot parse integer from empty string"
+        );
     }
 }

@@ -1,19 +1,12 @@
 //! Signing in (pasting a token from `cohort token mint` or an identity provider) and out.
 
-use super::session::{self, Session};
-use super::{html_response, layout, see_other};
+use super::session::{self, Fields, Session};
+use super::{Page, html_response, layout, see_other};
 use crate::api::{ApiError, AppState};
 use crate::auth::Scope;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use maud::html;
-use serde::Deserialize;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/sign-in", web::get().to(show))
-        .route("/console/sign-in", web::post().to(sign_in))
-        .route("/console/sign-out", web::post().to(sign_out));
-}
 
 /// Only a path of this server is a place to come back to (never `//elsewhere`).
 fn local(next: &str) -> &str {
@@ -44,41 +37,38 @@ pub fn page(status: StatusCode, next: &str, notice: Option<&str>, error: Option<
     html_response(status, layout("Sign in", None, None, main))
 }
 
-#[derive(Deserialize)]
-struct NextQuery {
-    #[serde(default)]
-    next: Option<String>,
-    /// Set by a live page whose session was refused (its cookie may already be gone
-    /// with the token's expiry, so the server cannot tell it apart from a first visit).
-    #[serde(default)]
-    ended: Option<u8>,
-}
-
-async fn show(query: web::Query<NextQuery>) -> HttpResponse {
-    let notice = query.ended.map(|_| "Your session has ended (it expired or was revoked). Sign in again to go on.");
-    page(StatusCode::OK, query.next.as_deref().unwrap_or("/"), notice, None)
-}
-
-#[derive(Deserialize)]
-struct SignInForm {
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    next: Option<String>,
+/// The sign-in page; the query's `next` is where to go afterwards, and its `ended` is
+/// set by a live page whose session was refused (its cookie may already be gone with the
+/// token's expiry, so the server cannot tell it apart from a first visit).
+pub(super) fn show(req: &HttpRequest) -> HttpResponse {
+    let query = Fields::query(req);
+    let read = || -> Result<_, session::FieldError> { Ok((query.optional("next")?, query.number::<u8>("ended")?)) };
+    let (next, ended) = match read() {
+        Ok(read) => read,
+        Err(error) => return session::query_error(error).error_response(),
+    };
+    let notice = ended.map(|_| "Your session has ended (it expired or was revoked). Sign in again to go on.");
+    page(StatusCode::OK, next.as_deref().unwrap_or("/"), notice, None)
 }
 
 /// Verifies the pasted token with the API's verifier and, if it may see anything here,
 /// sets the session cookie and goes back to the page.
-async fn sign_in(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, super::Page> {
+pub(super) async fn sign_in(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let form = session::read_form(req, payload).await?;
     // Login CSRF: only a form of this server may sign a browser in.
-    session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
-    let form: SignInForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
-    let next = form.next.as_deref().unwrap_or("/");
-    let token = form.token.trim();
+    session::check_origin(req).map_err(|e| Page::new(req, e))?;
+    let (token, next) =
+        (|| Ok((form.text("token")?, form.optional("next")?)))().map_err(|e| session::form_error(req, e))?;
+    let next = next.as_deref().unwrap_or("/");
+    let token = token.trim();
     if token.is_empty() {
         return Ok(page(StatusCode::UNPROCESSABLE_ENTITY, next, None, Some("Paste a token first.")));
     }
-    let principal = match session::verify(&state, token) {
+    let principal = match session::verify(state, token) {
         Ok(principal) => principal,
         Err(error) => return Ok(page(StatusCode::UNAUTHORIZED, next, None, Some(&error.to_string()))),
     };
@@ -92,31 +82,23 @@ async fn sign_in(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes)
     }
     tracing::info!(sub = %principal.sub, env = %principal.env, "console sign-in");
     let mut response = see_other(local(next));
-    session::set_cookie(&mut response, &req, token, &principal).map_err(|e| super::Page::new(&req, e))?;
+    session::set_cookie(&mut response, req, token, &principal).map_err(|e| Page::new(req, e))?;
     Ok(response)
-}
-
-#[derive(Deserialize)]
-struct SignOutForm {
-    #[serde(default)]
-    csrf: String,
 }
 
 /// Ends the session. A live session must send its CSRF token (so another site cannot
 /// sign a person out); an expired one is simply cleared.
-async fn sign_out(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, super::Page> {
-    session::check_origin(&req).map_err(|e| super::Page::new(&req, e))?;
-    let form: SignOutForm = session::parse_form(&body).map_err(|e| super::Page::new(&req, e))?;
-    if let Ok(session) = Session::of(&req)
-        && !session::csrf_matches(session.token(), &form.csrf)
+pub(super) async fn sign_out(req: &HttpRequest, payload: web::Payload) -> actix_web::Result<HttpResponse> {
+    let form = session::read_form(req, payload).await?;
+    session::check_origin(req).map_err(|e| Page::new(req, e))?;
+    let csrf = form.text(session::CSRF_FIELD).map_err(|e| session::form_error(req, e))?;
+    if let Ok(session) = Session::of(req)
+        && !session::csrf_matches(session.token(), &csrf)
     {
-        return Err(super::Page::new(
-            &req,
-            ApiError::CsrfRefused("the form's CSRF token is not this session's".into()),
-        ));
+        return Err(Page::new(req, ApiError::CsrfRefused("the form's CSRF token is not this session's".into())).into());
     }
     let mut response = see_other("/console/sign-in");
-    session::remove_cookie(&mut response, &req);
+    session::remove_cookie(&mut response, req);
     Ok(response)
 }
 

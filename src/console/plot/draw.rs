@@ -18,8 +18,33 @@ const RATE_TOP: f64 = 238.0;
 const RATE_BOTTOM: f64 = 330.0;
 const HEIGHT: f64 = 358.0;
 
-fn f(v: f64) -> String {
-    format!("{v:.1}")
+/// A coordinate with one decimal, written straight into the page: no `String` for each
+/// of the plot's numbers (the console's size budget).
+#[derive(Clone, Copy)]
+struct Coordinate(f64);
+
+impl maud::Render for Coordinate {
+    #[inline(never)]
+    fn render_to(&self, buffer: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(buffer, "{:.1}", self.0);
+    }
+}
+
+impl std::fmt::Display for Coordinate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}", self.0)
+    }
+}
+
+fn f(v: f64) -> Coordinate {
+    Coordinate(v)
+}
+
+/// A plain `line` element: one copy of its markup for all the plot's plain lines.
+#[inline(never)]
+fn line(class: &str, x1: f64, x2: f64, y1: f64, y2: f64) -> Markup {
+    html! { line class=(class) x1=(f(x1)) x2=(f(x2)) y1=(f(y1)) y2=(f(y2)) {} }
 }
 
 /// Where things go: time to x, percents to y in each panel.
@@ -103,7 +128,7 @@ fn kills(history: &History, frame: &Frame) -> Markup {
                 height=(f(RATE_BOTTOM - SHARE_TOP)) {
                 title { (kill.switch.label()) @if let Some(r) = &kill.reason { ": " (r) } }
             }
-            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) dy=(format!("{line:.1}em")) { (kill.switch.label()) }
+            text.killlabel x=(f(x1 + 4.0)) y=(f(SHARE_TOP + 12.0)) dy={ (f(line)) "em" } { (kill.switch.label()) }
         }
     }
 }
@@ -112,11 +137,11 @@ fn kills(history: &History, frame: &Frame) -> Markup {
 fn grid(ticks: &[f64], y: impl Fn(f64) -> f64, top: f64, bottom: f64) -> Markup {
     html! {
         @for &p in ticks {
-            line.grid x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(y(p))) y2=(f(y(p))) {}
+            (line("grid", LEFT, WIDTH - RIGHT, y(p), y(p)))
             text.tick x=(f(LEFT - 6.0)) y=(f(y(p) + 4.0)) text-anchor="end" { (pct(p)) }
         }
-        line.axis x1=(f(LEFT)) x2=(f(LEFT)) y1=(f(top)) y2=(f(bottom)) {}
-        line.axis x1=(f(LEFT)) x2=(f(WIDTH - RIGHT)) y1=(f(bottom)) y2=(f(bottom)) {}
+        (line("axis", LEFT, LEFT, top, bottom))
+        (line("axis", LEFT, WIDTH - RIGHT, bottom, bottom))
     }
 }
 
@@ -138,7 +163,7 @@ fn share_panel(history: &History, frame: &Frame) -> Markup {
                     title { "Step " (step + 1) ": " (pct(segment.percent)) " from " (clock(segment.from_ms)) }
                 }
             } @else {
-                line.other x1=(f(x1)) x2=(f(x2)) y1=(at) y2=(at) {}
+                (line("other", x1, x2, y(segment.percent), y(segment.percent)))
             }
             @let near_end = x1 > WIDTH - RIGHT - 60.0;
             text.label x=(f(if near_end { x2 } else { x1 + 3.0 })) y=(f((y(segment.percent) - 7.0).max(SHARE_TOP + 10.0)))
@@ -167,16 +192,16 @@ fn rate_line(history: &History, frame: &Frame, side: fn(&RateWindow) -> (u64, u6
     let above = class == "candidate";
     html! {
         @for run in runs.iter().filter(|r| r.len() > 1) {
-            polyline class=(format!("rate {class}")) points=(run.iter().map(|(x, y)| format!("{}, {}", f(*x), f(*y))).collect::<Vec<_>>().join(" ")) {}
+            polyline class={ "rate " (class) } points=(run.iter().map(|(x, y)| format!("{}, {}", f(*x), f(*y))).collect::<Vec<_>>().join(" ")) {}
         }
         @for (window, r) in &points {
-            circle class=(format!("pt {class}")) cx=(f(mid(window))) cy=(f(frame.rate_y(*r))) r="2.5" {
+            circle class={ "pt " (class) } cx=(f(mid(window))) cy=(f(frame.rate_y(*r))) r="2.5" {
                 title { (name) ": " (pct(*r)) " errors from " (clock(window.from_ms)) }
             }
         }
         @if let Some((x, y, r)) = last {
             @let near_end = x > WIDTH - RIGHT - 90.0;
-            text class=(format!("ratelabel {class}")) x=(f(if near_end { x - 5.0 } else { x + 5.0 }))
+            text class={ "ratelabel " (class) } x=(f(if near_end { x - 5.0 } else { x + 5.0 }))
                 y=(f(if above { (y - 6.0).max(RATE_TOP + 9.0) } else { (y + 13.0).min(RATE_BOTTOM - 3.0) }))
                 text-anchor=(if near_end { "end" } else { "start" }) { (name) " " (pct(r)) }
         }
@@ -221,11 +246,11 @@ fn verdicts(history: &History, frame: &Frame) -> Markup {
         @for (verdict, (label_x, row)) in history.verdicts.iter().zip(placed) {
             @let x = frame.x(verdict.at_ms);
             @let share = history.segments.iter().rev().find(|s| s.from_ms < verdict.at_ms).map_or(0.0, |s| s.percent);
-            line.verdictline x1=(f(x)) x2=(f(x)) y1=(f(SHARE_TOP)) y2=(f(RATE_BOTTOM)) {}
-            circle class=(format!("verdict {}", verdict.verdict)) cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
+            (line("verdictline", x, x, SHARE_TOP, RATE_BOTTOM))
+            circle class={ "verdict " (verdict.verdict) } cx=(f(x)) cy=(f(frame.share_y(share))) r="6" {
                 title { (verdict.text()) }
             }
-            text class=(format!("vlabel {}", verdict.verdict)) x=(f(label_x)) y=(f(BAND)) dy=(if row == 0 { "0" } else { "1.15em" })
+            text class={ "vlabel " (verdict.verdict) } x=(f(label_x)) y=(f(BAND)) dy=(if row == 0 { "0" } else { "1.15em" })
                 text-anchor="middle" {
                 (match verdict.verdict.as_str() { "pass" => "✓ ", "regression" => "✗ ", _ => "? " }) (verdict.outcome())
             }
@@ -247,7 +272,7 @@ fn time_axis(history: &History, frame: &Frame) -> Markup {
 
 /// The key to the lines and marks, as HTML beside the figure (it wraps on a phone).
 pub fn legend(history: &History) -> Markup {
-    let item = |class: &str, text: String| html! { li { span class=(format!("sw {class}")) {} (text) } };
+    let item = |class: &str, text: String| html! { li { span class={ "sw " (class) } {} (text) } };
     html! {
         ul.legend {
             (item("share", format!("share of {}", history.candidate)))
