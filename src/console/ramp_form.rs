@@ -19,14 +19,15 @@ use cohort_sdk::{Ramp, Release, buckets_to_percent};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
-/// Most step rows the editor shows (the domain allows more; the API takes them).
-const MAX_ROWS: usize = 12;
+/// Most step rows the editor shows: the domain's most steps in a plan (`plan::build`
+/// refuses more; a test holds the two together).
+const MAX_ROWS: usize = 50;
 
 /// The plan as typed: percents and fractions in percent, holds as `30m`.
 #[derive(Clone)]
 pub(super) struct PlanForm {
     candidate: String,
-    /// `preview` or `start`: which button sent the form.
+    /// `preview`, `add` (a step row) or `start`: which button sent the form.
     go: String,
     /// Tolerated increase over the baseline's error rate, in points.
     increase: String,
@@ -87,11 +88,19 @@ impl PlanForm {
         self.steps.get(&format!("step{row}.{part}")).map_or("", |s| s.trim())
     }
 
-    /// How many rows to show: the filled ones and a blank one to add a step.
+    /// How many rows to show: the filled ones and a blank one to add a step, or one more
+    /// than were sent after "Add a step".
     fn rows(&self) -> usize {
-        let filled =
-            (0..MAX_ROWS).rev().find(|&r| !self.step(r, "percent").is_empty() || !self.step(r, "hold").is_empty());
-        filled.map_or(3, |r| (r + 2).max(3)).min(MAX_ROWS)
+        let rows = if self.go == "add" {
+            let sent =
+                self.steps.keys().filter_map(|k| k.strip_prefix("step")?.split_once('.')?.0.parse::<usize>().ok());
+            sent.max().map_or(1, |r| r + 2)
+        } else {
+            let filled =
+                (0..MAX_ROWS).rev().find(|&r| !self.step(r, "percent").is_empty() || !self.step(r, "hold").is_empty());
+            filled.map_or(3, |r| r + 2)
+        };
+        rows.clamp(3, MAX_ROWS)
     }
 
     /// The API's request for this plan, and which form row each of its steps came from;
@@ -257,6 +266,7 @@ pub(super) fn editor(
     let mut checked = Problems::default();
     let text = form.check(&release, &mut checked).map(|(_, text)| text);
     let action = format!("/console/envs/{env}/releases/{}/ramp", view.key);
+    let rows = form.rows();
     let error = |name: &str| {
         problems.fields.get(name).map(|e| html! { p.error id=(format!("f-{}-error", name.replace('.', "-"))) { (e) } })
     };
@@ -274,7 +284,7 @@ pub(super) fn editor(
                 fieldset {
                     legend { "Steps: percent of units, and how long to hold (blank on the last)" }
                     ol.steps {
-                        @for row in 0..form.rows() {
+                        @for row in 0..rows {
                             li {
                                 @for (part, label, hint) in [("percent", "percent", "e.g. 5"), ("hold", "hold", "e.g. 30m, 1h")] {
                                     @let name = format!("step{row}.{part}");
@@ -289,6 +299,9 @@ pub(super) fn editor(
                                 }
                             }
                         }
+                    }
+                    @if rows < MAX_ROWS {
+                        button type="submit" name="go" value="add" formaction={ (action) "#f-step" (rows) "-percent" } { "Add a step" }
                     }
                 }
                 fieldset {
@@ -399,6 +412,23 @@ mod tests {
             assert!(typo.check(&release, &mut problems).is_none(), "{name} {typed}");
             assert_eq!(problems.fields.get(name).map(String::as_str), Some(error), "{:?}", problems.fields);
         }
+        // "Add a step" shows one more row than were sent, up to the domain's most steps.
+        assert_eq!(form.rows(), 4);
+        form.go = "add".into();
+        form.steps.insert("step4.hold".into(), String::new());
+        assert_eq!(form.rows(), 6);
+        let percents = (0..MAX_ROWS).map(|r| (format!("step{r}.percent"), (r + 1).to_string()));
+        let holds = (0..MAX_ROWS - 1).map(|r| (format!("step{r}.hold"), "1m".to_owned()));
+        let mut full = PlanForm { steps: percents.chain(holds).collect(), ..form.clone() };
+        assert_eq!(full.rows(), MAX_ROWS);
+        assert!(full.check(&release, &mut Problems::default()).is_some(), "as many steps as the domain takes");
+        full.steps.insert(format!("step{MAX_ROWS}.percent"), "100".into());
+        let (request, _) = full.request(&mut Problems::default());
+        assert_eq!(request.steps.len(), MAX_ROWS, "no row beyond the last shown is read");
+        let mut more = request.clone();
+        more.steps.push(StepRequest { percent: Some(100.0), nodes: None, hold: None });
+        assert_eq!(plan::build(&release, more, 0).map_err(|e| e.field), Err("steps".to_owned()), "nor taken");
+        form.go = String::new();
         form.confidence = "very".into();
         let mut problems = Problems::default();
         form.check(&release, &mut problems);
