@@ -231,3 +231,45 @@ async fn without_javascript_preview_and_add_a_step_re_render_the_plan_and_a_bad_
     assert_eq!(release["ramp"]["steps"].as_array().map(Vec::len), Some(13));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_release_is_planned_in_nodes_with_its_batches_limits_and_started() {
+    let app = spawn_app(Backend::Embedded).await;
+    let r = app
+        .create_release("production", serde_json::json!({"key": "deploy", "versions": ["v1", "v2"], "fleet": "web"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let writer = token("pat", "production", "read write");
+    let (status, html) = page(&app, "/console/envs/production/releases/deploy", &writer).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = html.replace('\u{a0}', " ");
+    assert!(html.contains("Step 1 nodes or %") && html.contains("name=\"max_unavailable\""), "{html}");
+    assert!(html.contains("1 node for 30 min, then 50 % for 1 h, then 100 % (each batch within 10 min)"), "{html}");
+
+    let csrf = cohort::console::session::csrf_token(&writer);
+    let plan = |nodes: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("go", "start".to_owned()),
+            ("candidate", "v2".to_owned()),
+            ("step0.percent", "2".to_owned()),
+            ("step0.hold", "10m".to_owned()),
+            ("step1.percent", nodes.to_owned()),
+            ("progress_deadline", "5m".to_owned()),
+            ("max_unavailable", "1".to_owned()),
+        ]
+    };
+    let path = "/console/envs/production/releases/deploy/ramp";
+    let (status, html) = send(&app, &writer, path, plan("1")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"f-step1-percent-error\"") && html.contains("node counts must be above 0 and rise"));
+    let (status, html) = send(&app, &writer, path, plan("100 %")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let ramp = app.get_json(app.env_url("production", "/releases/deploy")).await["ramp"].clone();
+    assert_eq!(
+        (ramp["steps"][0]["nodes"].clone(), ramp["steps"][1]["nodes"].clone()),
+        (2.into(), serde_json::Value::Null)
+    );
+    assert_eq!((ramp["progress_deadline_ms"].clone(), ramp["max_unavailable"].clone()), (300_000.into(), 1.into()));
+    app.stop().await;
+}
