@@ -19,14 +19,15 @@ use cohort_sdk::{Ramp, Release, buckets_to_percent};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
-/// Most step rows the editor shows (the domain allows more; the API takes them).
-const MAX_ROWS: usize = 12;
+/// Most step rows the editor shows: the domain's most steps in a plan (`plan::build`
+/// refuses more; a test holds the two together).
+const MAX_ROWS: usize = 50;
 
 /// The plan as typed: percents and fractions in percent, holds as `30m`.
 #[derive(Clone)]
 pub(super) struct PlanForm {
     candidate: String,
-    /// `preview` or `start`: which button sent the form.
+    /// `preview`, `add` (a step row) or `start`: which button sent the form.
     go: String,
     /// Tolerated increase over the baseline's error rate, in points.
     increase: String,
@@ -35,13 +36,20 @@ pub(super) struct PlanForm {
     /// Confidence, in percent.
     confidence: String,
     min_samples: String,
+    /// Fleet releases: how long a batch may take to converge (`10m`), blank for the
+    /// domain's default.
+    deadline: String,
+    /// Fleet releases: most nodes moved at once; blank for no limit.
+    max_unavailable: String,
     /// `step0.percent`, `step0.hold`, … (every other field; the last of a name sent
-    /// twice).
+    /// twice). On a fleet release a step's `percent` is a node count, or a percent when
+    /// it ends in `%`, as the API's `nodes` and `percent`.
     steps: BTreeMap<String, String>,
 }
 
 /// The plan form's named fields (the others are its steps).
-const NAMED: [&str; 6] = ["candidate", "go", "increase", "ceiling", "confidence", "min_samples"];
+const NAMED: [&str; 8] =
+    ["candidate", "go", "increase", "ceiling", "confidence", "min_samples", "progress_deadline", "max_unavailable"];
 
 impl PlanForm {
     /// The plan as submitted (an absent field is empty).
@@ -58,15 +66,20 @@ impl PlanForm {
             ceiling: fields.text("ceiling")?,
             confidence: fields.text("confidence")?,
             min_samples: fields.text("min_samples")?,
+            deadline: fields.text("progress_deadline")?,
+            max_unavailable: fields.text("max_unavailable")?,
             steps,
         })
     }
 
-    /// The suggested plan: 5 % for 30 min, 25 % for 1 h, then everyone; default guard.
+    /// The suggested plan: 5 % for 30 min, 25 % for 1 h, then everyone (a fleet: one node
+    /// for 30 min, half for 1 h, then all); default guard.
     fn suggested(view: &ReleaseView) -> Self {
         let g = GuardRequest::default();
-        let steps = [("5", "30m"), ("25", "1h"), ("100", "")]
+        let shares = if view.fleet.is_some() { ["1", "50 %", "100 %"] } else { ["5", "25", "100"] };
+        let steps = shares
             .iter()
+            .zip(["30m", "1h", ""])
             .enumerate()
             .flat_map(|(i, (p, h))| {
                 [(format!("step{i}.percent"), p.to_string()), (format!("step{i}.hold"), h.to_string())]
@@ -79,6 +92,8 @@ impl PlanForm {
             ceiling: g.max_error_rate.map(|m| number(m * 100.0)).unwrap_or_default(),
             confidence: number(g.confidence * 100.0),
             min_samples: g.min_samples.to_string(),
+            deadline: String::new(),
+            max_unavailable: String::new(),
             steps,
         }
     }
@@ -87,56 +102,52 @@ impl PlanForm {
         self.steps.get(&format!("step{row}.{part}")).map_or("", |s| s.trim())
     }
 
-    /// How many rows to show: the filled ones and a blank one to add a step.
+    /// How many rows to show: the filled ones and a blank one to add a step, or one more
+    /// than were sent after "Add a step".
     fn rows(&self) -> usize {
-        let filled =
-            (0..MAX_ROWS).rev().find(|&r| !self.step(r, "percent").is_empty() || !self.step(r, "hold").is_empty());
-        filled.map_or(3, |r| (r + 2).max(3)).min(MAX_ROWS)
+        let rows = if self.go == "add" {
+            let sent =
+                self.steps.keys().filter_map(|k| k.strip_prefix("step")?.split_once('.')?.0.parse::<usize>().ok());
+            sent.max().map_or(1, |r| r + 2)
+        } else {
+            let filled =
+                (0..MAX_ROWS).rev().find(|&r| !self.step(r, "percent").is_empty() || !self.step(r, "hold").is_empty());
+            filled.map_or(3, |r| r + 2)
+        };
+        rows.clamp(3, MAX_ROWS)
     }
 
-    /// The API's request for this plan, and which form row each of its steps came from;
-    /// text that is no number beside its field.
-    fn request(&self, problems: &mut Problems) -> (RampRequest, Vec<usize>) {
-        let mut number_in = |name: &str, text: &str, scale: f64| -> Option<f64> {
-            let text = text.trim().trim_end_matches('%').trim();
-            if text.is_empty() {
-                return None;
-            }
-            let parsed = text.parse::<f64>().ok().map(|n| n / scale);
-            if parsed.is_none() {
-                problems.fields.insert(name.to_owned(), format!("`{text}` is not a number"));
-            }
-            parsed
-        };
+    /// The API's request for this plan (for a `fleet` release or not), and which form row
+    /// each of its steps came from; text that is no number beside its field.
+    fn request(&self, fleet: bool, problems: &mut Problems) -> (RampRequest, Vec<usize>) {
         let (mut steps, mut rows) = (Vec::new(), Vec::new());
         for row in 0..MAX_ROWS {
-            let (p, hold) = (self.step(row, "percent"), self.step(row, "hold"));
-            if p.is_empty() && hold.is_empty() {
+            let (share, hold) = (self.step(row, "percent"), self.step(row, "hold"));
+            if share.is_empty() && hold.is_empty() {
                 continue;
             }
-            let percent = number_in(&format!("step{row}.percent"), p, 1.0);
-            steps.push(StepRequest { percent, nodes: None, hold: Some(hold.to_owned()).filter(|h| !h.is_empty()) });
+            let name = format!("step{row}.percent");
+            let (percent, nodes) = match fleet && !share.ends_with('%') {
+                true => (None, typed(problems, &name, share)),
+                false => (in_percent(problems, &name, share, 1.0), None),
+            };
+            steps.push(StepRequest { percent, nodes, hold: Some(hold.to_owned()).filter(|h| !h.is_empty()) });
             rows.push(row);
         }
         let d = GuardRequest::default();
         let guard = GuardRequest {
-            max_error_rate_increase: number_in("increase", &self.increase, 100.0).unwrap_or(d.max_error_rate_increase),
-            max_error_rate: number_in("ceiling", &self.ceiling, 100.0),
-            confidence: number_in("confidence", &self.confidence, 100.0).unwrap_or(d.confidence),
-            min_samples: match self.min_samples.trim() {
-                "" => d.min_samples,
-                text => text.parse().unwrap_or_else(|_| {
-                    problems.fields.insert("min_samples".into(), format!("`{text}` is not a whole number"));
-                    d.min_samples
-                }),
-            },
+            max_error_rate_increase: in_percent(problems, "increase", &self.increase, 100.0)
+                .unwrap_or(d.max_error_rate_increase),
+            max_error_rate: in_percent(problems, "ceiling", &self.ceiling, 100.0),
+            confidence: in_percent(problems, "confidence", &self.confidence, 100.0).unwrap_or(d.confidence),
+            min_samples: typed(problems, "min_samples", &self.min_samples).unwrap_or(d.min_samples),
         };
         let request = RampRequest {
             candidate: self.candidate.trim().to_owned(),
             steps,
             guard: Some(guard),
-            progress_deadline: None,
-            max_unavailable: None,
+            progress_deadline: Some(self.deadline.trim().to_owned()).filter(|d| !d.is_empty()),
+            max_unavailable: typed(problems, "max_unavailable", &self.max_unavailable),
         };
         (request, rows)
     }
@@ -158,7 +169,9 @@ impl PlanForm {
             "guard.max_error_rate" => ("ceiling", "between 0 and 100 %"),
             "guard.confidence" => ("confidence", "from 50 to below 100 % (e.g. 99)"),
             "guard.min_samples" => return problems.place(Some("min_samples".into()), field, message),
-            "candidate" => return problems.place(Some("candidate".into()), field, message),
+            "candidate" | "progress_deadline" | "max_unavailable" => {
+                return problems.place(Some(field.into()), field, message);
+            }
             _ => return problems.place(None, field, message),
         };
         problems.fields.insert(name.to_owned(), format!("{name}: {in_percent}"));
@@ -167,7 +180,7 @@ impl PlanForm {
     /// The plan checked by the domain against `release`: the request and its preview,
     /// or what is wrong beside its fields.
     fn check(&self, release: &Release, problems: &mut Problems) -> Option<(RampRequest, String)> {
-        let (request, rows) = self.request(problems);
+        let (request, rows) = self.request(release.fleet.is_some(), problems);
         if problems.any() {
             return None;
         }
@@ -179,6 +192,23 @@ impl PlanForm {
             }
         }
     }
+}
+
+/// The number typed in field `name`, `None` when blank; text that is none beside the
+/// field.
+fn typed<T: std::str::FromStr>(problems: &mut Problems, name: &str, text: &str) -> Option<T> {
+    let text = text.trim();
+    let parsed = text.parse().ok();
+    if parsed.is_none() && !text.is_empty() {
+        let what = if text.parse::<f64>().is_ok() { "a whole number" } else { "a number" };
+        problems.fields.insert(name.to_owned(), format!("`{text}` is not {what}"));
+    }
+    parsed
+}
+
+/// A number typed in percent (`5`, `5 %`), divided by `scale`.
+fn in_percent(problems: &mut Problems, name: &str, text: &str, scale: f64) -> Option<f64> {
+    typed(problems, name, text.trim().trim_end_matches('%')).map(|n: f64| n / scale)
 }
 
 /// "30 min", "1 h", "90 s", "500 ms".
@@ -199,7 +229,11 @@ pub(super) fn describe(ramp: &Ramp) -> String {
         .steps
         .iter()
         .map(|s| {
-            let share = s.nodes.map_or_else(|| percent(buckets_to_percent(s.buckets)), |n| format!("{n} nodes"));
+            let share = match s.nodes {
+                Some(1) => "1 node".to_owned(),
+                Some(n) => format!("{n} nodes"),
+                None => percent(buckets_to_percent(s.buckets)),
+            };
             s.hold_ms.map_or(share.clone(), |ms| format!("{share} for {}", duration(ms)))
         })
         .collect();
@@ -207,8 +241,13 @@ pub(super) fn describe(ramp: &Ramp) -> String {
     let points = number(g.max_error_rate_increase * 100.0);
     let plural = if points == "1" { "" } else { "s" };
     let ceiling = g.max_error_rate.map(|m| format!(", or exceeds {}", percent(m * 100.0))).unwrap_or_default();
+    let at_most = ramp.max_unavailable.map(|n| format!(", at most {n} nodes moved at once")).unwrap_or_default();
+    let batches = ramp
+        .progress_deadline_ms
+        .map(|ms| format!(" (each batch within {}{at_most})", duration(ms)))
+        .unwrap_or_default();
     format!(
-        "{}; rolls back if the candidate's error rate exceeds the baseline's by {points} point{plural} at {} \
+        "{}{batches}; rolls back if the candidate's error rate exceeds the baseline's by {points} point{plural} at {} \
          confidence{ceiling}. A step passes once each side has {} outcomes.",
         steps.join(", then "),
         percent(g.confidence * 100.0),
@@ -235,8 +274,8 @@ fn preview_markup(outcome: Result<&str, &Problems>) -> Markup {
     }
 }
 
-/// The plan editor, for a release without an active ramp (percent ramps; a fleet's node
-/// ramps are the API's and the CLI's).
+/// The plan editor, for a release without an active ramp (on a fleet, steps of nodes or
+/// percents and the batches' limits).
 pub(super) fn editor(
     state: &AppState,
     env: &EnvName,
@@ -245,7 +284,7 @@ pub(super) fn editor(
     typed: Option<(&PlanForm, &Problems)>,
 ) -> Markup {
     let active = view.ramp.as_ref().is_some_and(|r| !r.state.is_finished());
-    let Some(release) = release(state, env, &view.key).filter(|_| !active && view.fleet.is_none()) else {
+    let Some(release) = release(state, env, &view.key).filter(|_| !active) else {
         return html! {};
     };
     if view.versions.len() < 2 {
@@ -257,6 +296,9 @@ pub(super) fn editor(
     let mut checked = Problems::default();
     let text = form.check(&release, &mut checked).map(|(_, text)| text);
     let action = format!("/console/envs/{env}/releases/{}/ramp", view.key);
+    let rows = form.rows();
+    let fleet = view.fleet.is_some();
+    let (share, hint) = if fleet { ("nodes or %", "e.g. 1, 50 %") } else { ("percent", "e.g. 5") };
     let error = |name: &str| {
         problems.fields.get(name).map(|e| html! { p.error id=(format!("f-{}-error", name.replace('.', "-"))) { (e) } })
     };
@@ -272,22 +314,34 @@ pub(super) fn editor(
                 }
                 (error("candidate").unwrap_or_default())
                 fieldset {
-                    legend { "Steps: percent of units, and how long to hold (blank on the last)" }
+                    legend { "Steps: " @if fleet { "nodes (or a percent of them)" } @else { "percent of units" } ", and how long to hold (blank on the last)" }
                     ol.steps {
-                        @for row in 0..form.rows() {
+                        @for row in 0..rows {
                             li {
-                                @for (part, label, hint) in [("percent", "percent", "e.g. 5"), ("hold", "hold", "e.g. 30m, 1h")] {
+                                @for (part, label, hint) in [("percent", share, hint), ("hold", "hold", "e.g. 30m, 1h")] {
                                     @let name = format!("step{row}.{part}");
                                     @let id = format!("f-step{row}-{part}");
                                     span {
                                         label for=(id) { "Step " (row + 1) " " (label) }
                                         input type="text" id=(id) name=(name) value=(form.step(row, part)) placeholder=(hint)
-                                            inputmode=[(part == "percent").then_some("decimal")]
+                                            inputmode=[(part == "percent" && !fleet).then_some("decimal")]
                                             aria-invalid=[problems.fields.get(&name).map(|_| "true")];
                                         (error(&name).unwrap_or_default())
                                     }
                                 }
                             }
+                        }
+                    }
+                    @if rows < MAX_ROWS {
+                        button type="submit" name="go" value="add" formaction={ (action) "#f-step" (rows) "-percent" } { "Add a step" }
+                    }
+                }
+                @if fleet {
+                    fieldset {
+                        legend { "Batches" }
+                        div.pair {
+                            (field("progress_deadline", "Each converges within (blank: 10m)", &form.deadline, problems, None))
+                            (field("max_unavailable", "Most nodes moved at once (optional)", &form.max_unavailable, problems, None))
                         }
                     }
                 }
@@ -331,7 +385,7 @@ pub(super) async fn start(req: &HttpRequest, state: &AppState, payload: web::Pay
                     _ => StatusCode::CONFLICT,
                 };
                 if let ReleaseError::Invalid { field, message } = &error {
-                    let (_, rows) = form.request(&mut Problems::default());
+                    let (_, rows) = form.request(release.fleet.is_some(), &mut Problems::default());
                     PlanForm::place(&mut problems, field, message, &rows);
                 } else if let Some(other) = problems.release_error(error, &[]) {
                     return Err(Page::new(req, other));
@@ -399,9 +453,76 @@ mod tests {
             assert!(typo.check(&release, &mut problems).is_none(), "{name} {typed}");
             assert_eq!(problems.fields.get(name).map(String::as_str), Some(error), "{:?}", problems.fields);
         }
+        // "Add a step" shows one more row than were sent, up to the domain's most steps.
+        assert_eq!(form.rows(), 4);
+        form.go = "add".into();
+        form.steps.insert("step4.hold".into(), String::new());
+        assert_eq!(form.rows(), 6);
+        let percents = (0..MAX_ROWS).map(|r| (format!("step{r}.percent"), (r + 1).to_string()));
+        let holds = (0..MAX_ROWS - 1).map(|r| (format!("step{r}.hold"), "1m".to_owned()));
+        let mut full = PlanForm { steps: percents.chain(holds).collect(), ..form.clone() };
+        assert_eq!(full.rows(), MAX_ROWS);
+        assert!(full.check(&release, &mut Problems::default()).is_some(), "as many steps as the domain takes");
+        full.steps.insert(format!("step{MAX_ROWS}.percent"), "100".into());
+        let (request, _) = full.request(false, &mut Problems::default());
+        assert_eq!(request.steps.len(), MAX_ROWS, "no row beyond the last shown is read");
+        let mut more = request.clone();
+        more.steps.push(StepRequest { percent: Some(100.0), nodes: None, hold: None });
+        assert_eq!(plan::build(&release, more, 0).map_err(|e| e.field), Err("steps".to_owned()), "nor taken");
+        form.go = String::new();
         form.confidence = "very".into();
         let mut problems = Problems::default();
         form.check(&release, &mut problems);
         assert!(problems.fields.contains_key("confidence"));
+    }
+
+    #[test]
+    fn a_fleet_plan_takes_node_counts_percents_and_the_batches_limits() {
+        let mut release = Release::new("r", ["v1", "v2"]);
+        release.fleet = Some("web".into());
+        let view = ReleaseView::new(&release, 1);
+        let mut form = PlanForm::suggested(&view);
+        let mut problems = Problems::default();
+        let (request, text) = form.check(&release, &mut problems).expect("a plan");
+        assert_eq!((request.steps[0].nodes, request.steps[1].percent), (Some(1), Some(50.0)));
+        assert!(
+            text.replace('\u{a0}', " ")
+                .starts_with("1 node for 30 min, then 50 % for 1 h, then 100 % (each batch within 10 min);"),
+            "{text}"
+        );
+
+        form.steps.insert("step1.percent".into(), "3".into());
+        form.deadline = "5m".into();
+        form.max_unavailable = "2".into();
+        let (request, text) = form.check(&release, &mut Problems::default()).expect("a plan");
+        assert_eq!((request.steps[1].nodes, request.max_unavailable), (Some(3), Some(2)));
+        assert!(
+            text.contains("then 3 nodes") && text.contains("within 5\u{a0}min, at most 2 nodes moved at once"),
+            "{text}"
+        );
+
+        // Each mistake beside its field.
+        for (name, typed, error) in [
+            ("step1.percent", "1", "node counts must be above 0 and rise"),
+            ("step1.percent", "2.5", "`2.5` is not a whole number"),
+            ("max_unavailable", "0", "at least 1"),
+            ("progress_deadline", "soon", "`soon` is not a duration"),
+        ] {
+            let mut typo = form.clone();
+            match name {
+                "max_unavailable" => typo.max_unavailable = typed.into(),
+                "progress_deadline" => typo.deadline = typed.into(),
+                _ => drop(typo.steps.insert(name.into(), typed.into())),
+            }
+            let mut problems = Problems::default();
+            assert!(typo.check(&release, &mut problems).is_none(), "{name} {typed}");
+            assert!(problems.fields.get(name).is_some_and(|e| e.contains(error)), "{name}: {:?}", problems.fields);
+        }
+
+        // The batches' fields are for fleets only, as in the API.
+        release.fleet = None;
+        let mut problems = Problems::default();
+        assert!(form.check(&release, &mut problems).is_none());
+        assert!(problems.fields["progress_deadline"].contains("for fleet releases"), "{:?}", problems.fields);
     }
 }

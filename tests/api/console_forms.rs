@@ -82,6 +82,8 @@ async fn the_console_creates_a_release_plans_its_ramp_and_drives_it() {
         "{}",
         text(c, "#plan-preview").await
     );
+    fill(c, "#f-ceiling", "150").await;
+    assert!(shows(c, "#plan-preview", "ceiling: between 0 and 100 %").await, "{}", text(c, "#plan-preview").await);
     fill(c, "#f-ceiling", "5").await;
     assert!(shows(c, "#plan-preview", "or exceeds 5 %").await, "{}", text(c, "#plan-preview").await);
     fill(c, "#f-step1-percent", "2").await;
@@ -90,6 +92,11 @@ async fn the_console_creates_a_release_plans_its_ramp_and_drives_it() {
     assert!(shows(c, "#plan-preview", "then 25 % for 1 h").await);
     screenshots_at(c, "plan-editor", "document.querySelector('form.plan .buttons').scrollIntoView({block: 'end'})")
         .await;
+    assert_eq!(count(c, "ol.steps li").await, 4, "the suggested three steps and a blank row");
+    click(c, "button[name=go][value=add]").await;
+    assert!(shows(c, "label[for=f-step4-percent]", "Step 5 percent").await, "{}", text(c, "form.plan").await);
+    assert_eq!(count(c, "ol.steps li").await, 5);
+    assert_eq!((value(c, "#f-ceiling").await, value(c, "#f-step1-percent").await), ("5".into(), "25".into()));
     click(c, "button[name=go][value=start]").await;
     assert!(shows(c, "p.confirmation", "The ramp of guided has started").await, "{}", text(c, "main").await);
     let release = app.get_json(app.env_url("production", "/releases/onboarding")).await;
@@ -173,7 +180,7 @@ async fn send(app: &TestApp, session: &str, path: &str, fields: Vec<(&str, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_javascript_preview_re_renders_the_plan_and_a_bad_step_is_shown_beside_its_field() {
+async fn without_javascript_preview_and_add_a_step_re_render_the_plan_and_a_bad_step_is_shown_beside_its_field() {
     let app = spawn_app(Backend::Embedded).await;
     app.given_release("production", "checkout", 0.0).await;
     let writer = token("pat", "production", "read write");
@@ -203,8 +210,66 @@ async fn without_javascript_preview_re_renders_the_plan_and_a_bad_step_is_shown_
     assert!(html.contains("id=\"f-step1-percent-error\"") && html.contains("percents must rise"), "{html}");
     assert!(html.contains("value=\"10m\""), "what was typed is kept");
 
-    let (status, _) = send(&app, &writer, path, plan("start".into(), "100".into())).await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    // "Add a step" past the twelve rows a plan used to be limited to, keeping what was typed.
+    let mut twelve = vec![("csrf".to_owned(), csrf.clone()), ("candidate".into(), "v2".into())];
+    for r in 0..12 {
+        twelve.push((format!("step{r}.percent"), (r + 1).to_string()));
+        twelve.push((format!("step{r}.hold"), "1m".into()));
+    }
+    let with = |extra: &[(&'static str, &str)]| {
+        let typed = twelve.iter().map(|(n, v)| (n.as_str(), v.clone()));
+        typed.chain(extra.iter().map(|(n, v)| (*n, v.to_string()))).collect::<Vec<_>>()
+    };
+    let (status, html) = send(&app, &writer, path, with(&[("go", "add")])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"f-step12-percent\"") && !html.contains("id=\"f-step13-percent\""), "{html}");
+    assert!(html.contains("name=\"step11.percent\" value=\"12\""), "what was typed is kept: {html}");
+    let (status, html) = send(&app, &writer, path, with(&[("go", "start"), ("step12.percent", "100")])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
     assert_eq!(ramp_state(&app, "checkout").await, "running");
+    let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
+    assert_eq!(release["ramp"]["steps"].as_array().map(Vec::len), Some(13));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_release_is_planned_in_nodes_with_its_batches_limits_and_started() {
+    let app = spawn_app(Backend::Embedded).await;
+    let r = app
+        .create_release("production", serde_json::json!({"key": "deploy", "versions": ["v1", "v2"], "fleet": "web"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let writer = token("pat", "production", "read write");
+    let (status, html) = page(&app, "/console/envs/production/releases/deploy", &writer).await;
+    assert_eq!(status, StatusCode::OK);
+    let html = html.replace('\u{a0}', " ");
+    assert!(html.contains("Step 1 nodes or %") && html.contains("name=\"max_unavailable\""), "{html}");
+    assert!(html.contains("1 node for 30 min, then 50 % for 1 h, then 100 % (each batch within 10 min)"), "{html}");
+
+    let csrf = cohort::console::session::csrf_token(&writer);
+    let plan = |nodes: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("go", "start".to_owned()),
+            ("candidate", "v2".to_owned()),
+            ("step0.percent", "2".to_owned()),
+            ("step0.hold", "10m".to_owned()),
+            ("step1.percent", nodes.to_owned()),
+            ("progress_deadline", "5m".to_owned()),
+            ("max_unavailable", "1".to_owned()),
+        ]
+    };
+    let path = "/console/envs/production/releases/deploy/ramp";
+    let (status, html) = send(&app, &writer, path, plan("1")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"f-step1-percent-error\"") && html.contains("node counts must be above 0 and rise"));
+    let (status, html) = send(&app, &writer, path, plan("100 %")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let ramp = app.get_json(app.env_url("production", "/releases/deploy")).await["ramp"].clone();
+    assert_eq!(
+        (ramp["steps"][0]["nodes"].clone(), ramp["steps"][1]["nodes"].clone()),
+        (2.into(), serde_json::Value::Null)
+    );
+    assert_eq!((ramp["progress_deadline_ms"].clone(), ramp["max_unavailable"].clone()), (300_000.into(), 1.into()));
     app.stop().await;
 }
