@@ -19,9 +19,8 @@ use cohort_sdk::{Ramp, Release, buckets_to_percent};
 use maud::{Markup, html};
 use std::collections::BTreeMap;
 
-/// Most step rows the editor shows: the domain's most steps in a plan (`plan::build`
-/// refuses more; a test holds the two together).
-const MAX_ROWS: usize = 50;
+/// Most step rows the editor shows: the domain's most steps in a plan.
+const MAX_ROWS: usize = crate::ramp::plan::MAX_STEPS;
 
 /// The plan as typed: percents and fractions in percent, holds as `30m`.
 #[derive(Clone)]

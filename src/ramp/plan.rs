@@ -87,7 +87,8 @@ pub fn parse_hold(text: &str) -> Option<u64> {
     humantime::parse_duration(text.trim()).ok().map(|d| d.as_millis() as u64)
 }
 
-const MAX_STEPS: usize = 50;
+/// Most steps in a plan.
+pub const MAX_STEPS: usize = 50;
 const MAX_HOLD_MS: u64 = 30 * 24 * 3_600_000;
 
 /// Validates `request` against `release` and builds a running ramp starting at `now_ms`
