@@ -7,10 +7,11 @@
 //! - every acknowledged write (200/201) is still there afterwards: its audit entry holds
 //!   its revision, action and payload, and a served kill (200, or 202 written later) is
 //!   in force at the end;
-//! - writes resume by themselves once the killed node, started again as its supervisor
-//!   would, is back as the new master's replica (until then the new master has no replica
-//!   and `min_replicas_ack = 1` refuses every write, `503 not_replicated`). Resumed means
-//!   a write stored and acknowledged, not an answer that had nothing to write.
+//! - writes resume by themselves once the new master has a replica again, as a supervisor
+//!   would see to: a fresh node joins the cluster as its replica; the sentinel set's killed
+//!   node is started again and made one (until then the new master has no replica and
+//!   `min_replicas_ack = 1` refuses every write, `503 not_replicated`). Resumed means a
+//!   write stored and acknowledged, not an answer that had nothing to write.
 //!
 //! Each test prints its row of the failover table (`cargo test --test api
 //! failover_under_load -- --nocapture --test-threads=1`).
@@ -424,12 +425,14 @@ async fn failover_under_load_of_a_cluster_master_loses_no_acknowledged_write() {
     let topology = Topology::cluster(&cluster);
     // Every key of `production` carries the hash tag `{production}`: one slot, one master.
     failover_under_load(topology, "cluster (3 masters + 3 replicas)", "SIGKILL the slot's master", || {
-        let port = cluster.kill_master_of("{production}");
-        // As its supervisor would, start the killed node again once its replica took
-        // over: it rejoins as the new master's replica. Until then the new master has
-        // none, and with `min_replicas_ack = 1` every write is refused `not_replicated`.
+        cluster.kill_master_of("{production}");
+        // Once the replica took over, a fresh node joins as the new master's replica, as a
+        // supervisor replacing the failed node would. Until then the new master has none,
+        // and with `min_replicas_ack = 1` every write is refused `not_replicated`. (The
+        // killed node itself, started again with its data, would claim its old slots
+        // for a moment before it learns it was replaced.)
         cluster.wait_for_failover();
-        cluster.restart(port);
+        cluster.add_replica_of("{production}");
     })
     .await;
 }

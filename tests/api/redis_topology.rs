@@ -225,23 +225,7 @@ impl RedisCluster {
         let mut nodes: Vec<Node> = (0..6)
             .map(|_| {
                 let port = free_port_pair();
-                let mut args = base_args(port);
-                args.extend(
-                    [
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        &Self::NODE_TIMEOUT_MS.to_string(),
-                        // A replica takes over however long it was cut off from its master:
-                        // the tests kill masters on purpose.
-                        "--cluster-replica-validity-factor",
-                        "0",
-                    ]
-                    .map(str::to_owned),
-                );
-                Node::new(root.path(), port, args)
+                Node::new(root.path(), port, Self::node_args(port))
             })
             .collect();
         for node in &mut nodes {
@@ -266,6 +250,57 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes, _root: root };
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// A cluster node's command line.
+    fn node_args(port: u16) -> Vec<String> {
+        let mut args = base_args(port);
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                &Self::NODE_TIMEOUT_MS.to_string(),
+                // A replica takes over however long it was cut off from its master: the
+                // tests kill masters on purpose.
+                "--cluster-replica-validity-factor",
+                "0",
+            ]
+            .map(str::to_owned),
+        );
+        args
+    }
+
+    #[allow(dead_code)] // for the failover tests
+    /// Starts a fresh node (no data, no cluster configuration) and joins it as a replica
+    /// of the master serving `key`'s slot (`redis-cli --cluster add-node … --cluster-slave
+    /// --cluster-master-id`), as a supervisor replacing a failed node would; waits until
+    /// the cluster is healthy with it in sync. Unlike a restarted old master, a fresh
+    /// node never claims the slots it once served, with the data it held then.
+    pub fn add_replica_of(&mut self, key: &str) {
+        let master = self.master_of(key);
+        let id: String = query(master, redis::cmd("CLUSTER").arg("MYID")).expect("CLUSTER MYID");
+        let port = free_port_pair();
+        let mut node = Node::new(self._root.path(), port, Self::node_args(port));
+        node.spawn().expect("a new cluster node starts");
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "add-node", &format!("127.0.0.1:{port}"), &format!("127.0.0.1:{master}")])
+            .args(["--cluster-slave", "--cluster-master-id", &id])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster add-node failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.nodes.push(node);
+        wait_until("the new replica in sync", Duration::from_secs(30), || {
+            !is_master(port) && replica_in_sync(port) && self.is_healthy()
+        });
     }
 
     /// The seed URLs, one per node (`redis://127.0.0.1:<port>/`).
