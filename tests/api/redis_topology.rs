@@ -491,6 +491,21 @@ impl RedisSentinelSet {
     }
 
     #[allow(dead_code)] // for the failover tests
+    /// Starts a fresh data node (no data) as a replica of the primary the sentinels name,
+    /// as a supervisor replacing a failed node would; waits until it is in sync. (The
+    /// sentinels find it through the primary.)
+    pub fn add_replica(&mut self) {
+        let primary = self.primary_port();
+        let port = free_port_pair();
+        let mut args = base_args(port);
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
+        let mut node = Node::new(self._root.path(), port, args);
+        node.spawn().expect("a new replica starts");
+        self.data.push(node);
+        wait_until("the new replica in sync", Duration::from_secs(30), || replica_in_sync(port));
+    }
+
+    #[allow(dead_code)] // for the failover tests
     /// The primary's URL.
     pub fn primary_url(&self) -> String {
         url(self.primary_port())
