@@ -4,7 +4,7 @@
 //! at any point of a compaction loses nothing; the first layout (`cohort.json`) is
 //! converted on first open and kept renamed.
 
-use crate::helpers::{Backend, TEST_SECRET, client_with, eventually, spawn_app, token};
+use crate::helpers::{Backend, TEST_SECRET, assert_serve_refuses_naming, client_with, eventually, spawn_app, token};
 use cohort::store::embedded::{EmbeddedOptions, LEGACY_FILE, MIGRATED_FILE, OpenError};
 use cohort::store::{
     Action, AuditEntry, AuditQuery, Bucket, EmbeddedStore, EnvData, EnvName, Store, StoredRelease, Write, WriteMeta,
@@ -115,14 +115,7 @@ async fn damage_before_the_last_record_stops_start_up_with_a_message_naming_the_
     assert!(message.contains("corrupt"), "{message}");
 
     // The binary says so too, and exits non-zero.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&journal.display().to_string()), "{stderr}");
+    assert_serve_refuses_naming(dir.path(), &journal);
 }
 
 /// Opens with a tiny compaction size, so that writes compact often.

@@ -260,6 +260,18 @@ impl TestApp {
     }
 }
 
+/// `cohort serve` on `data_dir` refuses to start: it exits non-zero naming `file`.
+pub fn assert_serve_refuses_naming(data_dir: &Path, file: &Path) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
 /// Asserts the error shape and code.
 pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> String {
     assert_eq!(response.status(), status, "status");

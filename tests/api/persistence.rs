@@ -1,7 +1,7 @@
 //! The embedded store survives restarts, refuses to start on a corrupt file, and has one
 //! writer per data directory.
 
-use crate::helpers::{Backend, spawn_app, test_settings};
+use crate::helpers::{Backend, assert_serve_refuses_naming, spawn_app, test_settings};
 use cohort::startup::{Application, StartError};
 use cohort::store::EmbeddedStore;
 use cohort::store::embedded::{LOCK_FILE, OpenError};
@@ -48,14 +48,7 @@ async fn a_corrupt_data_file_stops_start_up_with_a_message_naming_it() {
     assert!(err.contains("corrupt"), "{err}");
 
     // The binary says so too, and exits non-zero.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert_serve_refuses_naming(dir.path(), &file);
 }
 
 #[tokio::test]

@@ -308,12 +308,6 @@ impl RedisCluster {
         self.nodes.iter().map(|n| url(n.port)).collect()
     }
 
-    #[allow(dead_code)] // for the failover tests
-    /// Every node's port.
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|n| n.port).collect()
-    }
-
     fn live_ports(&self) -> Vec<u16> {
         self.nodes.iter().filter(|n| n.alive()).map(|n| n.port).collect()
     }
@@ -340,12 +334,6 @@ impl RedisCluster {
             .find(|n| n.master && !n.failed && n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
             .map(|n| n.port)
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
-    }
-
-    #[allow(dead_code)] // for the failover tests
-    /// `redis://` URL of the master serving `key`'s slot.
-    pub fn master_url_of(&self, key: &str) -> String {
-        url(self.master_of(key))
     }
 
     /// Kills (SIGKILL) the master serving `key`'s slot; returns its port.
@@ -503,12 +491,6 @@ impl RedisSentinelSet {
         node.spawn().expect("a new replica starts");
         self.data.push(node);
         wait_until("the new replica in sync", Duration::from_secs(30), || replica_in_sync(port));
-    }
-
-    #[allow(dead_code)] // for the failover tests
-    /// The primary's URL.
-    pub fn primary_url(&self) -> String {
-        url(self.primary_port())
     }
 
     /// Kills (SIGKILL) the current primary; returns its port.
