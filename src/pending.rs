@@ -1,12 +1,18 @@
 //! The journal of kills this instance served while its store could not take them (down,
 //! or regressed): the on-call engineer's one lever keeps working exactly when things go
-//! wrong. Each kill, unkill, kill-all or unkill-all is laid over the served snapshot at
-//! once ([`crate::snapshots::Snapshots::lay_kill`]), answered 202 `"persisted": false`,
-//! and recorded here — one entry per target, the latest intent wins, so a later unkill
-//! cancels a pending kill — in `pending-kills.json` in the data directory (temp file +
-//! fsync + rename), so a restarted instance still serves it. When the store is usable
-//! again each entry is written through the ordinary domain operation (idempotent: a kill
-//! another instance already wrote is not written twice) and then dropped.
+//! wrong. A kill or kill-all is laid over the served snapshot at once
+//! ([`crate::snapshots::Snapshots::lay_kill`]), answered 202 `"persisted": false`, and
+//! recorded here, one entry per target, in `pending-kills.json` in the data directory
+//! (temp file + fsync + rename), so a restarted instance still serves it. When the store
+//! is usable again each entry is written through the ordinary domain operation
+//! (idempotent: a kill another instance already wrote is not written twice) and then
+//! dropped.
+//!
+//! Only kills are journalled. An unkill served by one instance alone could not be ordered
+//! against a kill another instance acknowledged meanwhile — a kill of a release the store
+//! already holds killed writes nothing, so it leaves no trace to order by — and replaying
+//! it could undo that acknowledged kill. So an unkill waits for the store; while the store
+//! is away it only cancels a kill this instance journalled and has not written.
 
 use crate::releases::{Actor, EnvView, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::{KillState, KillTarget};
@@ -33,10 +39,11 @@ pub struct PendingKill {
     pub actor: String,
     /// When it was asked, ms since the epoch.
     pub time_ms: u64,
-    /// The revision of what it switched as this instance served it then (the release's,
-    /// or the environment's): an unkill is not written over a kill stored after it.
+    /// What this instance served for the target before it laid the kill over it (the
+    /// first journalled kill's, when one replaced another): what an unkill that cancels
+    /// the journalled kill serves again. Absent in older journals: live.
     #[serde(default)]
-    pub base_revision: u64,
+    pub was: KillState,
 }
 
 /// The journal.
@@ -117,7 +124,7 @@ mod tests {
             state: KillState { on, reason: Some("5xx".into()) },
             actor: "oncall".into(),
             time_ms,
-            base_revision: 0,
+            was: KillState::default(),
         }
     }
 
@@ -156,7 +163,10 @@ pub(crate) fn store_cannot_take(error: &ReleaseError) -> bool {
     matches!(
         error,
         ReleaseError::Store(
-            StoreError::Unavailable(_) | StoreError::Regressed { .. } | StoreError::NotReplicated { .. }
+            StoreError::Unavailable(_)
+                | StoreError::Unconfirmed(_)
+                | StoreError::Regressed { .. }
+                | StoreError::NotReplicated { .. }
         )
     )
 }
@@ -186,15 +196,18 @@ impl Releases {
                 self.switched(order, env, &target).await;
                 Ok(KillAnswer { view, persisted: true })
             }
-            Err(error) if store_cannot_take(&error) => {
+            Err(error) if on && store_cannot_take(&error) => {
                 let _order = self.hold(order).await;
                 let served = self.require_env(env)?;
                 let release = served.snapshot.get(key).ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
-                let reason = reason.or_else(|| release.release().kill_reason.clone()).filter(|_| on);
-                let state = KillState { on, reason };
-                self.serve_locally(env, actor, target, state, &error);
+                let reason = reason.or_else(|| release.release().kill_reason.clone());
+                self.serve_locally(env, actor, target, KillState { on, reason }, &error);
                 let view = self.get(env, key)?;
                 Ok(KillAnswer { view, persisted: false })
+            }
+            Err(error) if store_cannot_take(&error) => {
+                self.unkill_without_store(order, env, &target, error).await?;
+                Ok(KillAnswer { view: self.get(env, key)?, persisted: false })
             }
             Err(error) => Err(error),
         }
@@ -209,13 +222,62 @@ impl Releases {
         actor: &Actor,
         on: bool,
         reason: Option<String>,
-        why: &ReleaseError,
+        why: ReleaseError,
     ) -> Result<KillAnswer<EnvView>, ReleaseError> {
+        if !on {
+            self.unkill_without_store(order, env, &KillTarget::Environment, why).await?;
+            return Ok(KillAnswer { view: self.environment(env)?, persisted: false });
+        }
         let _order = self.hold(order).await;
         let served = self.require_env(env)?;
-        let reason = reason.or_else(|| served.kill_reason.clone()).filter(|_| on);
-        self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, why);
+        let reason = reason.or_else(|| served.kill_reason.clone());
+        self.serve_locally(env, actor, KillTarget::Environment, KillState { on, reason }, &why);
         Ok(KillAnswer { view: self.environment(env)?, persisted: false })
+    }
+
+    /// An unkill of `target` the store could not take (`why`). It is never served on
+    /// its own: it only cancels a kill this instance journalled and has not written —
+    /// the typo'd kill an engineer takes back during the outage. With no such kill it is
+    /// refused ([`ReleaseError::UnkillNeedsStore`]) and the kill stays served. An unkill
+    /// the store holds but could not confirm on its replicas (`NotReplicated`) supersedes
+    /// the journalled kill like one it confirmed, and is answered with that error.
+    async fn unkill_without_store(
+        &self,
+        order: SwitchOrder<'_>,
+        env: &EnvName,
+        target: &KillTarget,
+        why: ReleaseError,
+    ) -> Result<(), ReleaseError> {
+        if matches!(why, ReleaseError::Store(StoreError::NotReplicated { .. })) {
+            self.switched(order, env, target).await;
+            return Err(why);
+        }
+        let _order = self.hold(order).await;
+        let journalled = self.pending().list().into_iter().find(|k| &k.env == env && &k.target == target);
+        let Some(kill) = journalled else {
+            if matches!(why, ReleaseError::Store(StoreError::Unconfirmed(_))) {
+                return Err(why); // it may be applied yet: the caller reads it back
+            }
+            return Err(match why {
+                ReleaseError::Store(source) => ReleaseError::UnkillNeedsStore { target: describe(env, target), source },
+                other => other,
+            });
+        };
+        tracing::warn!(
+            %env, ?target, reason = %why,
+            "an unkill cancels the kill this instance journalled and had not written; if the store took it before it went away, it is served again when the store is back"
+        );
+        self.snapshots().lay_kill(env, target, kill.was.clone());
+        self.settle_pending(&kill).await;
+        if kill.was.on {
+            // Killed before this instance's own kill too: that kill stands until the
+            // store takes an unkill.
+            return Err(match why {
+                ReleaseError::Store(source) => ReleaseError::UnkillNeedsStore { target: describe(env, target), source },
+                other => other,
+            });
+        }
+        Ok(())
     }
 
     /// Call before writing `target`'s kill switch through the store. When this instance
@@ -250,13 +312,22 @@ impl Releases {
     }
 
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
-        let served = self.snapshots().get(env).unwrap_or_default();
-        let base_revision = match &target {
-            KillTarget::Release(key) => served.revision_of(key),
-            KillTarget::Environment => served.revision(),
-        };
+        let journalled = self.pending().list().into_iter().find(|k| &k.env == env && k.target == target);
+        let was = journalled.map(|k| k.was).unwrap_or_else(|| {
+            let served = self.snapshots().get(env).unwrap_or_default();
+            match &target {
+                KillTarget::Release(key) => served
+                    .snapshot
+                    .get(key)
+                    .map(|r| KillState { on: r.release().killed, reason: r.release().kill_reason.clone() })
+                    .unwrap_or_default(),
+                KillTarget::Environment => {
+                    KillState { on: served.snapshot.kill_all(), reason: served.kill_reason.clone() }
+                }
+            }
+        });
         let kill = PendingKill {
-            base_revision,
+            was,
             env: env.clone(),
             target: target.clone(),
             state: state.clone(),
@@ -291,20 +362,6 @@ impl Releases {
         }
     }
 
-    /// Whether the store holds `kill`'s target killed by a write after the one this
-    /// instance served when `kill` (an unkill) was asked.
-    async fn killed_since(&self, kill: &PendingKill) -> bool {
-        let Ok(data) = self.store().load(&kill.env).await else { return false };
-        match &kill.target {
-            KillTarget::Release(key) => data
-                .releases
-                .iter()
-                .find(|r| &r.release.key == key)
-                .is_some_and(|r| r.release.killed && r.revision > kill.base_revision),
-            KillTarget::Environment => data.kill_all && data.revision > kill.base_revision,
-        }
-    }
-
     /// Writes every pending kill the store can take now, through the ordinary domain
     /// operations (idempotent: one another instance already wrote is not written again),
     /// and stops laying it over the store's state. Returns how many were settled.
@@ -318,9 +375,11 @@ impl Releases {
             if !self.pending().list().contains(&kill) {
                 continue; // a newer kill or unkill replaced it; that one is written instead
             }
-            if !kill.state.on && self.killed_since(&kill).await {
-                // Someone killed it after this unkill was asked: the kill wins.
-                tracing::warn!(env = %kill.env, target = ?kill.target, "a pending unkill is older than the stored kill; dropped");
+            if !kill.state.on {
+                // Left by an earlier version, which journalled unkills: one cannot be
+                // ordered against kills other instances took meanwhile, so it is not
+                // written, and the release stays as the store holds it.
+                tracing::warn!(env = %kill.env, target = ?kill.target, "a journalled unkill is not written (unkills need the store); unkill again if it is still wanted");
                 self.settle_pending(&kill).await;
                 continue;
             }
@@ -349,6 +408,14 @@ impl Releases {
             settled += 1;
         }
         settled
+    }
+}
+
+/// `target` as an error message names it.
+fn describe(env: &EnvName, target: &KillTarget) -> String {
+    match target {
+        KillTarget::Release(key) => format!("`{key}`"),
+        KillTarget::Environment => format!("environment `{env}`"),
     }
 }
 

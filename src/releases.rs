@@ -31,6 +31,14 @@ pub enum ReleaseError {
     /// [`ramp_guard`]); the message names the commands that hand control back.
     #[error("{0}")]
     RampActive(String),
+    /// An unkill (or unkill-all) the store cannot take now. Only kills are served
+    /// before the store has them: an unkill served by one instance alone could not be
+    /// ordered against a kill another instance acknowledged meanwhile, so it waits for
+    /// the store, and the kill stays served — the safe state.
+    #[error(
+        "the store cannot take this unkill of {target} now ({source}); an unkill is only written through the store, so {target} stays killed wherever the kill is served. Retry when the store is back (GET /readyz)"
+    )]
+    UnkillNeedsStore { target: String, source: StoreError },
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),

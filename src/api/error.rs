@@ -63,6 +63,11 @@ pub enum ApiError {
     /// The store cannot be reached; nothing was written.
     #[error("the store is unavailable, nothing was written; evaluation goes on from the last snapshot: {0}")]
     StoreUnavailable(String),
+    /// A write sent to the store without an answer: it may or may not be applied.
+    #[error(
+        "the store did not confirm the write, which it may still apply: read the state back before retrying; evaluation goes on from the last snapshot: {0}"
+    )]
+    StoreUnconfirmed(String),
     /// The environment does not exist (create it with `cohort env create`).
     #[error("environment `{env}` does not exist{}", nearest.as_ref().map(|n| format!("; did you mean `{n}`?")).unwrap_or_default())]
     EnvironmentNotFound { env: String, nearest: Option<String> },
@@ -75,6 +80,9 @@ pub enum ApiError {
     /// The store went backwards for this environment; writes are refused.
     #[error("{0}")]
     StoreRegressed(String),
+    /// An unkill the store cannot take now (only kills are served before it has them).
+    #[error("{0}")]
+    UnkillNeedsStore(String),
     /// Written at `revision` but not confirmed by enough replicas: not acknowledged.
     #[error("{message}")]
     NotReplicated { message: String, revision: u64 },
@@ -126,11 +134,13 @@ impl ApiError {
             ApiError::RevisionMismatch { .. } => "revision_mismatch",
             ApiError::PreconditionRequired => "precondition_required",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::StoreUnconfirmed(_) => "store_unconfirmed",
             ApiError::NotReady(_) => "not_ready",
             ApiError::EnvironmentNotFound { .. } => "environment_not_found",
             ApiError::EnvironmentExists(_) => "environment_exists",
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
+            ApiError::UnkillNeedsStore(_) => "unkill_needs_store",
             ApiError::NotReplicated { .. } => "not_replicated",
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
@@ -162,6 +172,7 @@ impl From<StoreError> for ApiError {
                 ApiError::RevisionMismatch { key, expected, current }
             }
             StoreError::Unavailable(message) => ApiError::StoreUnavailable(message),
+            StoreError::Unconfirmed(message) => ApiError::StoreUnconfirmed(message),
             StoreError::Corrupt(message) => ApiError::Internal(message),
             StoreError::EnvironmentNotFound(env) => ApiError::EnvironmentNotFound { env, nearest: None },
             StoreError::EnvironmentExists(env) => ApiError::EnvironmentExists(env),
@@ -181,6 +192,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::Conflict(message) => ApiError::Conflict(message),
             ReleaseError::EnvironmentNotFound { env, nearest } => ApiError::EnvironmentNotFound { env, nearest },
             ReleaseError::RampActive(message) => ApiError::RampActive(message),
+            e @ ReleaseError::UnkillNeedsStore { .. } => ApiError::UnkillNeedsStore(e.to_string()),
             ReleaseError::Store(e) => e.into(),
         }
     }
@@ -234,8 +246,10 @@ impl ResponseError for ApiError {
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::StoreUnavailable(_)
+            | ApiError::StoreUnconfirmed(_)
             | ApiError::NotReady(_)
             | ApiError::StoreRegressed(_)
+            | ApiError::UnkillNeedsStore(_)
             | ApiError::NotReplicated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -247,8 +261,10 @@ impl ResponseError for ApiError {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
         if let ApiError::StoreUnavailable(_)
+        | ApiError::StoreUnconfirmed(_)
         | ApiError::Internal(_)
         | ApiError::StoreRegressed(_)
+        | ApiError::UnkillNeedsStore(_)
         | ApiError::NotReplicated { .. } = self
         {
             crate::metrics::METRICS.store_errors.with_label_values(&[self.code()]).inc();

@@ -202,7 +202,8 @@ async fn kill(
     request_body(content = Option<ReasonRequest>, description = "Optional; may be empty"),
     responses(
         (status = 200, description = "The release, with `persisted: true`", body = ReleaseView, headers(("ETag" = String))),
-        (status = 202, description = "The store cannot take it now: served by this instance at once, journalled, written when the store is usable (`persisted: false`)", body = ReleaseView),
+        (status = 202, description = "The store cannot take it now, and this instance had journalled a kill it has not written: that kill is cancelled (`persisted: false`)", body = ReleaseView),
+        (status = 503, description = "The store cannot take it now (`unkill_needs_store`): an unkill is only written through the store, and the kill stays served", body = ErrorBody),
         (status = 404, description = "No such release", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
     ))]

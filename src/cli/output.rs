@@ -366,6 +366,13 @@ pub fn render_unkilled(release: &ReleaseView) -> String {
     } else {
         format!("serving {}", allocation_summary(release))
     };
+    if !release.persisted {
+        return format!(
+            "cancelled the kill of {} this instance had not written yet: it serves {serving} again. The store cannot \
+             take writes now; if it took that kill before it went away, the kill is served again when it is back\n",
+            release.key
+        );
+    }
     format!("unkilled {} at revision {}: {serving}\n", release.key, release.revision)
 }
 
@@ -378,6 +385,13 @@ pub fn render_environment_state(state: &EnvironmentState) -> String {
         state.revision
     );
     let line = if state.kill_all { with_reason(&line, state.kill_reason.as_deref()) } else { line };
+    if !state.persisted && !state.kill_all {
+        return format!(
+            "cancelled the kill-all of {} this instance had not written yet. The store cannot take writes now; if it \
+             took that kill-all before it went away, it is served again when it is back\n",
+            state.environment
+        );
+    }
     if !state.persisted {
         return format!(
             "{line} on this instance only. NOT yet persisted: the store cannot take it now; this instance keeps \

@@ -340,7 +340,9 @@ async fn confirmation(state: &AppState, env: &EnvName, view: &EnvView, done: &Do
     Some(html! {
         section.confirmation role="status" aria-labelledby="confirmation-title" {
             h2 id="confirmation-title" { (message) }
-            @if done.stored == Some(0) {
+            @if done.stored == Some(0) && what.starts_with("unkill") {
+                p.warning { "The store could not take it now: this cancels the kill this instance had not written yet. If the store took that kill before it went away, it is served again when the store is back." }
+            } @else if done.stored == Some(0) {
                 p.warning { "The store could not take it now: this instance serves it already and writes it to the store as soon as it can." }
             }
             @if let Some(reach) = reach.filter(|_| what != "pause" && what != "resume") { (reach_markup(env, &reach)) }

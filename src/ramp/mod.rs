@@ -339,7 +339,7 @@ impl Ramps {
                 Ok(crate::pending::KillAnswer { view, persisted: true })
             }
             Err(error) if crate::pending::store_cannot_take(&error) => {
-                self.releases.kill_environment_locally(order, env, actor, on, reason, &error).await
+                self.releases.kill_environment_locally(order, env, actor, on, reason, error).await
             }
             Err(error) => Err(error),
         }

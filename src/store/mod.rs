@@ -169,6 +169,10 @@ pub enum StoreError {
     /// The backing store cannot be reached; nothing was written.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but the store did not answer (timed out, or the connection
+    /// dropped): it may or may not have been applied.
+    #[error("the store did not confirm the write: {0}")]
+    Unconfirmed(String),
     /// Stored data that cannot be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -268,6 +268,15 @@ fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// A write that failed: refused before it was sent (nothing written), or sent without
+/// an answer — timed out, or the connection dropped (redis reports a broken pipe and a
+/// reset alike, and on a shared connection either may end a write already sent) — so a
+/// stalled or dying Redis may still have applied it.
+fn write_failed(e: RedisError) -> StoreError {
+    let unanswered = e.is_timeout() || (e.is_connection_dropped() && !e.is_connection_refusal());
+    if unanswered { StoreError::Unconfirmed(format!("redis: {e}")) } else { unavailable(e) }
+}
+
 impl RedisStore {
     /// Prepares the connection without waiting for Redis: an unreachable Redis at start-up
     /// makes the instance unready, not dead (it connects when Redis answers). Fails only
@@ -622,7 +631,7 @@ impl Store for RedisStore {
             .arg(meta.time_ms)
             .arg(self.options.audit_retention.max(1))
             .arg(meta.floor);
-        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(write_failed)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
             "ok" => {

@@ -2,7 +2,9 @@
 //! instances on one real Redis, while the test stalls (SIGSTOP) and restarts Redis.
 //! After every step it checks the safety promises:
 //! - an acknowledged kill (200, or 202 served locally) is served by the instance that
-//!   answered at once, and by both instances once the store is usable again;
+//!   answered at once, and by both instances once the store is usable again, unless a
+//!   later unkill was acknowledged or may have been applied (one the store did not
+//!   confirm);
 //! - no ramped candidate's share exceeds its ramp's current step;
 //! - the audit log holds every acknowledged change exactly once.
 //!
@@ -243,12 +245,20 @@ async fn operate(
         tally.operations += 1;
         let Ok(response) = request.timeout(Duration::from_secs(10)).send().await else {
             tally.refused += 1;
+            if action == "unkill" {
+                model.killed.insert(key, false); // it may have been applied: not checked
+            }
             continue;
         };
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();
         if !status.is_success() {
             tally.refused += 1;
+            // An unkill sent to a store that did not answer may yet be applied; one the
+            // store could not take (`unkill_needs_store`) leaves the kill served.
+            if action == "unkill" && body["error"]["code"] == "store_unconfirmed" {
+                model.killed.insert(key, false);
+            }
             continue;
         }
         tally.acknowledged += 1;

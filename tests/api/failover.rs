@@ -89,7 +89,8 @@ struct Tally {
     evaluations: AtomicU64,
     evaluations_failed: AtomicU64,
     acknowledged: Mutex<Vec<Acknowledged>>,
-    /// Kills/unkills served but not stored yet (202): written after the failover.
+    /// Kills served but not stored yet (202): written after the failover (or unkills
+    /// that cancelled such a kill).
     served_pending: AtomicU64,
     refused: AtomicU64,
     /// Refusals by error code.
@@ -219,8 +220,10 @@ async fn write_loop(app: Endpoint, tally: Arc<Tally>, writer: usize) {
             }
             StatusCode::ACCEPTED => {
                 tally.count(&tally.served_pending);
+                // A 202 unkill cancels this instance's journalled kill, which the store
+                // may hold all the same (written, not replicated): outcome unknown.
                 if let Some(on) = switch {
-                    tally.kill_state.lock().expect("lock").insert(key.clone(), Some(on));
+                    tally.kill_state.lock().expect("lock").insert(key.clone(), on.then_some(true));
                 }
             }
             StatusCode::PRECONDITION_FAILED => {

@@ -66,7 +66,8 @@ async fn evaluation_survives_a_redis_outage_and_writes_resume_after_it() {
     let r = app.set_percent("production", "checkout", json!({"v2": 10}), None).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "store_unavailable");
+    // Refused before it was sent, or sent on the connection Redis dropped: either way a 503.
+    assert!(matches!(body["error"]["code"].as_str(), Some("store_unavailable" | "store_unconfirmed")), "{body}");
     let r = app.create_release("production", json!({"key": "other", "versions": ["a", "b"]})).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let r = app.client.get(app.env_url("production", "/releases/checkout")).send().await.expect("sent");

@@ -138,14 +138,14 @@ async fn a_cluster_store_writes_again_by_itself_after_its_master_fails_over() {
     let killed = cluster.kill_master_of(&rev_key);
     // Until the replica takes over, writes fail clearly (never hang); then they resume.
     let errors = write_until_taken(&plain, "after").await;
-    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_))), "{errors:?}");
+    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_) | StoreError::Unconfirmed(_))), "{errors:?}");
     cluster.wait_for_failover();
     assert_ne!(cluster.master_of(&rev_key), killed);
     assert_eq!(keys(&plain.load(&production()).await.expect("loads")), ["after", "before"], "nothing replicated lost");
     // The old master rejoins as a replica: replicated writes are acknowledged again.
     cluster.restart(killed);
     let errors = write_until_taken(&replicated, "later").await;
-    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_))), "{errors:?}");
+    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_) | StoreError::Unconfirmed(_))), "{errors:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,13 +165,17 @@ async fn a_sentinel_store_follows_the_primary_across_a_failover() {
     let new = set.wait_for_new_primary();
     assert_ne!(old, new);
     let errors = write_until_taken(&plain, "after").await;
-    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_))), "{errors:?}");
+    assert!(errors.iter().all(|e| matches!(e, StoreError::Unavailable(_) | StoreError::Unconfirmed(_))), "{errors:?}");
     assert_eq!(keys(&plain.load(&production()).await.expect("loads")), ["after", "before"], "nothing replicated lost");
     // The old primary comes back as a replica; the store stays on the new primary. The
     // replicated store's idle connection went down with the old primary: its first
     // command may fail (never re-sent: it may have run), the next asks the sentinels.
     set.restart(old);
     let errors = write_until_taken(&replicated, "later").await;
-    assert!(errors.len() <= 1 && errors.iter().all(|e| matches!(e, StoreError::Unavailable(_))), "{errors:?}");
+    assert!(
+        errors.len() <= 1
+            && errors.iter().all(|e| matches!(e, StoreError::Unavailable(_) | StoreError::Unconfirmed(_))),
+        "{errors:?}"
+    );
     assert_eq!(set.primary_port(), new);
 }

@@ -169,12 +169,11 @@ async fn an_unkill_while_redis_is_down_cancels_the_pending_kill() {
     assert_eq!(reason(&app, "checkout").await, "SPLIT");
 }
 
-/// Redis down, then `first` (a kill switch's route under `production/`) answered 202
-/// and journalled; Redis back, and before the journal is replayed (the replay loop is
-/// held off), `second` answered 200 though the store already holds that state, so
-/// nothing is written. Then the journal is replayed. Returns the app, to check what is
-/// served and stored.
-async fn switch_before_the_replay(first: &str, second: &str, killed_before: bool) -> (TestApp, RedisServer) {
+/// Redis down, then a kill answered 202 and journalled; Redis back, and before the
+/// journal is replayed (the replay loop is held off), an unkill answered 200 though the
+/// store already holds the release live, so nothing is written. Then the journal is
+/// replayed. Returns the app, to check what is served and stored.
+async fn unkill_before_the_replay_of_a_kill() -> (TestApp, RedisServer) {
     let mut redis = RedisServer::start();
     let prefix = unique_prefix();
     let app = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, |s| {
@@ -183,50 +182,84 @@ async fn switch_before_the_replay(first: &str, second: &str, killed_before: bool
     })
     .await;
     app.given_release("production", "checkout", 100.0).await;
-    let url = |route: &str| app.env_url("production", &format!("/{route}"));
-    if killed_before {
-        assert_eq!(app.post(&url(second), &json!({"reason": "bad deploy"})).await.status(), StatusCode::OK);
-    }
+    let url = |route: &str| app.env_url("production", &format!("/releases/checkout/{route}"));
     redis.kill();
-    let r = app.post(&url(first), &json!({"reason": "incident 7"})).await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED, "{first} journalled while Redis is down");
+    let r = app.post(&url("kill"), &json!({"reason": "incident 7"})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "the kill journalled while Redis is down");
     redis.start_again();
-    let audit = url("audit?limit=1");
+    let audit = app.env_url("production", "/audit?limit=1");
     assert!(
         eventually(CONVERGE, || async { app.client.get(&audit).send().await.is_ok_and(|r| r.status().is_success()) })
             .await
     );
-    // No reason: a kill without one leaves a stored kill as it is.
-    let r = app.post(&url(second), &json!({})).await;
-    assert_eq!(r.status(), StatusCode::OK, "{second} answered by the store");
+    let r = app.post(&url("unkill"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK, "the unkill answered by the store");
     app.state.releases.replay_pending().await;
-    assert!(app.state.releases.pending().list().is_empty(), "the journalled {first} is superseded");
+    assert!(app.state.releases.pending().list().is_empty(), "the journalled kill is superseded");
     (app, redis)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unkill_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_kill() {
-    let (app, _redis) = switch_before_the_replay("releases/checkout/kill", "releases/checkout/unkill", false).await;
+    let (app, _redis) = unkill_before_the_replay_of_a_kill().await;
     assert_eq!(reason(&app, "checkout").await, "SPLIT", "served as unkilled");
     let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
     assert_eq!(release["killed"], false, "stored as unkilled: {release}");
     assert_eq!(kill_entries(&app, "checkout").await, 0, "the superseded kill was never written");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_unkill() {
-    let (app, _redis) = switch_before_the_replay("releases/checkout/unkill", "releases/checkout/kill", true).await;
-    assert_eq!(reason(&app, "checkout").await, "DISABLED", "served as killed");
-    let release = app.get_json(app.env_url("production", "/releases/checkout")).await;
-    assert_eq!(release["killed"], true, "stored as killed: {release}");
+/// Two instances on one Redis with `checkout` killed (and, with `all`, the environment
+/// under kill-all), as stored. Redis goes down; B is asked to lift the kill, then A to
+/// kill: the later request is a kill, so once Redis is back both serve it killed — an
+/// unkill never waits in B's journal to undo A's kill (which writes nothing, the store
+/// holding it killed already, so leaves no revision to be ordered by).
+async fn unkill_on_b_then_kill_on_a_while_redis_is_down(all: bool) {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    let b = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    a.given_release("production", "checkout", 100.0).await;
+    let (kill_route, unkill_route) =
+        if all { ("/kill-all", "/unkill-all") } else { ("/releases/checkout/kill", "/releases/checkout/unkill") };
+    assert_eq!(
+        a.post(&a.env_url("production", kill_route), &json!({"reason": "bad deploy"})).await.status(),
+        StatusCode::OK
+    );
+    assert!(eventually(CONVERGE, || async { reason(&b, "checkout").await == "DISABLED" }).await, "B follows the kill");
+    redis.kill();
+    // B has seen Redis go (a write sent on the dropped connection would be unconfirmed).
+    assert!(eventually(CONVERGE, || async { readyz(&b).await.1["store_state"] == "unreachable" }).await);
+
+    let refused = b.post(&b.env_url("production", unkill_route), &json!({})).await;
+    let message = assert_error(refused, StatusCode::SERVICE_UNAVAILABLE, "unkill_needs_store").await;
+    assert!(message.contains("stays killed"), "{message}");
+    assert_eq!(reason(&b, "checkout").await, "DISABLED", "B still serves the kill");
+    let r = a.post(&a.env_url("production", kill_route), &json!({"reason": "still bad"})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "A's kill served and journalled");
+
+    redis.start_again();
+    for app in [&a, &b] {
+        assert!(eventually(CONVERGE, || async { app.state.releases.pending().list().is_empty() }).await);
+    }
+    for (name, app) in [("A", &a), ("B", &b)] {
+        assert_eq!(reason(app, "checkout").await, "DISABLED", "{name} serves the acknowledged kill");
+    }
+    let stored = if all {
+        a.get_json(a.env_url("production", "")).await["kill_all"].clone()
+    } else {
+        a.get_json(a.env_url("production", "/releases/checkout")).await["killed"].clone()
+    };
+    assert_eq!(stored, true, "stored killed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_all_answered_by_the_store_is_not_undone_by_the_replay_of_an_earlier_unkill_all() {
-    let (app, _redis) = switch_before_the_replay("unkill-all", "kill-all", true).await;
-    assert_eq!(reason(&app, "checkout").await, "DISABLED", "served under kill-all");
-    let env = app.get_json(app.env_url("production", "")).await;
-    assert_eq!(env["kill_all"], true, "stored under kill-all: {env}");
+async fn a_kill_acknowledged_after_an_unkill_asked_of_another_instance_while_redis_is_down_stays() {
+    unkill_on_b_then_kill_on_a_while_redis_is_down(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_all_acknowledged_after_an_unkill_all_asked_of_another_instance_while_redis_is_down_stays() {
+    unkill_on_b_then_kill_on_a_while_redis_is_down(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
