@@ -307,6 +307,9 @@ pub(super) fn editor(
             @if let Some(general) = &problems.general { p.error role="alert" { (general) } }
             form.plan method="post" action=(action) data-preview={ (action) "/preview" } novalidate {
                 input type="hidden" name=(CSRF_FIELD) value=(session.csrf());
+                // The form's first submit button is what Enter in a field presses: a
+                // preview, never "Add a step" nor "Start ramp".
+                button.implicit type="submit" name="go" value="preview" tabindex="-1" aria-hidden="true" { "Preview" }
                 label for="f-candidate" { "Candidate" }
                 select id="f-candidate" name="candidate" {
                     @for v in view.versions.iter().skip(1) { option value=(v) selected[*v == form.candidate] { (v) } }

@@ -97,6 +97,16 @@ async fn the_console_creates_a_release_plans_its_ramp_and_drives_it() {
     assert!(shows(c, "label[for=f-step4-percent]", "Step 5 percent").await, "{}", text(c, "form.plan").await);
     assert_eq!(count(c, "ol.steps li").await, 5);
     assert_eq!((value(c, "#f-ceiling").await, value(c, "#f-step1-percent").await), ("5".into(), "25".into()));
+    // Enter in a field previews (the server's page comes back): no row added, no ramp.
+    c.execute("window.__same_page = true;", vec![]).await.expect("mark the page");
+    fill(c, "#f-ceiling", "5\u{E007}").await;
+    let reloaded = || async {
+        c.execute("return window.__same_page === undefined && document.readyState === 'complete';", vec![]).await.ok()
+            == Some(serde_json::json!(true))
+    };
+    assert!(crate::helpers::eventually(std::time::Duration::from_secs(10), reloaded).await, "Enter submits");
+    assert_eq!(count(c, "ol.steps li").await, 4, "a preview: the three steps and a blank row (Add a step: 6)");
+    assert!(app.get_json(app.env_url("production", "/releases/onboarding")).await["ramp"].is_null(), "nor starts");
     click(c, "button[name=go][value=start]").await;
     assert!(shows(c, "p.confirmation", "The ramp of guided has started").await, "{}", text(c, "main").await);
     let release = app.get_json(app.env_url("production", "/releases/onboarding")).await;
