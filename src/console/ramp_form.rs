@@ -240,7 +240,10 @@ pub(super) fn describe(ramp: &Ramp) -> String {
     let points = number(g.max_error_rate_increase * 100.0);
     let plural = if points == "1" { "" } else { "s" };
     let ceiling = g.max_error_rate.map(|m| format!(", or exceeds {}", percent(m * 100.0))).unwrap_or_default();
-    let at_most = ramp.max_unavailable.map(|n| format!(", at most {n} nodes moved at once")).unwrap_or_default();
+    let at_most = ramp
+        .max_unavailable
+        .map(|n| format!(", at most {n} node{} moved at once", if n == 1 { "" } else { "s" }))
+        .unwrap_or_default();
     let batches = ramp
         .progress_deadline_ms
         .map(|ms| format!(" (each batch within {}{at_most})", duration(ms)))

@@ -2,7 +2,7 @@
 //! submit keeps what was typed and says what is wrong beside the field), a ramp planned
 //! with its plain-language preview and started, paused, resumed and aborted from the
 //! release page, and a session without `write` that is offered none of it and whose
-//! forged POSTs are refused.
+//! forged POSTs are refused; a fleet release planned in node counts and started.
 
 use crate::console::{browser, count, http, page, post_form, screenshot_dir, shows, sign_in, text};
 use crate::helpers::{Backend, TestApp, spawn_app, token};
@@ -279,6 +279,56 @@ async fn a_fleet_release_is_planned_in_nodes_with_its_batches_limits_and_started
     assert_eq!(
         (ramp["steps"][0]["nodes"].clone(), ramp["steps"][1]["nodes"].clone()),
         (2.into(), serde_json::Value::Null)
+    );
+    assert_eq!((ramp["progress_deadline_ms"].clone(), ramp["max_unavailable"].clone()), (300_000.into(), 1.into()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_plans_a_fleet_ramp_in_nodes_and_starts_it() {
+    let app = spawn_app(Backend::Embedded).await;
+    let r = app
+        .create_release("production", serde_json::json!({"key": "deploy", "versions": ["v1", "v2"], "fleet": "web"}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let browser = browser().await;
+    let c = &browser.client;
+    sign_in(c, &app, "/console/envs/production/releases/deploy", &token("pat", "production", "read write")).await;
+    assert!(shows(c, "label[for=f-step0-percent]", "Step 1 nodes or %").await, "{}", text(c, "main").await);
+
+    // Node counts and percents, worded as typed; a count that falls is refused live.
+    fill(c, "#f-step0-percent", "2").await;
+    fill(c, "#f-step0-hold", "10m").await;
+    fill(c, "#f-step1-percent", "1").await;
+    assert!(
+        shows(c, "#plan-preview", "node counts must be above 0 and rise").await,
+        "{}",
+        text(c, "#plan-preview").await
+    );
+    fill(c, "#f-step1-percent", "50 %").await;
+    fill(c, "#f-progress_deadline", "5m").await;
+    fill(c, "#f-max_unavailable", "1").await;
+    let worded =
+        "2 nodes for 10 min, then 50 % for 1 h, then 100 % (each batch within 5 min, at most 1 node moved at once)";
+    let preview = || async { text(c, "#plan-preview").await.replace('\u{a0}', " ") };
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(10), || async { preview().await.contains(worded) })
+            .await,
+        "{}",
+        preview().await
+    );
+
+    click(c, "button[name=go][value=start]").await;
+    assert!(shows(c, "p.confirmation", "The ramp of v2 has started").await, "{}", text(c, "main").await);
+    let ramp = app.get_json(app.env_url("production", "/releases/deploy")).await["ramp"].clone();
+    assert_eq!(ramp["state"], "running");
+    assert_eq!(
+        (
+            ramp["steps"][0]["nodes"].clone(),
+            ramp["steps"][1]["buckets"].clone(),
+            ramp["steps"].as_array().map(Vec::len)
+        ),
+        (2.into(), 50_000.into(), Some(3))
     );
     assert_eq!((ramp["progress_deadline_ms"].clone(), ramp["max_unavailable"].clone()), (300_000.into(), 1.into()));
     app.stop().await;
