@@ -12,7 +12,9 @@
 //! against a kill another instance acknowledged meanwhile — a kill of a release the store
 //! already holds killed writes nothing, so it leaves no trace to order by — and replaying
 //! it could undo that acknowledged kill. So an unkill waits for the store; while the store
-//! is away it only cancels a kill this instance journalled and has not written.
+//! is away it only cancels a kill this instance journalled and has not written. The entry
+//! then stays as a cancellation (`on: false`): nothing to write, served as live until the
+//! store answers, and then replaced by what the store holds.
 
 use crate::releases::{Actor, EnvView, ReleaseError, ReleaseView, Releases};
 use crate::snapshots::{KillState, KillTarget};
@@ -237,10 +239,15 @@ impl Releases {
 
     /// An unkill of `target` the store could not take (`why`). It is never served on
     /// its own: it only cancels a kill this instance journalled and has not written —
-    /// the typo'd kill an engineer takes back during the outage. With no such kill it is
-    /// refused ([`ReleaseError::UnkillNeedsStore`]) and the kill stays served. An unkill
-    /// the store holds but could not confirm on its replicas (`NotReplicated`) supersedes
-    /// the journalled kill like one it confirmed, and is answered with that error.
+    /// the typo'd kill an engineer takes back during the outage — when nothing was
+    /// killed before it. The journal entry then becomes a cancellation: nothing to write,
+    /// served as live until the store answers again, and then replaced by whatever the
+    /// store holds (see [`Self::replay_pending`]). Otherwise it is refused
+    /// ([`ReleaseError::UnkillNeedsStore`]) and the journal and what is served are left
+    /// as they are. An unkill the store holds but could not confirm on its replicas
+    /// (`NotReplicated`) supersedes the journalled kill like one it confirmed, and is
+    /// answered with that error; one it did not answer (`Unconfirmed`) may land yet, and
+    /// is answered with that error too.
     async fn unkill_without_store(
         &self,
         order: SwitchOrder<'_>,
@@ -254,29 +261,29 @@ impl Releases {
         }
         let _order = self.hold(order).await;
         let journalled = self.pending().list().into_iter().find(|k| &k.env == env && &k.target == target);
-        let Some(kill) = journalled else {
-            if matches!(why, ReleaseError::Store(StoreError::Unconfirmed(_))) {
-                return Err(why); // it may be applied yet: the caller reads it back
+        let kill = match journalled {
+            Some(entry) if !entry.state.on => return Ok(()), // cancelled already
+            Some(kill) if !kill.was.on => kill,
+            // Nothing this instance may take back on its own.
+            _ => {
+                return Err(match why {
+                    ReleaseError::Store(StoreError::Unconfirmed(_)) => why,
+                    ReleaseError::Store(source) => {
+                        ReleaseError::UnkillNeedsStore { target: describe(env, target), source }
+                    }
+                    other => other,
+                });
             }
-            return Err(match why {
-                ReleaseError::Store(source) => ReleaseError::UnkillNeedsStore { target: describe(env, target), source },
-                other => other,
-            });
         };
         tracing::warn!(
             %env, ?target, reason = %why,
-            "an unkill cancels the kill this instance journalled and had not written; if the store took it before it went away, it is served again when the store is back"
+            "an unkill cancels the kill this instance journalled and had not written; what the store holds is served again when it answers"
         );
-        self.snapshots().lay_kill(env, target, kill.was.clone());
-        self.settle_pending(&kill).await;
-        if kill.was.on {
-            // Killed before this instance's own kill too: that kill stands until the
-            // store takes an unkill.
-            return Err(match why {
-                ReleaseError::Store(source) => ReleaseError::UnkillNeedsStore { target: describe(env, target), source },
-                other => other,
-            });
+        let cancelled = PendingKill { state: KillState { on: false, reason: None }, ..kill };
+        if let Err(error) = self.pending().record(cancelled.clone()) {
+            tracing::error!(%env, %error, "cannot journal a cancelled kill in the data directory; a restart serves the kill until the store answers");
         }
+        self.snapshots().lay_kill(env, target, cancelled.state);
         Ok(())
     }
 
@@ -376,11 +383,15 @@ impl Releases {
                 continue; // a newer kill or unkill replaced it; that one is written instead
             }
             if !kill.state.on {
-                // Left by an earlier version, which journalled unkills: one cannot be
-                // ordered against kills other instances took meanwhile, so it is not
-                // written, and the release stays as the store holds it.
-                tracing::warn!(env = %kill.env, target = ?kill.target, "a journalled unkill is not written (unkills need the store); unkill again if it is still wanted");
+                // A cancelled kill (or an unkill journalled by an earlier version, which
+                // cannot be ordered against kills other instances took meanwhile): nothing
+                // is written. Once the store answers, what it holds is served.
+                if self.store().load(&kill.env).await.is_err() {
+                    continue;
+                }
+                tracing::info!(env = %kill.env, target = ?kill.target, "a cancelled kill is settled: what the store holds is served");
                 self.settle_pending(&kill).await;
+                settled += 1;
                 continue;
             }
             let actor = Actor(kill.actor.clone());

@@ -36,7 +36,7 @@ pub enum ReleaseError {
     /// ordered against a kill another instance acknowledged meanwhile, so it waits for
     /// the store, and the kill stays served — the safe state.
     #[error(
-        "the store cannot take this unkill of {target} now ({source}); an unkill is only written through the store, so {target} stays killed wherever the kill is served. Retry when the store is back (GET /readyz)"
+        "the store cannot take this unkill of {target} now ({source}); an unkill is only written through the store, so wherever {target} is killed it stays killed. Retry once the store takes writes again (GET /readyz)"
     )]
     UnkillNeedsStore { target: String, source: StoreError },
     /// Store refusals and outages.

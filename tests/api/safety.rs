@@ -169,6 +169,65 @@ async fn an_unkill_while_redis_is_down_cancels_the_pending_kill() {
     assert_eq!(reason(&app, "checkout").await, "SPLIT");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unkill_while_redis_is_down_keeps_a_journalled_kill_of_a_release_that_was_killed_already() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let app = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    app.given_release("production", "checkout", 100.0).await;
+    assert_eq!(kill(&app, "checkout", "bad deploy").await.status(), StatusCode::OK);
+    redis.kill();
+    assert_eq!(kill(&app, "checkout", "still bad").await.status(), StatusCode::ACCEPTED, "a new reason, journalled");
+    let r = app.post(&app.env_url("production", "/releases/checkout/unkill"), &json!({})).await;
+    assert_error(r, StatusCode::SERVICE_UNAVAILABLE, "unkill_needs_store").await;
+    assert_eq!(reason(&app, "checkout").await, "DISABLED");
+    assert_eq!(app.state.releases.pending().list().len(), 1, "the journalled kill is kept");
+    redis.start_again();
+    assert!(eventually(CONVERGE, || async { app.state.releases.pending().list().is_empty() }).await);
+    let stored = app.get_json(app.env_url("production", "/releases/checkout")).await;
+    assert_eq!((stored["killed"].clone(), stored["kill_reason"].clone()), (json!(true), json!("still bad")));
+}
+
+/// A cancels a kill it journalled while B's kill of the same release went through the
+/// store: once the store answers A again, A serves what it holds — B's kill — and does
+/// not keep serving the release live at that revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_kill_gives_way_to_a_kill_the_store_took_meanwhile() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, |s| {
+        // No replay (nor resync) of its own during the test: the test replays.
+        s.store.resync_interval_ms = 3_600_000;
+    })
+    .await;
+    let b = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    a.given_release("production", "checkout", 100.0).await;
+    redis.kill();
+    assert_eq!(kill(&a, "checkout", "oops").await.status(), StatusCode::ACCEPTED);
+    redis.start_again();
+    let audit = b.env_url("production", "/audit?limit=1");
+    assert!(
+        eventually(CONVERGE, || async { b.client.get(&audit).send().await.is_ok_and(|r| r.status().is_success()) })
+            .await
+    );
+    assert_eq!(kill(&b, "checkout", "really bad").await.status(), StatusCode::OK, "B's kill, stored");
+    let stored = b.served_revision("production").await;
+    assert!(eventually(CONVERGE, || async { a.served_revision("production").await >= stored }).await);
+    redis.kill();
+    let r = a.post(&a.env_url("production", "/releases/checkout/unkill"), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "A's own kill cancelled");
+    assert_eq!(reason(&a, "checkout").await, "SPLIT");
+    redis.start_again();
+    assert!(
+        eventually(CONVERGE, || async {
+            a.state.releases.replay_pending().await;
+            a.state.releases.pending().list().is_empty()
+        })
+        .await
+    );
+    assert_eq!(reason(&a, "checkout").await, "DISABLED", "A serves the kill the store holds");
+}
+
 /// Redis down, then a kill answered 202 and journalled; Redis back, and before the
 /// journal is replayed (the replay loop is held off), an unkill answered 200 though the
 /// store already holds the release live, so nothing is written. Then the journal is
