@@ -42,8 +42,8 @@ pub struct PendingKill {
     /// When it was asked, ms since the epoch.
     pub time_ms: u64,
     /// What this instance served for the target before it laid the kill over it (the
-    /// first journalled kill's, when one replaced another): what an unkill that cancels
-    /// the journalled kill serves again. Absent in older journals: live.
+    /// first journalled kill's, when one replaced another): an unkill may cancel the
+    /// journalled kill only when that was live. Absent in older journals: live.
     #[serde(default)]
     pub was: KillState,
 }
@@ -246,8 +246,8 @@ impl Releases {
     /// ([`ReleaseError::UnkillNeedsStore`]) and the journal and what is served are left
     /// as they are. An unkill the store holds but could not confirm on its replicas
     /// (`NotReplicated`) supersedes the journalled kill like one it confirmed, and is
-    /// answered with that error; one it did not answer (`Unconfirmed`) may land yet, and
-    /// is answered with that error too.
+    /// answered with that error; one it did not answer (`Unconfirmed`) may land yet, and,
+    /// with no kill of this instance's own to cancel, is answered with that error too.
     async fn unkill_without_store(
         &self,
         order: SwitchOrder<'_>,
