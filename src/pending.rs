@@ -41,11 +41,11 @@ pub struct PendingKill {
     pub actor: String,
     /// When it was asked, ms since the epoch.
     pub time_ms: u64,
-    /// What this instance served for the target before it laid the kill over it (the
-    /// first journalled kill's, when one replaced another): an unkill may cancel the
-    /// journalled kill only when that was live. Absent in older journals: live.
+    /// Whether this instance served the target killed already before it laid this kill
+    /// over it (the first journalled kill's answer, when one replaced another): an unkill
+    /// may cancel the journalled kill only when it was live. Absent in older journals.
     #[serde(default)]
-    pub was: KillState,
+    pub killed_before: bool,
 }
 
 /// The journal.
@@ -126,7 +126,7 @@ mod tests {
             state: KillState { on, reason: Some("5xx".into()) },
             actor: "oncall".into(),
             time_ms,
-            was: KillState::default(),
+            killed_before: false,
         }
     }
 
@@ -263,7 +263,7 @@ impl Releases {
         let journalled = self.pending().list().into_iter().find(|k| &k.env == env && &k.target == target);
         let kill = match journalled {
             Some(entry) if !entry.state.on => return Ok(()), // cancelled already
-            Some(kill) if !kill.was.on => kill,
+            Some(kill) if !kill.killed_before => kill,
             // Nothing this instance may take back on its own.
             _ => {
                 return Err(match why {
@@ -320,21 +320,18 @@ impl Releases {
 
     fn serve_locally(&self, env: &EnvName, actor: &Actor, target: KillTarget, state: KillState, why: &ReleaseError) {
         let journalled = self.pending().list().into_iter().find(|k| &k.env == env && k.target == target);
-        let was = journalled.map(|k| k.was).unwrap_or_else(|| {
-            let served = self.snapshots().get(env).unwrap_or_default();
-            match &target {
-                KillTarget::Release(key) => served
-                    .snapshot
-                    .get(key)
-                    .map(|r| KillState { on: r.release().killed, reason: r.release().kill_reason.clone() })
-                    .unwrap_or_default(),
-                KillTarget::Environment => {
-                    KillState { on: served.snapshot.kill_all(), reason: served.kill_reason.clone() }
+        let killed_before = journalled.map_or_else(
+            || {
+                let served = self.snapshots().get(env).unwrap_or_default();
+                match &target {
+                    KillTarget::Release(key) => served.snapshot.get(key).is_some_and(|r| r.release().killed),
+                    KillTarget::Environment => served.snapshot.kill_all(),
                 }
-            }
-        });
+            },
+            |k| k.killed_before,
+        );
         let kill = PendingKill {
-            was,
+            killed_before,
             env: env.clone(),
             target: target.clone(),
             state: state.clone(),

@@ -233,7 +233,7 @@ pub enum Applied {
 }
 
 /// A kill state this instance serves although the store has not acknowledged it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KillState {
     /// Killed (or, for an environment, kill-all on).
     pub on: bool,
