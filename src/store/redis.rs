@@ -277,6 +277,12 @@ fn write_failed(e: RedisError) -> StoreError {
     if unanswered { StoreError::Unconfirmed(format!("redis: {e}")) } else { unavailable(e) }
 }
 
+/// A command that finishes a change its script already wrote (the listing, a tombstone)
+/// failed: the change is in the store, whatever this error says of the connection.
+fn finishing_failed(e: RedisError) -> StoreError {
+    StoreError::Unconfirmed(format!("the change was written but not finished (redis: {e})"))
+}
+
 impl RedisStore {
     /// Prepares the connection without waiting for Redis: an unreachable Redis at start-up
     /// makes the instance unready, not dead (it connects when Redis answers). Fails only
@@ -352,8 +358,8 @@ impl RedisStore {
             .arg(env.as_str())
             .exec_async(conn)
             .await
-            .map_err(unavailable)?;
-        redis::cmd("HDEL").arg(self.deleted_key()).arg(env.as_str()).exec_async(conn).await.map_err(unavailable)
+            .map_err(finishing_failed)?;
+        redis::cmd("HDEL").arg(self.deleted_key()).arg(env.as_str()).exec_async(conn).await.map_err(finishing_failed)
     }
 }
 
@@ -444,13 +450,17 @@ impl Store for RedisStore {
             .arg(revision)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         // The revision key is the authority; the listing follows it (a crash in between
         // is healed by the next create, which finds the key and lists it).
-        self.list_environment(&mut conn, env).await?;
+        let listed = self.list_environment(&mut conn, env).await;
         if created == 0 {
+            if let Err(error) = listed {
+                tracing::debug!(%env, %error, "listing an existing environment failed; the next create lists it");
+            }
             return Err(StoreError::EnvironmentExists(env.to_string()));
         }
+        listed?;
         self.replicated(&mut conn, env, revision).await?;
         Ok(revision)
     }
@@ -462,7 +472,7 @@ impl Store for RedisStore {
         for key in self.env_keys(env) {
             invocation.key(key);
         }
-        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(write_failed)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
             "ok" => {
@@ -475,13 +485,13 @@ impl Store for RedisStore {
                     .arg(revision)
                     .exec_async(&mut conn)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(finishing_failed)?;
                 redis::cmd("SREM")
                     .arg(self.environments_key())
                     .arg(env.as_str())
                     .exec_async(&mut conn)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(finishing_failed)?;
                 self.replicated(&mut conn, env, revision).await?;
                 Ok(revision)
             }
@@ -524,7 +534,7 @@ impl Store for RedisStore {
             let release = serde_json::to_string(&stored.release).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             invocation.arg(&stored.release.key).arg(release);
         }
-        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(unavailable)?;
+        let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(write_failed)?;
         match status.as_str() {
             "ok" => {
                 self.list_environment(&mut conn, env).await?;
@@ -711,7 +721,8 @@ impl Store for RedisStore {
         }
         pipe.expire(&key, OUTCOME_TTL_SECS as i64).ignore();
         let mut conn = self.manager.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+        // Counts are added, not set: a report the store did not answer may have counted.
+        pipe.query_async::<()>(&mut conn).await.map_err(write_failed)
     }
 
     async fn outcomes(
