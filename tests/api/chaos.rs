@@ -12,7 +12,7 @@
 //! replays a run (the operations replay exactly; the timing of faults against them does
 //! not, the machine being shared).
 
-use crate::helpers::{Backend, TestApp, client_with, eventually, spawn_app, token, unique_prefix};
+use crate::helpers::{Backend, TestApp, client_with, eventually, spawn_app_with, token, unique_prefix};
 use crate::redis_harness::RedisServer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -98,8 +98,11 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
 
     let mut redis = RedisServer::start();
     let prefix = unique_prefix();
-    let a = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
-    let b = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    // The audit log is checked whole at the end: keep more of it than a run writes (the
+    // default retention, 1,000 entries, is less than a fast run's writes).
+    let retain = |settings: &mut cohort::config::Settings| settings.audit.retention = 100_000;
+    let a = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, retain).await;
+    let b = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, retain).await;
     let apps = [&a, &b];
     for key in RELEASES {
         let body = json!({"key": key, "versions": ["v1", "v2"], "allocation": {"v2": 10}});
@@ -137,10 +140,10 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
     heal_and_check(&apps, &mut tally, &model).await;
 
     // The audit log holds every acknowledged change exactly once.
-    let audit = a.get_json(a.env_url("production", "/audit?limit=1000")).await;
+    let audit = whole_audit(&a).await;
     let mut seen: HashMap<u64, usize> = HashMap::new();
     let mut actions: HashMap<u64, String> = HashMap::new();
-    for entry in audit["entries"].as_array().into_iter().flatten() {
+    for entry in &audit {
         let revision = entry["revision"].as_u64().unwrap_or(0);
         *seen.entry(revision).or_default() += 1;
         actions.insert(revision, entry["action"].as_str().unwrap_or_default().to_owned());
@@ -154,7 +157,7 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
     // (answered with the release's current revision, which another write may have
     // bumped meanwhile) from a lost one.
     let mut switches: HashMap<String, Vec<(u64, String)>> = HashMap::new();
-    for entry in audit["entries"].as_array().into_iter().flatten() {
+    for entry in &audit {
         let action = entry["action"].as_str().unwrap_or_default();
         if matches!(action, "kill" | "unkill")
             && let Some(release) = entry["release"].as_str()
@@ -180,10 +183,11 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
     }
 
     println!(
-        "chaos: seed {seed}: {} operations ({} acknowledged, {} refused), {} faults ({} stalls, {} restarts), {} violations",
+        "chaos: seed {seed}: {} operations ({} acknowledged, {} refused, {} audit entries), {} faults ({} stalls, {} restarts), {} violations",
         tally.operations,
         tally.acknowledged,
         tally.refused,
+        audit.len(),
         tally.stalls + tally.restarts,
         tally.stalls,
         tally.restarts,
@@ -194,6 +198,21 @@ async fn random_operations_under_redis_stalls_and_restarts_never_break_a_safety_
     }
     assert!(tally.violations.is_empty(), "seed {seed}: {:?}", tally.violations);
     assert!(tally.acknowledged > 0, "seed {seed}: nothing was acknowledged");
+}
+
+/// Every entry of the audit log, newest first, page by page (a page holds at most 1,000,
+/// and a fast run writes more).
+async fn whole_audit(app: &TestApp) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut path = "/audit?limit=1000".to_owned();
+    loop {
+        let page = app.get_json(app.env_url("production", &path)).await;
+        entries.extend(page["entries"].as_array().into_iter().flatten().cloned());
+        match page["next_before"].as_u64() {
+            Some(before) => path = format!("/audit?limit=1000&before={before}"),
+            None => return entries,
+        }
+    }
 }
 
 /// `count` random operations, each checked at once on the instance that answered.

@@ -151,6 +151,23 @@ async fn try_spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Setti
     Ok(TestApp { address, client, handle, task, state, port, data_dir, _temp: temp })
 }
 
+/// Waits (at most 10 s) until nothing in this process holds `data_dir`'s lock any more.
+/// A stopped app's HTTP workers are threads that drop their share of the store a moment
+/// after the server says it stopped; a process exits instead, and the kernel drops the
+/// lock at once.
+async fn released(data_dir: &Path) {
+    let path = data_dir.join(cohort::store::embedded::LOCK_FILE);
+    let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if file.try_lock().is_ok() {
+            let _ = file.unlock();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `check` until it is true or `within` passes; for convergence between
 /// processes, never for measuring speed.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
@@ -175,14 +192,22 @@ impl TestApp {
     /// (background tasks stopped, store flushed).
     pub async fn stop(self) {
         self.handle.stop(true).await;
-        let _ = self.task.await;
+        self.finished().await;
     }
 
     /// Stops the server at once (no grace for in-flight requests), like a crash of the
     /// HTTP side, and waits for the background tasks to end.
     pub async fn kill(self) {
         self.handle.stop(false).await;
-        let _ = self.task.await;
+        self.finished().await;
+    }
+
+    /// Waits for the app's task, then until its store is let go of ([`released`]).
+    async fn finished(self) {
+        let TestApp { task, state, data_dir, _temp, .. } = self;
+        let _ = task.await;
+        drop(state);
+        released(&data_dir).await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -156,12 +156,13 @@ async fn a_revocation_for_every_environment_refuses_star_tokens_and_each_environ
         assert_error(evaluate(&app, env, &everywhere).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
     }
     // By subject for every environment: a one-environment token of that subject too, and
-    // environments created afterwards are covered as well.
+    // environments created afterwards are covered as well. (The token is minted before the
+    // revocation: one minted after it, in a later second, is a new token and works.)
+    let qa = token("dave", "qa", "eval");
     let r = app.post(&app.url("/v1/revocations"), &json!({"sub": "dave"})).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_error(evaluate(&app, "staging", &staging_only).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
     app.given_environment("qa").await;
-    let qa = token("dave", "qa", "eval");
     assert_error(evaluate(&app, "qa", &qa).await, StatusCode::UNAUTHORIZED, "token_revoked").await;
     let listed = app.get_json(app.url("/v1/revocations")).await;
     assert_eq!(listed["revocations"].as_array().map(Vec::len), Some(4), "two per environment: {listed}");
