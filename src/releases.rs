@@ -584,8 +584,14 @@ impl Releases {
         let (actor, action) = (meta.actor.as_str(), meta.action);
         let mut attempt = 0;
         loop {
-            let (mut release, revision) =
-                self.current(env, key).await?.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
+            let found = match self.current(env, key).await? {
+                Some(found) => Some(found),
+                // This instance's snapshot may lag the store (a release created through
+                // another instance a moment ago): ask the store before answering 404.
+                None if reload(&*self.store, &self.snapshots, env).await.is_ok() => self.current(env, key).await?,
+                None => None,
+            };
+            let (mut release, revision) = found.ok_or_else(|| StoreError::NotFound(key.to_owned()))?;
             if let Some(expected) = expected.filter(|&e| e != revision) {
                 return Err(StoreError::RevisionMismatch { key: key.to_owned(), expected, current: revision }.into());
             }
