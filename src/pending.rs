@@ -246,7 +246,7 @@ impl Releases {
     /// ([`ReleaseError::UnkillNeedsStore`]) and the journal and what is served are left
     /// as they are. An unkill the store holds but could not confirm on its replicas
     /// (`NotReplicated`) supersedes the journalled kill like one it confirmed, and is
-    /// answered with that error; one it did not answer (`Unconfirmed`) may land yet, and,
+    /// answered with that error; one it did not answer (`Unconfirmed`) may have landed, and,
     /// with no kill of this instance's own to cancel, is answered with that error too.
     async fn unkill_without_store(
         &self,

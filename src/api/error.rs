@@ -65,7 +65,7 @@ pub enum ApiError {
     StoreUnavailable(String),
     /// A write sent to the store without an answer: it may or may not be applied.
     #[error(
-        "the store did not confirm the write, which it may still apply: read the state back before retrying; evaluation goes on from the last snapshot: {0}"
+        "the store did not confirm the write, so it may have been applied (a release, kill or revocation write never is after this answer): read the state back before retrying; evaluation goes on from the last snapshot: {0}"
     )]
     StoreUnconfirmed(String),
     /// The environment does not exist (create it with `cohort env create`).

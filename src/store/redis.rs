@@ -67,11 +67,20 @@ end
 /// the comparison fails, touch nothing. Every check comes before the first write, and
 /// the stream id is derived so `XADD` cannot be refused, so an error can never leave a
 /// write half done.
+///
+/// It runs only until its deadline (ARGV 12, ms on Redis's own clock): a write that
+/// reaches Redis later — held in a stalled server's buffers or a partitioned network
+/// while the instance timed out and answered `store_unconfirmed` — is refused, so it
+/// cannot land after that answer and undo a change acknowledged since.
 const WRITE_SCRIPT: &str = concat!(
     r#"
 -- KEYS: releases revs rev meta changes audit revocations
--- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor
+-- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor deadline_ms
 -- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[12]) then
+  return {'late', '0'}
+end
 local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local actor, action, reason, time_ms, audit_maxlen = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local stored = redis.call('GET', KEYS[3])
@@ -136,6 +145,13 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', audit_maxlen, id, 'time_ms', time_ms,
 return {'ok', tostring(rev)}
 "#
 );
+
+/// Redis's clock in ms, read on the node that holds the key (a write's deadline is set
+/// on the clock that checks it).
+const CLOCK_SCRIPT: &str = r#"
+local clock = redis.call('TIME')
+return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"#;
 
 /// Take or renew a lease: the holder renews its own; anyone takes a free one.
 const LEASE_SCRIPT: &str = r#"
@@ -249,6 +265,7 @@ pub struct RedisStore {
     blocking: Mutex<Vec<Conn>>,
     options: RedisOptions,
     script: Script,
+    clock: Script,
 }
 
 /// A script as sent to `topology`. On a cluster it declares itself (`#!lua`, Redis 7):
@@ -292,7 +309,8 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(format!("invalid redis configuration: {e}")))?;
         let manager = connector.connect(options.command_timeout).map_err(unavailable)?;
         let script = script_for(&options.topology, WRITE_SCRIPT);
-        Ok(RedisStore { connector, manager, blocking: Mutex::new(Vec::new()), options, script })
+        let clock = script_for(&options.topology, CLOCK_SCRIPT);
+        Ok(RedisStore { connector, manager, blocking: Mutex::new(Vec::new()), options, script, clock })
     }
 
     /// The options it was connected with.
@@ -624,6 +642,10 @@ impl Store for RedisStore {
             ),
         };
         let mut conn = self.manager.clone();
+        // The instance stops waiting a command timeout after it sends the write, which is
+        // after Redis read this clock: past the deadline, it has answered (or is about to).
+        let now_ms: u64 = self.clock.key(self.key(env, "rev")).invoke_async(&mut conn).await.map_err(unavailable)?;
+        let deadline_ms = now_ms.saturating_add(u64::try_from(self.options.command_timeout.as_millis()).unwrap_or(0));
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
             // Order matches the script: releases revs rev meta changes audit revocations.
@@ -640,7 +662,8 @@ impl Store for RedisStore {
             .arg(meta.reason.as_deref().unwrap_or(""))
             .arg(meta.time_ms)
             .arg(self.options.audit_retention.max(1))
-            .arg(meta.floor);
+            .arg(meta.floor)
+            .arg(deadline_ms);
         let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(write_failed)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
@@ -664,6 +687,10 @@ impl Store for RedisStore {
             "mismatch" => {
                 Err(StoreError::RevisionMismatch { key, expected: number(&expected)?, current: number(&value)? })
             }
+            "late" => Err(StoreError::Unavailable(format!(
+                "redis: the write reached redis after its deadline ({} ms after it was sent) and was not applied",
+                self.options.command_timeout.as_millis()
+            ))),
             other => Err(StoreError::Corrupt(format!("write script answered `{other}`"))),
         }
     }

@@ -273,7 +273,7 @@ async fn operate(
         let body: Value = response.json().await.unwrap_or_default();
         if !status.is_success() {
             tally.refused += 1;
-            // An unkill sent to a store that did not answer may yet be applied; one the
+            // An unkill sent to a store that did not answer may have been applied; one the
             // store could not take (`unkill_needs_store`) leaves the kill served.
             if action == "unkill" && body["error"]["code"] == "store_unconfirmed" {
                 model.killed.insert(key, false);

@@ -17,11 +17,16 @@
 //! - **heal**: forwarding resumes, and what waited is delivered late — as TCP delivers
 //!   its retransmissions when a partition ends. A command the client gave up on may so
 //!   still reach the server after the partition;
-//! - **reset**: every open connection is closed (TCP giving up on a long partition).
+//! - **reset**: every open connection is closed (TCP giving up on a long partition);
+//! - **hold**: chunks that contain a byte pattern wait until heal, and what follows them
+//!   on their connection waits behind them — one command held in the network while the
+//!   rest goes through. [`FaultProxy::answers_after_hold`] counts the answers that came
+//!   back on a connection after its held chunk was delivered: the server ran it.
 
 use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -36,14 +41,23 @@ struct Faults {
     latency: Duration,
     drop_rate: f64,
     partitioned: bool,
+    /// Chunks containing this wait until heal.
+    hold: Option<Vec<u8>>,
     /// Bumped by [`FaultProxy::reset`]: connections older than it close.
     epoch: u64,
+}
+
+impl Faults {
+    fn holds(&self, chunk: &[u8]) -> bool {
+        self.hold.as_deref().is_some_and(|p| !p.is_empty() && chunk.windows(p.len()).any(|w| w == p))
+    }
 }
 
 /// A proxy forwarding `127.0.0.1:<port>` to a target, stopped on drop.
 pub struct FaultProxy {
     port: u16,
     faults: Arc<watch::Sender<Faults>>,
+    answers_after_hold: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -53,8 +67,9 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let faults = Arc::new(watch::Sender::new(Faults::default()));
-        let task = tokio::spawn(accept(listener, target, faults.clone()));
-        FaultProxy { port, faults, task }
+        let answers_after_hold = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(accept(listener, target, faults.clone(), answers_after_hold.clone()));
+        FaultProxy { port, faults, answers_after_hold, task }
     }
 
     /// Starts a proxy in front of a Redis URL `redis://host:port/…`.
@@ -88,12 +103,26 @@ impl FaultProxy {
         self.faults.send_modify(|f| f.partitioned = true);
     }
 
-    /// Ends every fault (latency, drops, partition); what waited is delivered.
+    /// Holds every chunk that contains `pattern` (and what follows it on its
+    /// connection) until [`FaultProxy::heal`].
+    #[allow(dead_code)]
+    pub fn hold(&self, pattern: &[u8]) {
+        self.faults.send_modify(|f| f.hold = Some(pattern.to_vec()));
+    }
+
+    /// How many connections answered after a chunk held on them was delivered.
+    #[allow(dead_code)]
+    pub fn answers_after_hold(&self) -> u64 {
+        self.answers_after_hold.load(Ordering::SeqCst)
+    }
+
+    /// Ends every fault (latency, drops, partition, holds); what waited is delivered.
     pub fn heal(&self) {
         self.faults.send_modify(|f| {
             f.latency = Duration::ZERO;
             f.drop_rate = 0.0;
             f.partitioned = false;
+            f.hold = None;
         });
     }
 
@@ -112,39 +141,68 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: SocketAddr, faults: Arc<watch::Sender<Faults>>) {
+async fn accept(
+    listener: TcpListener,
+    target: SocketAddr,
+    faults: Arc<watch::Sender<Faults>>,
+    answers_after_hold: Arc<AtomicU64>,
+) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else { continue };
         let faults = faults.subscribe();
         if rand::rng().random_bool(faults.borrow().drop_rate) {
             continue; // dropped: the stream closes here
         }
+        let answers_after_hold = answers_after_hold.clone();
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(target).await else { return };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            relay(inbound, outbound, faults).await;
+            relay(inbound, outbound, faults, answers_after_hold).await;
         });
     }
 }
 
 /// Forwards both ways until either side closes, a drop or a reset: then closes both.
-async fn relay(inbound: TcpStream, outbound: TcpStream, faults: watch::Receiver<Faults>) {
+async fn relay(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    faults: watch::Receiver<Faults>,
+    answers_after_hold: Arc<AtomicU64>,
+) {
     let epoch = faults.borrow().epoch;
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
     let mut reset = faults.clone();
+    // Set when a held request went on to the server; its answer (the next chunk back)
+    // is counted.
+    let released = Arc::new(AtomicBool::new(false));
+    let requests = Direction::Requests { released: released.clone() };
+    let answers = Direction::Answers { released, counted: answers_after_hold };
     tokio::select! {
-        _ = pump(in_read, out_write, faults.clone()) => {}
-        _ = pump(out_read, in_write, faults) => {}
+        _ = pump(in_read, out_write, faults.clone(), requests) => {}
+        _ = pump(out_read, in_write, faults, answers) => {}
         _ = reset.wait_for(|f| f.epoch != epoch) => {}
     }
+}
+
+/// Which way a pump forwards, for holds.
+enum Direction {
+    /// Client to server: chunks may be held.
+    Requests { released: Arc<AtomicBool> },
+    /// Server to client: the first chunk after a held request was released is its answer.
+    Answers { released: Arc<AtomicBool>, counted: Arc<AtomicU64> },
 }
 
 /// One direction, as a delay line: chunks are stamped when read and written on once
 /// their latency has passed (so latency does not throttle throughput), after any
 /// partition, unless a drop closes the connection.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch::Receiver<Faults>) {
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut faults: watch::Receiver<Faults>,
+    direction: Direction,
+) {
     let (line, mut due) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(64);
     let mut latency_of = faults.clone();
     let read = async move {
@@ -163,7 +221,9 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch
     let write = async move {
         while let Some((deadline, chunk)) = due.recv().await {
             tokio::time::sleep_until(deadline).await;
-            if faults.wait_for(|f| !f.partitioned).await.is_err() {
+            let held = matches!(direction, Direction::Requests { .. }) && faults.borrow().holds(&chunk);
+            let holds = |f: &Faults| held && f.holds(&chunk);
+            if faults.wait_for(|f| !f.partitioned && !holds(f)).await.is_err() {
                 return;
             }
             let drop_rate = faults.borrow().drop_rate;
@@ -172,6 +232,13 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut faults: watch
             }
             if to.write_all(&chunk).await.is_err() {
                 return;
+            }
+            match &direction {
+                Direction::Requests { released } if held => released.store(true, Ordering::SeqCst),
+                Direction::Answers { released, counted } if released.swap(false, Ordering::SeqCst) => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
             }
         }
     };

@@ -234,3 +234,56 @@ async fn a_partition_from_redis_turns_writes_into_503s_serves_kills_at_once_and_
     );
     assert_eq!(failed, 0, "no evaluation fails during a partition from Redis");
 }
+
+/// The revision Redis itself holds for `production` (read directly, not through cohort).
+fn stored_revision(redis: &RedisServer, prefix: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).expect("a redis url");
+    let mut conn = client.get_connection().expect("connects to redis");
+    redis::cmd("GET").arg(format!("{prefix}:{{production}}:rev")).query(&mut conn).expect("reads the revision")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unkill_held_in_the_network_past_its_answer_is_refused_when_it_reaches_redis() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::in_front_of(&redis.url()).await;
+    let prefix = unique_prefix();
+    let (a, b) = instances(&redis, &proxy, &prefix).await;
+    b.given_release("production", "checkout", 50.0).await;
+    let kill = json!({"reason": "5xx"});
+    assert_eq!(b.post(&b.env_url("production", "/releases/checkout/kill"), &kill).await.status(), StatusCode::OK);
+    assert!(eventually(CONVERGE, || async { a.served_revision("production").await == 2 }).await);
+
+    // A's unkill reaches Redis only after A gave up on it: held in the network, as TCP
+    // holds a segment it keeps retransmitting until a partition ends.
+    proxy.hold(b"unkill");
+    let unkill = a.post(&a.env_url("production", "/releases/checkout/unkill"), &json!({})).await;
+    assert_eq!(unkill.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = unkill.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "store_unconfirmed", "{body}");
+    // Told so, the on-call engineer kills again through B: the store still holds the
+    // kill, so nothing is written, and the kill is acknowledged.
+    let again = b.post(&b.env_url("production", "/releases/checkout/kill"), &kill).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Value>().await.expect("json")["revision"], 2);
+
+    // The held unkill arrives and Redis runs it: past its deadline, it changes nothing.
+    proxy.heal();
+    assert!(
+        eventually(CONVERGE, || async { proxy.answers_after_hold() >= 1 }).await,
+        "the held unkill reached redis and was answered"
+    );
+    assert_eq!(stored_revision(&redis, &prefix), 2, "the late unkill wrote nothing");
+    let audit = b.get_json(b.env_url("production", "/audit?limit=100")).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert!(!entries.iter().any(|e| e["action"] == "unkill"), "no unkill in the audit log: {audit}");
+    for app in [&a, &b] {
+        assert_eq!(app.decision("production", "checkout", json!({"targetingKey": "u"})).await["reason"], "DISABLED");
+    }
+    // A writes again once the network is whole.
+    assert!(
+        eventually(CONVERGE, || async {
+            a.post(&a.env_url("production", "/releases/checkout/unkill"), &json!({})).await.status() == StatusCode::OK
+        })
+        .await
+    );
+}
