@@ -352,11 +352,17 @@ impl Releases {
     /// Drops `kill` from the journal and stops laying it over the store's state, which
     /// is served again as stored (the kill may have been dropped, or found written).
     async fn settle_pending(&self, kill: &PendingKill) {
+        let loaded = self.store().load(&kill.env).await;
+        self.settle_pending_with(kill, loaded);
+    }
+
+    /// [`Self::settle_pending`] with the store's state as just loaded.
+    fn settle_pending_with(&self, kill: &PendingKill, loaded: Result<crate::store::EnvData, StoreError>) {
         self.snapshots().settle(&kill.env, &kill.target);
         if let Err(error) = self.pending().remove(kill) {
             tracing::error!(env = %kill.env, %error, "cannot update the journal of pending kills");
         }
-        match self.store().load(&kill.env).await {
+        match loaded {
             Ok(data) if data.revision >= self.snapshots().revision(&kill.env) => {
                 self.snapshots().refresh(&kill.env, data);
             }
@@ -383,11 +389,12 @@ impl Releases {
                 // A cancelled kill (or an unkill journalled by an earlier version, which
                 // cannot be ordered against kills other instances took meanwhile): nothing
                 // is written. Once the store answers, what it holds is served.
-                if self.store().load(&kill.env).await.is_err() {
+                let loaded = self.store().load(&kill.env).await;
+                if loaded.is_err() {
                     continue;
                 }
                 tracing::info!(env = %kill.env, target = ?kill.target, "a cancelled kill is settled: what the store holds is served");
-                self.settle_pending(&kill).await;
+                self.settle_pending_with(&kill, loaded);
                 settled += 1;
                 continue;
             }
