@@ -151,6 +151,17 @@ async fn try_spawn_app_with(backend: Backend<'_>, adjust: impl FnOnce(&mut Setti
     Ok(TestApp { address, client, handle, task, state, port, data_dir, _temp: temp })
 }
 
+/// Awaits `step` of an app's shutdown, failing the test if it takes over a minute: a stop
+/// that never ends would otherwise hold the whole suite until CI's own limit. (Once, under
+/// heavy load, a graceful stop of an embedded-store app did not end; where it waited is
+/// what this message should tell.)
+async fn within_a_minute<T>(step: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), future).await {
+        Ok(done) => done,
+        Err(_) => panic!("{step} did not end within 60 s"),
+    }
+}
+
 /// Waits (at most 10 s) until nothing in this process holds `data_dir`'s lock any more.
 /// A stopped app's HTTP workers are threads that drop their share of the store a moment
 /// after the server says it stopped; a process exits instead, and the kernel drops the
@@ -191,21 +202,21 @@ impl TestApp {
     /// Stops the server (graceful) and waits until the app has finished shutting down
     /// (background tasks stopped, store flushed).
     pub async fn stop(self) {
-        self.handle.stop(true).await;
+        within_a_minute("the server's graceful stop", self.handle.stop(true)).await;
         self.finished().await;
     }
 
     /// Stops the server at once (no grace for in-flight requests), like a crash of the
     /// HTTP side, and waits for the background tasks to end.
     pub async fn kill(self) {
-        self.handle.stop(false).await;
+        within_a_minute("the server's stop", self.handle.stop(false)).await;
         self.finished().await;
     }
 
     /// Waits for the app's task, then until its store is let go of ([`released`]).
     async fn finished(self) {
         let TestApp { task, state, data_dir, _temp, .. } = self;
-        let _ = task.await;
+        let _ = within_a_minute("the app's shutdown (background tasks, store flush)", task).await;
         drop(state);
         released(&data_dir).await;
     }
