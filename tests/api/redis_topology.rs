@@ -77,6 +77,22 @@ struct Node {
 }
 
 impl Node {
+    /// Starts a node on a fresh port pair, with the arguments `args` gives for that port.
+    /// A port found free may be taken before redis binds it (by an outgoing connection's
+    /// ephemeral port, on a busy machine): then another pair is tried, a few times.
+    fn start_fresh(root: &Path, args: impl Fn(u16) -> Vec<String>) -> Node {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port_pair();
+            let mut node = Node::new(root, port, args(port));
+            match node.spawn() {
+                Ok(()) => return node,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("no redis-server node would start: {last_error}");
+    }
+
     fn new(root: &Path, port: u16, args: Vec<String>) -> Node {
         let dir = root.join(port.to_string());
         std::fs::create_dir_all(&dir).expect("node dir");
@@ -222,15 +238,7 @@ impl RedisCluster {
     /// waits until every node says `cluster_state:ok` and every replica is in sync.
     pub fn start() -> RedisCluster {
         let root = tempfile::tempdir().expect("temp dir");
-        let mut nodes: Vec<Node> = (0..6)
-            .map(|_| {
-                let port = free_port_pair();
-                Node::new(root.path(), port, Self::node_args(port))
-            })
-            .collect();
-        for node in &mut nodes {
-            node.spawn().expect("cluster node starts");
-        }
+        let nodes: Vec<Node> = (0..6).map(|_| Node::start_fresh(root.path(), Self::node_args)).collect();
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for node in &nodes {
@@ -282,9 +290,8 @@ impl RedisCluster {
     pub fn add_replica_of(&mut self, key: &str) {
         let master = self.master_of(key);
         let id: String = query(master, redis::cmd("CLUSTER").arg("MYID")).expect("CLUSTER MYID");
-        let port = free_port_pair();
-        let mut node = Node::new(self._root.path(), port, Self::node_args(port));
-        node.spawn().expect("a new cluster node starts");
+        let node = Node::start_fresh(self._root.path(), Self::node_args);
+        let port = node.port;
         let output = Command::new("redis-cli")
             .args(["--cluster", "add-node", &format!("127.0.0.1:{port}"), &format!("127.0.0.1:{master}")])
             .args(["--cluster-slave", "--cluster-master-id", &id])
@@ -428,24 +435,20 @@ impl RedisSentinelSet {
     /// sees the replica and the other sentinels.
     pub fn start() -> RedisSentinelSet {
         let root = tempfile::tempdir().expect("temp dir");
-        let primary_port = free_port_pair();
-        let replica_port = free_port_pair();
-        let mut primary = Node::new(root.path(), primary_port, base_args(primary_port));
-        let mut replica_args = base_args(replica_port);
-        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()]);
-        let mut replica = Node::new(root.path(), replica_port, replica_args);
-        primary.spawn().expect("primary starts");
-        replica.spawn().expect("replica starts");
+        let primary = Node::start_fresh(root.path(), base_args);
+        let primary_port = primary.port;
+        let replica = Node::start_fresh(root.path(), |port| replica_args(port, primary_port));
+        let replica_port = replica.port;
         wait_until("the replica in sync", Duration::from_secs(20), || replica_in_sync(replica_port));
         let sentinels = (0..3)
             .map(|_| {
-                let port = free_port_pair();
-                let mut node = Node::new(root.path(), port, Vec::new());
-                let config = node.dir.join("sentinel.conf");
-                std::fs::write(&config, sentinel_config(port, primary_port)).expect("sentinel config");
-                node.args = vec![config.display().to_string(), "--sentinel".into()];
-                node.spawn().expect("sentinel starts");
-                node
+                Node::start_fresh(root.path(), |port| {
+                    let dir = root.path().join(port.to_string());
+                    std::fs::create_dir_all(&dir).expect("sentinel dir");
+                    let config = dir.join("sentinel.conf");
+                    std::fs::write(&config, sentinel_config(port, primary_port)).expect("sentinel config");
+                    vec![config.display().to_string(), "--sentinel".into()]
+                })
             })
             .collect();
         let set = RedisSentinelSet { data: vec![primary, replica], sentinels, _root: root };
@@ -484,11 +487,8 @@ impl RedisSentinelSet {
     /// sentinels find it through the primary.)
     pub fn add_replica(&mut self) {
         let primary = self.primary_port();
-        let port = free_port_pair();
-        let mut args = base_args(port);
-        args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
-        let mut node = Node::new(self._root.path(), port, args);
-        node.spawn().expect("a new replica starts");
+        let node = Node::start_fresh(self._root.path(), |port| replica_args(port, primary));
+        let port = node.port;
         self.data.push(node);
         wait_until("the new replica in sync", Duration::from_secs(30), || replica_in_sync(port));
     }
@@ -526,8 +526,7 @@ impl RedisSentinelSet {
         let primary = self.primary_port();
         let node = self.data.iter_mut().find(|n| n.port == port).expect("a data node of this set");
         node.kill();
-        node.args = base_args(port);
-        node.args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
+        node.args = replica_args(port, primary);
         node.spawn().expect("data node restarts");
         wait_until("the restarted node in sync as a replica", Duration::from_secs(30), || {
             !is_master(port) && replica_in_sync(port)
@@ -545,6 +544,13 @@ impl RedisSentinelSet {
             })
         });
     }
+}
+
+/// A data node's arguments as a replica of `primary`.
+fn replica_args(port: u16, primary: u16) -> Vec<String> {
+    let mut args = base_args(port);
+    args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string()]);
+    args
 }
 
 fn sentinel_config(port: u16, primary_port: u16) -> String {
