@@ -142,6 +142,9 @@ async fn the_console_creates_a_release_plans_its_ramp_and_drives_it() {
     );
     c.goto(&app.url("/console/envs/production")).await.expect("goto");
     click(c, "form.signout button").await;
+    // Signed out once the sign-in form shows: navigating on before that races the
+    // sign-out (once, the page signed in again never showed the release).
+    c.wait().for_element(Locator::Css("#token")).await.expect("signed out");
     sign_in(c, &app, "/console/envs/production/releases/checkout", &pager).await;
     assert!(shows(c, "h1", "checkout").await);
     assert_eq!(count(c, "form[action$='/ramp/pause']").await, 1);
