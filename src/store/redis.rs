@@ -44,6 +44,17 @@ mod conn;
 pub use conn::RedisTopology;
 use conn::{Conn, Connector};
 
+/// Lua that sets `now_ms` to Redis's clock in ms (`TIME`). Shared by the clock read and
+/// the write script's deadline check, so both read the clock the same way.
+macro_rules! now_ms_lua {
+    () => {
+        r#"
+local clock = redis.call('TIME')
+local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"#
+    };
+}
+
 /// Lua: `rev` is set to the environment's highest revision — its `rev` key or, when
 /// higher, the newest entry of its change or audit stream (KEYS[3], KEYS[5], KEYS[6]) —
 /// so that the next revision never reuses a stream entry id. Shared by the write and
@@ -76,9 +87,9 @@ const WRITE_SCRIPT: &str = concat!(
     r#"
 -- KEYS: releases revs rev meta changes audit revocations
 -- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor deadline_ms
--- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)
-local clock = redis.call('TIME')
-if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[12]) then
+-- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)"#,
+    now_ms_lua!(),
+    r#"if now_ms > tonumber(ARGV[12]) then
   return {'late', '0'}
 end
 local op, key, expected, payload, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -148,10 +159,7 @@ return {'ok', tostring(rev)}
 
 /// Redis's clock in ms, read on the node that holds the key (a write's deadline is set
 /// on the clock that checks it).
-const CLOCK_SCRIPT: &str = r#"
-local clock = redis.call('TIME')
-return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-"#;
+const CLOCK_SCRIPT: &str = concat!(now_ms_lua!(), "return now_ms\n");
 
 /// Take or renew a lease: the holder renews its own; anyone takes a free one.
 const LEASE_SCRIPT: &str = r#"

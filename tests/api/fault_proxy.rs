@@ -105,13 +105,11 @@ impl FaultProxy {
 
     /// Holds every chunk that contains `pattern` (and what follows it on its
     /// connection) until [`FaultProxy::heal`].
-    #[allow(dead_code)]
     pub fn hold(&self, pattern: &[u8]) {
         self.faults.send_modify(|f| f.hold = Some(pattern.to_vec()));
     }
 
     /// How many connections answered after a chunk held on them was delivered.
-    #[allow(dead_code)]
     pub fn answers_after_hold(&self) -> u64 {
         self.answers_after_hold.load(Ordering::SeqCst)
     }
