@@ -104,8 +104,17 @@ pub(super) struct ReleaseForm {
     pub description: String,
 }
 
+/// `value` as indented JSON (empty when `empty`). It goes through the compact encoding
+/// the API answers with and back as a `Value`, so the console adds no serializer of its
+/// own for each type (the console's size budget).
 fn json_text<T: serde::Serialize>(value: &T, empty: bool) -> String {
-    if empty { String::new() } else { serde_json::to_string_pretty(value).unwrap_or_default() }
+    if empty {
+        return String::new();
+    }
+    let compact = serde_json::to_vec(value).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&compact)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default()
 }
 
 impl ReleaseForm {
@@ -231,7 +240,8 @@ fn json<T: serde::de::DeserializeOwned + Default>(name: &str, text: &str, proble
     if text.trim().is_empty() {
         return T::default();
     }
-    serde_json::from_str(text).unwrap_or_else(|e| {
+    // From bytes, as the API's JSON bodies are read: the same parser, not a second copy.
+    serde_json::from_slice(text.as_bytes()).unwrap_or_else(|e| {
         problems.fields.insert(name.to_owned(), format!("not valid here: {e}"));
         T::default()
     })
