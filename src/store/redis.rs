@@ -175,36 +175,50 @@ end
 return 0
 "#;
 
-/// Create an environment: its revision key, unless it exists.
-const CREATE_ENV_SCRIPT: &str = r#"
+/// Create an environment: its revision key, unless it exists (0), or nothing past its
+/// deadline (-1, as the write script). ARGV: revision deadline_ms
+const CREATE_ENV_SCRIPT: &str = concat!(
+    now_ms_lua!(),
+    r#"if now_ms > tonumber(ARGV[2]) then return -1 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 1 end
 return 0
-"#;
+"#
+);
 
-/// Delete an environment that holds no releases: every key of its slot.
-/// KEYS: releases revs rev meta changes audit revocations
-const DELETE_ENV_SCRIPT: &str = r#"
+/// Delete an environment that holds no releases: every key of its slot; nothing past
+/// its deadline. KEYS: releases revs rev meta changes audit revocations
+/// ARGV: deadline_ms
+const DELETE_ENV_SCRIPT: &str = concat!(
+    now_ms_lua!(),
+    r#"if now_ms > tonumber(ARGV[1]) then return {'late', '0'} end
 local rev = redis.call('GET', KEYS[3])
 if not rev then return {'missing', '0'} end
 local n = redis.call('HLEN', KEYS[1])
 if n > 0 then return {'not_empty', tostring(n)} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 return {'ok', rev}
-"#;
+"#
+);
 
 /// Overwrite an environment with a seed above every revision it holds, with one audit
 /// entry. Revocations are added to those stored, never dropped: a reseed must not bring
-/// a revoked token back. KEYS: releases revs rev meta changes audit revocations
+/// a revoked token back. Nothing past its deadline: a reseed held in the network would
+/// otherwise overwrite, when it lands, what was acknowledged since (a seed chosen above a
+/// regressed instance's mark is above those writes too).
+/// KEYS: releases revs rev meta changes audit revocations
 /// ARGV: revision kill_all kill_reason time_ms actor action reason before after audit_maxlen
-///       revocation_count, then that many (key, revocation json) pairs, then (key, release
-///       json) pairs
+///       deadline_ms revocation_count, then that many (key, revocation json) pairs, then
+///       (key, release json) pairs
 const RESEED_SCRIPT: &str = concat!(
+    now_ms_lua!(),
+    r#"if now_ms > tonumber(ARGV[11]) then return {'late', '0'} end
+"#,
     highest_revision_lua!(),
     r#"local seed = tonumber(ARGV[1])
 if seed <= rev then return {'regressed', tostring(rev)} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
-local first = 12 + 2 * tonumber(ARGV[11])
-for i = 12, first - 1, 2 do
+local first = 13 + 2 * tonumber(ARGV[12])
+for i = 13, first - 1, 2 do
   redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
 end
 for i = first, #ARGV, 2 do
@@ -353,6 +367,23 @@ impl RedisStore {
         self.connector.connect_blocking(wait + self.options.command_timeout).await.map_err(unavailable)
     }
 
+    /// The deadline of a change to `env` about to be sent on `conn`, on the clock of the
+    /// node that will run it. The instance stops waiting a command timeout after it sends
+    /// the change, which is after Redis read this clock: past the deadline, it has
+    /// answered (or is about to), so the change's script refuses to run.
+    async fn deadline_ms(&self, conn: &mut Conn, env: &EnvName) -> Result<u64, StoreError> {
+        let now_ms: u64 = self.clock.key(self.key(env, "rev")).invoke_async(conn).await.map_err(unavailable)?;
+        Ok(now_ms.saturating_add(u64::try_from(self.options.command_timeout.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    /// A change that reached Redis past its deadline: refused there, nothing written.
+    fn late(&self, what: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "redis: the {what} reached redis after its deadline ({} ms after it was sent) and was not applied",
+            self.options.command_timeout.as_millis()
+        ))
+    }
+
     /// After a write at `revision` on `conn`: waits until `min_replicas_ack` replicas
     /// hold it (`WAIT`, on the node that took the write to `env`), else
     /// [`StoreError::NotReplicated`]. A `WAIT` that fails says nothing about the
@@ -471,12 +502,17 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let revision = tombstone.unwrap_or(0);
+        let deadline_ms = self.deadline_ms(&mut conn, env).await?;
         let created: i64 = script_for(&self.options.topology, CREATE_ENV_SCRIPT)
             .key(self.key(env, "rev"))
             .arg(revision)
+            .arg(deadline_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(write_failed)?;
+        if created < 0 {
+            return Err(self.late("environment create"));
+        }
         // The revision key is the authority; the listing follows it (a crash in between
         // is healed by the next create, which finds the key and lists it).
         let listed = self.list_environment(&mut conn, env).await;
@@ -493,11 +529,13 @@ impl Store for RedisStore {
 
     async fn delete_environment(&self, env: &EnvName) -> Result<u64, StoreError> {
         let mut conn = self.manager.clone();
+        let deadline_ms = self.deadline_ms(&mut conn, env).await?;
         let script = script_for(&self.options.topology, DELETE_ENV_SCRIPT);
         let mut invocation = script.prepare_invoke();
         for key in self.env_keys(env) {
             invocation.key(key);
         }
+        invocation.arg(deadline_ms);
         let (status, value): (String, String) = invocation.invoke_async(&mut conn).await.map_err(write_failed)?;
         let number = |v: &str| v.parse::<u64>().map_err(|_| StoreError::Corrupt(format!("revision `{v}`")));
         match status.as_str() {
@@ -522,6 +560,7 @@ impl Store for RedisStore {
                 Ok(revision)
             }
             "missing" => Err(StoreError::EnvironmentNotFound(env.to_string())),
+            "late" => Err(self.late("environment delete")),
             "not_empty" => {
                 Err(StoreError::EnvironmentNotEmpty { env: env.to_string(), releases: number(&value)? as usize })
             }
@@ -534,6 +573,7 @@ impl Store for RedisStore {
         let stored: Option<u64> =
             redis::cmd("GET").arg(self.key(env, "rev")).query_async(&mut conn).await.map_err(unavailable)?;
         let entry = super::audit::reseed_entry(stored.unwrap_or(0), seed, meta);
+        let deadline_ms = self.deadline_ms(&mut conn, env).await?;
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
         let script = script_for(&self.options.topology, RESEED_SCRIPT);
         let mut invocation = script.prepare_invoke();
@@ -551,6 +591,7 @@ impl Store for RedisStore {
             .arg(json(&entry.before))
             .arg(json(&entry.after))
             .arg(self.options.audit_retention.max(1))
+            .arg(deadline_ms)
             .arg(seed.revocations.len());
         for revocation in &seed.revocations {
             let json = serde_json::to_string(revocation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -572,6 +613,7 @@ impl Store for RedisStore {
                 stored: value.parse().unwrap_or(0),
                 seen: seed.revision,
             }),
+            "late" => Err(self.late("reseed")),
             other => Err(StoreError::Corrupt(format!("reseed script answered `{other}`"))),
         }
     }
@@ -650,10 +692,7 @@ impl Store for RedisStore {
             ),
         };
         let mut conn = self.manager.clone();
-        // The instance stops waiting a command timeout after it sends the write, which is
-        // after Redis read this clock: past the deadline, it has answered (or is about to).
-        let now_ms: u64 = self.clock.key(self.key(env, "rev")).invoke_async(&mut conn).await.map_err(unavailable)?;
-        let deadline_ms = now_ms.saturating_add(u64::try_from(self.options.command_timeout.as_millis()).unwrap_or(0));
+        let deadline_ms = self.deadline_ms(&mut conn, env).await?;
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
             // Order matches the script: releases revs rev meta changes audit revocations.
@@ -695,10 +734,7 @@ impl Store for RedisStore {
             "mismatch" => {
                 Err(StoreError::RevisionMismatch { key, expected: number(&expected)?, current: number(&value)? })
             }
-            "late" => Err(StoreError::Unavailable(format!(
-                "redis: the write reached redis after its deadline ({} ms after it was sent) and was not applied",
-                self.options.command_timeout.as_millis()
-            ))),
+            "late" => Err(self.late("write")),
             other => Err(StoreError::Corrupt(format!("write script answered `{other}`"))),
         }
     }

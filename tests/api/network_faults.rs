@@ -287,3 +287,48 @@ async fn an_unkill_held_in_the_network_past_its_answer_is_refused_when_it_reache
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reseed_held_in_the_network_past_its_answer_does_not_overwrite_a_kill_acknowledged_since() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::in_front_of(&redis.url()).await;
+    let prefix = unique_prefix();
+    let url: cohort::config::RedisUrl = serde_json::from_value(json!(proxy.redis_url())).expect("a redis url");
+    let a = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, move |s| s.store.redis_url = url).await;
+    a.given_release("production", "checkout", 100.0).await;
+    // An earlier reseed, so Redis knows the script, as a deployment that
+    // ever reseeded does: a script Redis does not know is refused whenever it arrives.
+    let first = a.post(&a.env_url("production", "/store/reseed"), &json!({"reason": "drill"})).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    // Redis loses its data (not its scripts): A has served revision 2 and stops trusting
+    // the store.
+    redis.flushall();
+    assert!(eventually(CONVERGE, || async { a.get_json(a.url("/readyz")).await["store_state"] == "regressed" }).await);
+
+    // The operator reseeds from A; the reseed is held in the network past A's answer.
+    proxy.hold(b"store-reseed");
+    let reseed = a.post(&a.env_url("production", "/store/reseed"), &json!({"reason": "redis lost its data"})).await;
+    assert_eq!(reseed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = reseed.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "store_unconfirmed", "{body}");
+
+    // Meanwhile a new instance, which never saw the lost revisions, starts over on the
+    // empty store and acknowledges a kill at revision 2 — below the held reseed's seed (3).
+    let c = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    c.given_release("production", "checkout", 100.0).await;
+    let kill = c.post(&c.env_url("production", "/releases/checkout/kill"), &json!({"reason": "5xx"})).await;
+    assert_eq!(kill.status(), StatusCode::OK);
+    assert_eq!(kill.json::<Value>().await.expect("json")["revision"], 2);
+
+    // The held reseed reaches Redis: past its deadline, it overwrites nothing.
+    proxy.heal();
+    assert!(
+        eventually(CONVERGE, || async { proxy.answers_after_hold() >= 1 }).await,
+        "the held reseed reached redis and was answered"
+    );
+    assert_eq!(stored_revision(&redis, &prefix), 2, "the late reseed wrote nothing");
+    let audit = c.get_json(c.env_url("production", "/audit?limit=100")).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert!(!entries.iter().any(|e| e["action"] == "store-reseed"), "no reseed in the audit log: {audit}");
+    assert_eq!(c.decision("production", "checkout", json!({"targetingKey": "u"})).await["reason"], "DISABLED");
+}
