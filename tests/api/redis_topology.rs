@@ -528,9 +528,19 @@ impl RedisSentinelSet {
         node.kill();
         node.args = replica_args(port, primary);
         node.spawn().expect("data node restarts");
-        wait_until("the restarted node in sync as a replica", Duration::from_secs(30), || {
-            !is_master(port) && replica_in_sync(port)
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while is_master(port) || !replica_in_sync(port) {
+            if Instant::now() > deadline {
+                let role = |p: u16| format!("{:?}", query::<redis::Value>(p, &redis::cmd("ROLE")));
+                panic!(
+                    "timed out after 30s waiting for {port} to sync as a replica of {primary}: its role {}, the primary's {}, the sentinels name {:?}",
+                    role(port),
+                    role(primary),
+                    self.sentinels.iter().map(|s| master_addr(s.port)).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_settled(&self, timeout: Duration) {
