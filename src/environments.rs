@@ -94,8 +94,24 @@ impl Environments {
         env: &EnvName,
         actor: &Actor,
         reason: Option<String>,
+        force: bool,
     ) -> Result<ReseedReport, ReleaseError> {
         let snap = self.snapshots.get(env).ok_or_else(|| env_not_found(&self.snapshots, env))?;
+        let served = self.snapshots.watch().mark(env).max(snap.revision());
+        if !force {
+            // Another instance that served more would have its revisions (kills among
+            // them) overwritten by this instance's older state: refused, naming it.
+            let ahead: Vec<(String, u64)> =
+                self.store.seen_reports(env).await?.into_iter().filter(|(_, seen)| *seen > served).collect();
+            if let Some((instance, seen)) = ahead.iter().max_by_key(|(_, seen)| *seen) {
+                return Err(ReleaseError::ReseedBehind {
+                    env: env.to_string(),
+                    served,
+                    instance: instance.clone(),
+                    seen: *seen,
+                });
+            }
+        }
         let previous = match self.store.revision(env).await {
             Ok(revision) => revision,
             Err(StoreError::EnvironmentNotFound(_)) => 0,

@@ -39,6 +39,12 @@ pub enum ReleaseError {
         "the store cannot take this unkill of {target} now ({source}); an unkill is only written through the store, so wherever {target} is killed it stays killed. Retry once the store takes writes again (GET /readyz)"
     )]
     UnkillNeedsStore { target: String, source: StoreError },
+    /// A reseed from an instance that served less of the environment than another
+    /// instance reported: it would overwrite what that instance served.
+    #[error(
+        "{instance} has served {env} up to revision {seen}, this instance only up to {served}: a reseed from here would overwrite what it served, kills included. Reseed from {instance}, or pass `force` to reseed from here anyway"
+    )]
+    ReseedBehind { env: String, served: u64, instance: String, seen: u64 },
     /// Store refusals and outages.
     #[error(transparent)]
     Store(#[from] StoreError),

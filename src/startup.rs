@@ -113,6 +113,16 @@ async fn shutdown_signal(streams: Streams) {
     streams.close();
 }
 
+/// This machine's name (a pod's name on Kubernetes), for operators to find an instance by.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// Opens the configured store.
 pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     Ok(match settings.store.kind {
@@ -232,6 +242,7 @@ impl Application {
         let addr = settings.server.addr();
         let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?.port();
+        let syncer = syncer.labelled(format!("{}:{port}", host_name()));
         let (streams, fanout) = Streams::new(
             Arc::clone(&snapshots),
             StreamSettings { heartbeat: settings.server.sse_heartbeat(), buffer: settings.server.stream_buffer },

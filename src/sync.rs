@@ -34,12 +34,33 @@ pub struct Syncer {
     store: Arc<dyn Store>,
     snapshots: Arc<Snapshots>,
     settings: SyncSettings,
+    /// How this instance names itself to operators (`host:port`), in what it reports of
+    /// regressed environments.
+    label: String,
 }
 
 impl Syncer {
     /// A syncer over `store` feeding `snapshots`.
     pub fn new(store: Arc<dyn Store>, snapshots: Arc<Snapshots>, settings: SyncSettings) -> Self {
-        Syncer { store, snapshots, settings }
+        Syncer { store, snapshots, settings, label: String::new() }
+    }
+
+    /// Names this instance in its reports of regressed environments
+    /// ([`Store::report_seen`]).
+    pub fn labelled(mut self, label: String) -> Self {
+        self.label = label;
+        self
+    }
+
+    /// Tells the store how far this instance had served each environment the store is
+    /// behind, so that a reseed from an instance that saw less is refused. Best effort:
+    /// repeated every resync while the environment stays regressed.
+    async fn report_regressions(&self) {
+        for (env, regression) in self.snapshots.watch().all_regressed() {
+            if let Err(error) = self.store.report_seen(&env, &self.label, regression.seen).await {
+                tracing::debug!(%env, %error, "could not report the revision seen of a regressed environment");
+            }
+        }
     }
 
     /// Loads every environment once. Start-up tries this before serving; when the store
@@ -87,6 +108,9 @@ impl Syncer {
             }
             let resynced = self.resync().await;
             self.keep(&mut kept).await;
+            if resynced.is_ok() {
+                self.report_regressions().await;
+            }
             match resynced {
                 Ok(envs) => {
                     self.snapshots.watch().set_unreachable(None);

@@ -96,6 +96,10 @@ pub struct ReseedRequest {
     /// Why (recorded in the audit log).
     #[serde(default)]
     pub reason: Option<String>,
+    /// Reseed even though another instance reported serving a higher revision (whose
+    /// changes the reseed overwrites); refused with `409 reseed_behind` otherwise.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Writes this instance's snapshot of the environment back to the store above every
@@ -105,6 +109,7 @@ pub struct ReseedRequest {
     responses(
         (status = 200, description = "Reseeded", body = ReseedReport),
         (status = 404, description = "This instance does not hold the environment", body = ErrorBody),
+        (status = 409, description = "Another instance reported serving a higher revision (`reseed_behind`, naming it): reseed from that one, or pass `force`", body = ErrorBody),
         (status = 422, description = "Body of the wrong shape", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ))]
@@ -113,6 +118,7 @@ pub(super) async fn reseed(
     auth: Authorized<Admin>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let reason = super::releases::optional_json::<ReseedRequest>(&body)?.and_then(|b| b.reason);
-    Ok(HttpResponse::Ok().json(state.environments.reseed(&auth.env, &auth.actor(), reason).await?))
+    let request = super::releases::optional_json::<ReseedRequest>(&body)?.unwrap_or_default();
+    let report = state.environments.reseed(&auth.env, &auth.actor(), request.reason, request.force).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

@@ -83,6 +83,9 @@ pub enum ApiError {
     /// An unkill the store cannot take now (only kills are served before it has them).
     #[error("{0}")]
     UnkillNeedsStore(String),
+    /// A reseed from an instance behind another one (`force` overrides).
+    #[error("{0}")]
+    ReseedBehind(String),
     /// Written at `revision` but not confirmed by enough replicas: not acknowledged.
     #[error("{message}")]
     NotReplicated { message: String, revision: u64 },
@@ -141,6 +144,7 @@ impl ApiError {
             ApiError::EnvironmentNotEmpty(_) => "environment_not_empty",
             ApiError::StoreRegressed(_) => "store_regressed",
             ApiError::UnkillNeedsStore(_) => "unkill_needs_store",
+            ApiError::ReseedBehind(_) => "reseed_behind",
             ApiError::NotReplicated { .. } => "not_replicated",
             ApiError::OriginNotAllowed { .. } => "origin_not_allowed",
             ApiError::UnknownOutcomePairs { .. } => "unknown_outcome_pairs",
@@ -193,6 +197,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::EnvironmentNotFound { env, nearest } => ApiError::EnvironmentNotFound { env, nearest },
             ReleaseError::RampActive(message) => ApiError::RampActive(message),
             e @ ReleaseError::UnkillNeedsStore { .. } => ApiError::UnkillNeedsStore(e.to_string()),
+            e @ ReleaseError::ReseedBehind { .. } => ApiError::ReseedBehind(e.to_string()),
             ReleaseError::Store(e) => e.into(),
         }
     }
@@ -242,7 +247,8 @@ impl ResponseError for ApiError {
             | ApiError::Conflict(_)
             | ApiError::RampActive(_)
             | ApiError::EnvironmentExists(_)
-            | ApiError::EnvironmentNotEmpty(_) => StatusCode::CONFLICT,
+            | ApiError::EnvironmentNotEmpty(_)
+            | ApiError::ReseedBehind(_) => StatusCode::CONFLICT,
             ApiError::RevisionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::StoreUnavailable(_)

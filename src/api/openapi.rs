@@ -205,7 +205,7 @@ const COHORT_ERRORS: [(&str, &str); 5] = [
     ("500", "A bug or corrupt data"),
     (
         "503",
-        "The store is unavailable, nothing was written (`store_unavailable`, `store_regressed`); or the store did not answer a write it may have applied (`store_unconfirmed`: read back before retrying; a release, kill or revocation write is never applied after this answer); or a write was not confirmed by `store.min_replicas_ack` replicas in time (`not_replicated`, `error.revision` names it); or an unkill the store cannot take now (`unkill_needs_store`: the kill stays served)",
+        "The store is unavailable, nothing was written (`store_unavailable`, `store_regressed`); or the store did not answer a write it may have applied (`store_unconfirmed`: read back before retrying; a release, kill, revocation, environment or reseed write is never applied after this answer); or a write was not confirmed by `store.min_replicas_ack` replicas in time (`not_replicated`, `error.revision` names it); or an unkill the store cannot take now (`unkill_needs_store`: the kill stays served)",
     ),
 ];
 

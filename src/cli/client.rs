@@ -132,8 +132,12 @@ impl CohortClient {
     }
 
     /// `POST /v1/envs/{env}/store/reseed`
-    pub async fn reseed(&self, reason: Option<&str>) -> Result<Value, ClientError> {
-        Ok(self.send(Method::POST, &["store", "reseed"], Some(&reason_body(reason)), None).await?.body)
+    pub async fn reseed(&self, reason: Option<&str>, force: bool) -> Result<Value, ClientError> {
+        let mut body = reason_body(reason);
+        if force {
+            body["force"] = Value::Bool(true);
+        }
+        Ok(self.send(Method::POST, &["store", "reseed"], Some(&body), None).await?.body)
     }
 
     /// `POST /v1/envs/{env}/revocations`, or `POST /v1/revocations` for `--env '*'`.

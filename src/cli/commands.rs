@@ -162,8 +162,8 @@ async fn dispatch(args: &ClientArgs, cmd: ClientCommand, token: Option<&str>) ->
             Ok(show(json, &reply, output::render_unkilled))
         }
         ClientCommand::Env(cmd) => environments(args, cmd, token).await,
-        ClientCommand::Store(StoreCmd::Reseed { reason }) => {
-            let body = client.reseed(reason.as_deref()).await?;
+        ClientCommand::Store(StoreCmd::Reseed { reason, force }) => {
+            let body = client.reseed(reason.as_deref(), force).await?;
             Ok(if json {
                 output::render_json(&body)
             } else {

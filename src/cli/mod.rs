@@ -206,11 +206,16 @@ pub enum EnvCmd {
 pub enum StoreCmd {
     /// Write the --url instance's snapshot of --env back to the store above every
     /// revision it has seen: the audited answer to a store that went backwards (admin).
-    /// Run it against the instance whose `/readyz` shows the highest `seen`.
+    /// Run it against the instance whose `/readyz` shows the highest `seen`: one that saw
+    /// less is refused, naming the instance that reported more.
     Reseed {
         /// why, recorded in the audit log
         #[arg(long)]
         reason: Option<String>,
+        /// reseed from this instance even though another reported serving a higher
+        /// revision (its changes, kills included, are overwritten)
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -290,6 +290,21 @@ pub trait Store: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Records that the instance `instance` has served `env` up to revision `seen`,
+    /// which the store is below (regressed there), so that a reseed from an instance that
+    /// saw less can be refused: it would throw away what `instance` served, kills
+    /// included. Cleared by the next reseed. A store one instance owns (embedded) has no
+    /// one else to hear it.
+    async fn report_seen(&self, _env: &EnvName, _instance: &str, _seen: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What instances reported with [`Store::report_seen`] since the last reseed of `env`:
+    /// instance → revision seen.
+    async fn seen_reports(&self, _env: &EnvName) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //!   at the retention count (`MAXLEN ~` trims only beyond it, never below)
 //! - `{prefix}:{env}:revocations` hash `jti:<id>` / `sub:<name>` → revocation JSON;
 //!   expired ones are dropped by the next revocation written
+//! - `{prefix}:{env}:seen`     hash instance → the revision it served, reported by
+//!   instances the store is behind (regressed); emptied by a reseed
 //! - `{prefix}:environments`   set of the environments that exist (its own slot)
 //! - `{prefix}:deleted_environments` hash name → revision at deletion (tombstones)
 //!
@@ -85,7 +87,7 @@ end
 /// cannot land after that answer and undo a change acknowledged since.
 const WRITE_SCRIPT: &str = concat!(
     r#"
--- KEYS: releases revs rev meta changes audit revocations
+-- KEYS: releases revs rev meta changes audit revocations seen (unused here)
 -- ARGV: op key expected payload maxlen actor action reason time_ms audit_maxlen floor deadline_ms
 -- (op `revoke`: key is the revocation's key, expected the revocation time in seconds)"#,
     now_ms_lua!(),
@@ -186,7 +188,7 @@ return 0
 );
 
 /// Delete an environment that holds no releases: every key of its slot; nothing past
-/// its deadline. KEYS: releases revs rev meta changes audit revocations
+/// its deadline. KEYS: releases revs rev meta changes audit revocations seen
 /// ARGV: deadline_ms
 const DELETE_ENV_SCRIPT: &str = concat!(
     now_ms_lua!(),
@@ -195,7 +197,7 @@ local rev = redis.call('GET', KEYS[3])
 if not rev then return {'missing', '0'} end
 local n = redis.call('HLEN', KEYS[1])
 if n > 0 then return {'not_empty', tostring(n)} end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 return {'ok', rev}
 "#
 );
@@ -205,7 +207,8 @@ return {'ok', rev}
 /// a revoked token back. Nothing past its deadline: a reseed held in the network would
 /// otherwise overwrite, when it lands, what was acknowledged since (a seed chosen above a
 /// regressed instance's mark is above those writes too).
-/// KEYS: releases revs rev meta changes audit revocations
+/// The instances' reports of what they had seen are emptied: every one is below the seed.
+/// KEYS: releases revs rev meta changes audit revocations seen
 /// ARGV: revision kill_all kill_reason time_ms actor action reason before after audit_maxlen
 ///       deadline_ms revocation_count, then that many (key, revocation json) pairs, then
 ///       (key, release json) pairs
@@ -216,7 +219,7 @@ const RESEED_SCRIPT: &str = concat!(
     highest_revision_lua!(),
     r#"local seed = tonumber(ARGV[1])
 if seed <= rev then return {'regressed', tostring(rev)} end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[8])
 local first = 13 + 2 * tonumber(ARGV[12])
 for i = 13, first - 1, 2 do
   redis.call('HSET', KEYS[7], ARGV[i], ARGV[i + 1])
@@ -354,7 +357,7 @@ impl RedisStore {
 
     /// Every key of `env` (for tests and operators; they share one cluster slot).
     pub fn env_keys(&self, env: &EnvName) -> Vec<String> {
-        ["releases", "revs", "rev", "meta", "changes", "audit", "revocations"]
+        ["releases", "revs", "rev", "meta", "changes", "audit", "revocations", "seen"]
             .iter()
             .map(|s| self.key(env, s))
             .collect()
@@ -695,7 +698,7 @@ impl Store for RedisStore {
         let deadline_ms = self.deadline_ms(&mut conn, env).await?;
         let mut invocation = self.script.prepare_invoke();
         for key in self.env_keys(env) {
-            // Order matches the script: releases revs rev meta changes audit revocations.
+            // Order matches the script: releases revs rev meta changes audit revocations seen.
             invocation.key(key);
         }
         invocation
@@ -939,6 +942,26 @@ impl Store for RedisStore {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+
+    async fn report_seen(&self, env: &EnvName, instance: &str, seen: u64) -> Result<(), StoreError> {
+        let mut conn = self.manager.clone();
+        redis::cmd("HSET")
+            .arg(self.key(env, "seen"))
+            .arg(instance)
+            .arg(seen)
+            .exec_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn seen_reports(&self, env: &EnvName) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut conn = self.manager.clone();
+        let reports: HashMap<String, u64> =
+            redis::cmd("HGETALL").arg(self.key(env, "seen")).query_async(&mut conn).await.map_err(unavailable)?;
+        let mut reports: Vec<(String, u64)> = reports.into_iter().collect();
+        reports.sort();
+        Ok(reports)
     }
 
     async fn changes_after(&self, env: &EnvName, after: u64, wait: Duration) -> Result<Vec<Change>, StoreError> {

@@ -367,7 +367,9 @@ async fn failover_under_load(topology: Topology, name: &'static str, fault_name:
     // rightly stops writing as regressed, kills served but not stored included, until the
     // operator reseeds it (`cohort store reseed`), which is done here. The audit check
     // below still finds any acknowledged write the failover lost.
-    let mut reseeded = None;
+    // The operator reseeds from the regressed instance that had seen the most (one that
+    // saw less is refused, `reseed_behind`).
+    let mut regressions = Vec::new();
     for app in apps {
         let regressed = || async { app.get_json(app.url("/readyz")).await["regressed"]["production"].clone() };
         eventually(CONVERGE, || async {
@@ -375,12 +377,16 @@ async fn failover_under_load(topology: Topology, name: &'static str, fault_name:
         })
         .await;
         let found = regressed().await;
-        if !found.is_null() && reseeded.is_none() {
-            let reason = json!({"reason": "the failover lost revisions this instance had read"});
-            let r = app.post(&app.env_url("production", "/store/reseed"), &reason).await;
-            assert_eq!(r.status(), StatusCode::OK, "reseed after {found}: {}", r.text().await.unwrap_or_default());
-            reseeded = Some(found);
+        if !found.is_null() {
+            regressions.push((app, found));
         }
+    }
+    let mut reseeded = None;
+    if let Some((app, found)) = regressions.into_iter().max_by_key(|(_, found)| found["seen"].as_u64()) {
+        let reason = json!({"reason": "the failover lost revisions this instance had read"});
+        let r = app.post(&app.env_url("production", "/store/reseed"), &reason).await;
+        assert_eq!(r.status(), StatusCode::OK, "reseed after {found}: {}", r.text().await.unwrap_or_default());
+        reseeded = Some(found);
     }
     // Kills served while the store could not take them are written now.
     for app in apps {

@@ -121,6 +121,6 @@ async fn every_key_of_an_environment_hashes_to_one_cluster_slot() {
         .iter()
         .map(|key| redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut conn).expect("keyslot"))
         .collect();
-    assert_eq!(slots.len(), 7);
+    assert_eq!(slots.len(), 8);
     assert!(slots.windows(2).all(|w| w[0] == w[1]), "one slot per environment: {slots:?}");
 }

@@ -99,6 +99,48 @@ async fn a_kill_after_redis_restarted_from_an_older_dump_is_served_and_reseeding
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseed_from_an_instance_that_saw_less_is_refused_naming_the_one_that_saw_more() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    a.given_release("production", "checkout", 100.0).await;
+    a.given_release("production", "search", 100.0).await;
+    assert_eq!(kill(&a, "search", "5xx spike").await.status(), StatusCode::OK);
+    // Redis loses its data: A had served revision 3, and says so in the store.
+    redis.flushall();
+    assert!(eventually(CONVERGE, || async { regressed(&a).await }).await);
+    let seen_key = format!("{prefix}:{{production}}:seen");
+    assert!(
+        eventually(CONVERGE, || async { redis.connection().hlen::<_, u64>(&seen_key).unwrap_or(0) > 0 }).await,
+        "the regressed instance reports what it had served"
+    );
+    // A new instance starts over on the empty store: it has seen nothing.
+    let b = spawn_app(Backend::Redis { server: &redis, prefix: &prefix }).await;
+    assert!(!regressed(&b).await);
+
+    // The tired operator reseeds from B: refused, naming A, which served more (the kill
+    // among it), and nothing is written.
+    let r = b.post(&b.env_url("production", "/store/reseed"), &json!({"reason": "redis lost its data"})).await;
+    let message = assert_error(r, StatusCode::CONFLICT, "reseed_behind").await;
+    let a_port = a.address.rsplit(':').next().unwrap_or_default().to_owned();
+    assert!(message.contains(&format!(":{a_port} has served production up to revision 3")), "{message}");
+    assert!(message.contains("force"), "{message}");
+    let audit = b.get_json(b.env_url("production", "/audit?limit=10")).await;
+    assert!(!audit.to_string().contains("store-reseed"), "nothing written: {audit}");
+
+    // From A, the reseed goes through; B, which had seen less, follows it.
+    let r = a.post(&a.env_url("production", "/store/reseed"), &json!({"reason": "redis lost its data"})).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
+    assert!(eventually(CONVERGE, || async { reason(&b, "search").await == "DISABLED" }).await, "B serves the kill");
+    // (Staging, emptied too, stays regressed on A until it is reseeded in turn.)
+    assert_eq!(readyz(&a).await.1["regressed"]["production"], Value::Null);
+    // `force` reseeds from an instance behind the others all the same (after the reseed
+    // from A, B is not behind anyone; the flag is accepted either way).
+    let r = b.post(&b.env_url("production", "/store/reseed"), &json!({"force": true})).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_environment_emptied_by_flushall_is_never_adopted_and_a_kill_is_still_served() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
