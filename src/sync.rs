@@ -260,8 +260,15 @@ async fn check(
             tracing::info!(%env, "environment deleted; no longer served");
             snapshots.remove(env);
             watch.forget(env);
-        } else {
-            flag_regressed(snapshots, env, Some(stored));
+            return Ok(());
+        }
+        // A reseed from this instance may have landed since `stored` was read: it clears
+        // the flag only after the store took it, so a second reading sees it, and the
+        // instance is not flagged again over its own reseed (with a mark that reseed
+        // could then never be above).
+        let again = store.revision(env).await?;
+        if again < self::seen(snapshots, env) {
+            flag_regressed(snapshots, env, Some(again));
         }
         return Ok(());
     }
