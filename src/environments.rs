@@ -101,15 +101,11 @@ impl Environments {
         if !force {
             // Another instance that served more would have its revisions (kills among
             // them) overwritten by this instance's older state: refused, naming it.
-            let ahead: Vec<(String, u64)> =
-                self.store.seen_reports(env).await?.into_iter().filter(|(_, seen)| *seen > served).collect();
-            if let Some((instance, seen)) = ahead.iter().max_by_key(|(_, seen)| *seen) {
-                return Err(ReleaseError::ReseedBehind {
-                    env: env.to_string(),
-                    served,
-                    instance: instance.clone(),
-                    seen: *seen,
-                });
+            let reports = self.store.seen_reports(env).await?;
+            if let Some((instance, seen)) = reports.into_iter().max_by_key(|(_, seen)| *seen)
+                && seen > served
+            {
+                return Err(ReleaseError::ReseedBehind { env: env.to_string(), served, instance, seen });
             }
         }
         let previous = match self.store.revision(env).await {
@@ -117,7 +113,7 @@ impl Environments {
             Err(StoreError::EnvironmentNotFound(_)) => 0,
             Err(e) => return Err(e.into()),
         };
-        let revision = previous.max(self.snapshots.watch().mark(env)).max(snap.revision()) + 1;
+        let revision = previous.max(served) + 1;
         let mut data = snap.to_data();
         data.revision = revision;
         data.reseeded_at = revision;
