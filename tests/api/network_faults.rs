@@ -74,14 +74,40 @@ impl Evaluations {
 
 /// Instance A reaches Redis through `proxy`; instance B reaches it directly.
 async fn instances(redis: &RedisServer, proxy: &FaultProxy, prefix: &str) -> (TestApp, TestApp) {
+    let a = through(proxy, redis, prefix).await;
+    let b = spawn_app(Backend::Redis { server: redis, prefix }).await;
+    (a, b)
+}
+
+/// An instance that reaches Redis through `proxy`.
+async fn through(proxy: &FaultProxy, redis: &RedisServer, prefix: &str) -> TestApp {
     let url: cohort::config::RedisUrl = serde_json::from_value(json!(proxy.redis_url())).expect("a redis url");
-    let a = spawn_app_with(Backend::Redis { server: redis, prefix }, move |s| {
+    spawn_app_with(Backend::Redis { server: redis, prefix }, move |s| {
         s.store.redis_url = url;
         s.rate_limit.evaluate_per_address = 0;
     })
-    .await;
-    let b = spawn_app(Backend::Redis { server: redis, prefix }).await;
-    (a, b)
+    .await
+}
+
+/// Heals `proxy` and waits until the command it held reached Redis and was answered:
+/// past its deadline, it wrote nothing (the store still at revision 2) and left no
+/// `action` entry in `app`'s audit log.
+async fn the_held_change_wrote_nothing(
+    proxy: &FaultProxy,
+    redis: &RedisServer,
+    prefix: &str,
+    app: &TestApp,
+    action: &str,
+) {
+    proxy.heal();
+    assert!(
+        eventually(CONVERGE, || async { proxy.answers_after_hold() >= 1 }).await,
+        "the held {action} reached redis and was answered"
+    );
+    assert_eq!(stored_revision(redis, prefix), 2, "the late {action} wrote nothing");
+    let audit = app.get_json(app.env_url("production", "/audit?limit=100")).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    assert!(!entries.iter().any(|e| e["action"] == action), "no {action} in the audit log: {audit}");
 }
 
 /// A write's answer (`None`: no answer within [`WRITE_BOUND`]) and how long it took.
@@ -267,15 +293,7 @@ async fn an_unkill_held_in_the_network_past_its_answer_is_refused_when_it_reache
     assert_eq!(again.json::<Value>().await.expect("json")["revision"], 2);
 
     // The held unkill arrives and Redis runs it: past its deadline, it changes nothing.
-    proxy.heal();
-    assert!(
-        eventually(CONVERGE, || async { proxy.answers_after_hold() >= 1 }).await,
-        "the held unkill reached redis and was answered"
-    );
-    assert_eq!(stored_revision(&redis, &prefix), 2, "the late unkill wrote nothing");
-    let audit = b.get_json(b.env_url("production", "/audit?limit=100")).await;
-    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
-    assert!(!entries.iter().any(|e| e["action"] == "unkill"), "no unkill in the audit log: {audit}");
+    the_held_change_wrote_nothing(&proxy, &redis, &prefix, &b, "unkill").await;
     for app in [&a, &b] {
         assert_eq!(app.decision("production", "checkout", json!({"targetingKey": "u"})).await["reason"], "DISABLED");
     }
@@ -293,8 +311,7 @@ async fn a_reseed_held_in_the_network_past_its_answer_does_not_overwrite_a_kill_
     let redis = RedisServer::start();
     let proxy = FaultProxy::in_front_of(&redis.url()).await;
     let prefix = unique_prefix();
-    let url: cohort::config::RedisUrl = serde_json::from_value(json!(proxy.redis_url())).expect("a redis url");
-    let a = spawn_app_with(Backend::Redis { server: &redis, prefix: &prefix }, move |s| s.store.redis_url = url).await;
+    let a = through(&proxy, &redis, &prefix).await;
     a.given_release("production", "checkout", 100.0).await;
     // An earlier reseed, so Redis knows the script, as a deployment that
     // ever reseeded does: a script Redis does not know is refused whenever it arrives.
@@ -321,14 +338,6 @@ async fn a_reseed_held_in_the_network_past_its_answer_does_not_overwrite_a_kill_
     assert_eq!(kill.json::<Value>().await.expect("json")["revision"], 2);
 
     // The held reseed reaches Redis: past its deadline, it overwrites nothing.
-    proxy.heal();
-    assert!(
-        eventually(CONVERGE, || async { proxy.answers_after_hold() >= 1 }).await,
-        "the held reseed reached redis and was answered"
-    );
-    assert_eq!(stored_revision(&redis, &prefix), 2, "the late reseed wrote nothing");
-    let audit = c.get_json(c.env_url("production", "/audit?limit=100")).await;
-    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
-    assert!(!entries.iter().any(|e| e["action"] == "store-reseed"), "no reseed in the audit log: {audit}");
+    the_held_change_wrote_nothing(&proxy, &redis, &prefix, &c, "store-reseed").await;
     assert_eq!(c.decision("production", "checkout", json!({"targetingKey": "u"})).await["reason"], "DISABLED");
 }
